@@ -1,0 +1,268 @@
+//! Configuration: flags, environment and an optional TOML file (flags and environment win),
+//! validated into [`Config`] with clear errors.
+
+use std::net::{IpAddr, SocketAddr};
+use std::path::{Path, PathBuf};
+
+use clap::Args;
+use serde::{Deserialize, Serialize};
+
+/// A configuration problem, reported before anything starts.
+#[derive(Debug, thiserror::Error)]
+pub enum ConfigError {
+    /// The TOML file could not be read.
+    #[error("cannot read config file {0}: {1}")]
+    Read(PathBuf, std::io::Error),
+    /// The TOML file is malformed or has unknown keys.
+    #[error("invalid config file {0}: {1}")]
+    Parse(PathBuf, toml::de::Error),
+    /// A value is invalid.
+    #[error("invalid configuration: {0}")]
+    Invalid(String),
+    /// The secrets file could not be written or read.
+    #[error("secrets file {0}: {1}")]
+    Secrets(PathBuf, String),
+}
+
+/// Server options shared by `serve` and `local` (all optional so that the file can fill them).
+#[derive(Debug, Clone, Default, Args)]
+pub struct ServerArgs {
+    /// TOML configuration file (keys as the long flags, with underscores).
+    #[arg(long, env = "CONFIG")]
+    pub config: Option<PathBuf>,
+    /// HTTPS/WSS listen address [default: 0.0.0.0:8443].
+    #[arg(long, env = "HTTP_ADDR")]
+    pub http_addr: Option<SocketAddr>,
+    /// Directory for generated certificates and secrets [default: ./data].
+    #[arg(long, env = "DATA_DIR")]
+    pub data_dir: Option<PathBuf>,
+    /// API key for the REST API and token issuer (generated when unset).
+    #[arg(long, env = "API_KEY")]
+    pub api_key: Option<String>,
+    /// API secret, at least 32 characters (generated when unset).
+    #[arg(long, env = "API_SECRET", hide_env_values = true)]
+    pub api_secret: Option<String>,
+    /// Secret that media-plane nodes present on the control link (generated when unset).
+    #[arg(long, env = "NODE_SECRET", hide_env_values = true)]
+    pub node_secret: Option<String>,
+    /// PEM certificate chain; with --tls-key, replaces the generated development certificate.
+    #[arg(long, env = "TLS_CERT")]
+    pub tls_cert: Option<PathBuf>,
+    /// PEM private key for --tls-cert.
+    #[arg(long, env = "TLS_KEY")]
+    pub tls_key: Option<PathBuf>,
+    /// Public address(es) of this host: covered by the development certificate and, in
+    /// `local` mode, advertised by the media plane. Comma-separated.
+    #[arg(long, env = "PUBLIC_IP", value_delimiter = ',')]
+    pub public_ip: Option<Vec<IpAddr>>,
+    /// Let the web app mint its own tokens at /app/token [default: true in local, false in serve].
+    #[arg(long, env = "OPEN_JOIN")]
+    pub open_join: Option<bool>,
+    /// Participant limit of rooms created by a join (0: none) [default: 0].
+    #[arg(long, env = "DEFAULT_MAX_PARTICIPANTS")]
+    pub default_max_participants: Option<u32>,
+    /// Create rooms on first join [default: true].
+    #[arg(long, env = "AUTO_CREATE_ROOMS")]
+    pub auto_create_rooms: Option<bool>,
+}
+
+/// The same keys as [`ServerArgs`], from the TOML file.
+#[derive(Debug, Default, Deserialize, Serialize)]
+#[serde(deny_unknown_fields)]
+pub struct FileConfig {
+    http_addr: Option<SocketAddr>,
+    data_dir: Option<PathBuf>,
+    api_key: Option<String>,
+    api_secret: Option<String>,
+    node_secret: Option<String>,
+    tls_cert: Option<PathBuf>,
+    tls_key: Option<PathBuf>,
+    public_ip: Option<Vec<IpAddr>>,
+    open_join: Option<bool>,
+    default_max_participants: Option<u32>,
+    auto_create_rooms: Option<bool>,
+}
+
+/// Validated configuration.
+#[derive(Debug, Clone)]
+pub struct Config {
+    /// Listen address.
+    pub http_addr: SocketAddr,
+    /// Data directory.
+    pub data_dir: PathBuf,
+    /// API key and secret, and whether they were just generated.
+    pub api_key: String,
+    /// API secret.
+    pub api_secret: String,
+    /// Node secret.
+    pub node_secret: String,
+    /// Whether secrets were generated on this run.
+    pub generated_secrets: bool,
+    /// Real certificate and key.
+    pub tls: Option<(PathBuf, PathBuf)>,
+    /// Public addresses.
+    pub public_ip: Vec<IpAddr>,
+    /// Open join for the web app.
+    pub open_join: bool,
+    /// Default participant limit.
+    pub default_max_participants: u32,
+    /// Auto-create rooms.
+    pub auto_create_rooms: bool,
+}
+
+#[derive(Debug, Default, Deserialize, Serialize)]
+struct Secrets {
+    api_key: Option<String>,
+    api_secret: Option<String>,
+    node_secret: Option<String>,
+}
+
+fn random_secret(len: usize) -> String {
+    use rand::Rng;
+    let mut rng = rand::rng();
+    (0..len).map(|_| rng.sample(rand::distr::Alphanumeric) as char).collect()
+}
+
+fn load_secrets(path: &Path) -> Result<Secrets, ConfigError> {
+    match std::fs::read_to_string(path) {
+        Ok(t) => toml::from_str(&t).map_err(|e| ConfigError::Secrets(path.into(), e.to_string())),
+        Err(e) if e.kind() == std::io::ErrorKind::NotFound => Ok(Secrets::default()),
+        Err(e) => Err(ConfigError::Secrets(path.into(), e.to_string())),
+    }
+}
+
+fn store_secrets(path: &Path, s: &Secrets) -> Result<(), ConfigError> {
+    let err = |e: String| ConfigError::Secrets(path.into(), e);
+    if let Some(dir) = path.parent() {
+        std::fs::create_dir_all(dir).map_err(|e| err(e.to_string()))?;
+    }
+    let text = toml::to_string(s).map_err(|e| err(e.to_string()))?;
+    std::fs::write(path, text).map_err(|e| err(e.to_string()))?;
+    #[cfg(unix)]
+    {
+        use std::os::unix::fs::PermissionsExt;
+        std::fs::set_permissions(path, std::fs::Permissions::from_mode(0o600)).map_err(|e| err(e.to_string()))?;
+    }
+    Ok(())
+}
+
+impl ServerArgs {
+    /// Merges flags/environment over the file over defaults, validates, and fills secrets
+    /// (from the data directory, or newly generated and stored there).
+    pub fn resolve(&self, local_mode: bool) -> Result<Config, ConfigError> {
+        let file = match &self.config {
+            Some(p) => {
+                let text = std::fs::read_to_string(p).map_err(|e| ConfigError::Read(p.clone(), e))?;
+                toml::from_str::<FileConfig>(&text).map_err(|e| ConfigError::Parse(p.clone(), e))?
+            }
+            None => FileConfig::default(),
+        };
+        let data_dir = self.data_dir.clone().or(file.data_dir).unwrap_or_else(|| PathBuf::from("data"));
+        let api_key = self.api_key.clone().or(file.api_key);
+        let api_secret = self.api_secret.clone().or(file.api_secret);
+        let node_secret = self.node_secret.clone().or(file.node_secret);
+        if api_key.is_some() != api_secret.is_some() {
+            return Err(ConfigError::Invalid("--api-key and --api-secret must be set together".into()));
+        }
+        if let Some(s) = &api_secret {
+            if s.len() < 32 {
+                return Err(ConfigError::Invalid("--api-secret must be at least 32 characters".into()));
+            }
+        }
+        if node_secret.as_ref().is_some_and(|s| s.len() < 16) {
+            return Err(ConfigError::Invalid("--node-secret must be at least 16 characters".into()));
+        }
+        let tls_cert = self.tls_cert.clone().or(file.tls_cert);
+        let tls_key = self.tls_key.clone().or(file.tls_key);
+        let tls = match (tls_cert, tls_key) {
+            (Some(c), Some(k)) => Some((c, k)),
+            (None, None) => None,
+            _ => return Err(ConfigError::Invalid("--tls-cert and --tls-key must be set together".into())),
+        };
+
+        let secrets_path = data_dir.join("secrets.toml");
+        let mut stored = load_secrets(&secrets_path)?;
+        let mut generated = false;
+        let (api_key, api_secret) = match (api_key, api_secret) {
+            (Some(k), Some(s)) => (k, s),
+            _ => {
+                if stored.api_key.is_none() || stored.api_secret.is_none() {
+                    stored.api_key = Some(format!("API{}", random_secret(12)));
+                    stored.api_secret = Some(random_secret(48));
+                    generated = true;
+                }
+                (stored.api_key.clone().unwrap_or_default(), stored.api_secret.clone().unwrap_or_default())
+            }
+        };
+        let node_secret = match node_secret {
+            Some(s) => s,
+            None => {
+                if stored.node_secret.is_none() {
+                    stored.node_secret = Some(random_secret(48));
+                    generated = true;
+                }
+                stored.node_secret.clone().unwrap_or_default()
+            }
+        };
+        if generated {
+            store_secrets(&secrets_path, &stored)?;
+        }
+        Ok(Config {
+            http_addr: self.http_addr.or(file.http_addr).unwrap_or_else(|| SocketAddr::from(([0, 0, 0, 0], 8443))),
+            data_dir,
+            api_key,
+            api_secret,
+            node_secret,
+            generated_secrets: generated,
+            tls,
+            public_ip: self.public_ip.clone().or(file.public_ip).unwrap_or_default(),
+            open_join: self.open_join.or(file.open_join).unwrap_or(local_mode),
+            default_max_participants: self.default_max_participants.or(file.default_max_participants).unwrap_or(0),
+            auto_create_rooms: self.auto_create_rooms.or(file.auto_create_rooms).unwrap_or(true),
+        })
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn args(dir: &Path) -> ServerArgs {
+        ServerArgs { data_dir: Some(dir.to_path_buf()), ..Default::default() }
+    }
+
+    #[test]
+    fn generates_secrets_once_and_reuses_them() {
+        let dir = std::env::temp_dir().join(format!("cp-cfg-{}", random_secret(8)));
+        let a = args(&dir).resolve(true).unwrap();
+        assert!(a.generated_secrets && a.api_secret.len() >= 32);
+        let b = args(&dir).resolve(true).unwrap();
+        assert!(!b.generated_secrets);
+        assert_eq!((a.api_key, a.api_secret, a.node_secret), (b.api_key, b.api_secret, b.node_secret));
+        let _ = std::fs::remove_dir_all(dir);
+    }
+
+    #[test]
+    fn flags_override_file_and_bad_values_are_clear_errors() {
+        let dir = std::env::temp_dir().join(format!("cp-cfg-{}", random_secret(8)));
+        std::fs::create_dir_all(&dir).unwrap();
+        let file = dir.join("c.toml");
+        std::fs::write(&file, "http_addr = \"127.0.0.1:9000\"\ndefault_max_participants = 7\n").unwrap();
+        let mut a = args(&dir);
+        a.config = Some(file.clone());
+        a.http_addr = Some("127.0.0.1:9001".parse().unwrap());
+        let c = a.resolve(false).unwrap();
+        assert_eq!(c.http_addr.port(), 9001);
+        assert_eq!(c.default_max_participants, 7);
+        assert!(!c.open_join);
+
+        std::fs::write(&file, "htp_addr = 1\n").unwrap();
+        assert!(matches!(a.resolve(false), Err(ConfigError::Parse(..))));
+        let mut b = args(&dir);
+        b.api_key = Some("k".into());
+        assert!(matches!(b.resolve(false), Err(ConfigError::Invalid(_))));
+        b.api_secret = Some("short".into());
+        assert!(b.resolve(false).unwrap_err().to_string().contains("at least 32"));
+        let _ = std::fs::remove_dir_all(dir);
+    }
+}

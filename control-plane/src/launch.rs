@@ -1,0 +1,133 @@
+//! Starting the HTTPS server, and the `local` mode that also supervises a media-plane node.
+
+use std::net::{IpAddr, SocketAddr, TcpListener};
+use std::path::{Path, PathBuf};
+use std::process::Stdio;
+use std::sync::Arc;
+
+use anyhow::{bail, Context};
+
+use crate::config::Config;
+use crate::state::{App, Settings};
+
+/// The machine's primary IPv4 address, if any.
+pub fn primary_ipv4() -> Option<IpAddr> {
+    if_addrs::get_if_addrs().ok()?.into_iter().find(|i| !i.is_loopback() && i.ip().is_ipv4()).map(|i| i.ip())
+}
+
+/// A bound HTTPS server ready to run.
+pub struct Prepared {
+    /// Shared state.
+    pub app: Arc<App>,
+    /// Bound address.
+    pub addr: SocketAddr,
+    /// The development CA, when generated certificates are in use.
+    pub ca: Option<PathBuf>,
+    listener: TcpListener,
+    tls: axum_server::tls_rustls::RustlsConfig,
+}
+
+/// Loads or generates certificates, builds the state and binds the listener.
+pub fn prepare(cfg: &Config) -> anyhow::Result<Prepared> {
+    let paths = match &cfg.tls {
+        Some((cert, key)) => certs::CertPaths { cert: cert.clone(), key: key.clone(), ca: None },
+        None => {
+            let mut extra: Vec<String> = cfg.public_ip.iter().map(|i| i.to_string()).collect();
+            if let Some(ip) = primary_ipv4() {
+                extra.push(ip.to_string());
+            }
+            let (paths, generated) = certs::ensure_dev(&cfg.data_dir.join("certs"), &certs::default_names(&extra))?;
+            if generated {
+                if let Some(ca) = &paths.ca {
+                    println!("{}", certs::trust_instructions(ca));
+                }
+            }
+            paths
+        }
+    };
+    let tls = axum_server::tls_rustls::RustlsConfig::from_config(Arc::new(certs::server_config(&paths)?));
+    let settings = Settings {
+        auto_create_rooms: cfg.auto_create_rooms,
+        default_max_participants: cfg.default_max_participants,
+        open_join: cfg.open_join,
+        demo_token_ttl: 6 * 3600,
+    };
+    let app = App::new(settings, cfg.api_key.clone(), cfg.api_secret.clone(), cfg.node_secret.clone());
+    let listener = TcpListener::bind(cfg.http_addr).with_context(|| format!("binding {}", cfg.http_addr))?;
+    listener.set_nonblocking(true)?;
+    let addr = listener.local_addr()?;
+    Ok(Prepared { app, addr, ca: paths.ca, listener, tls })
+}
+
+impl Prepared {
+    /// Serves HTTPS until the process ends.
+    pub async fn serve(self) -> anyhow::Result<()> {
+        let router = crate::server::router(self.app);
+        axum_server::from_tcp_rustls(self.listener, self.tls)?.serve(router.into_make_service()).await?;
+        Ok(())
+    }
+}
+
+/// Options of the media-plane child in `local` mode.
+#[derive(Debug, Clone)]
+pub struct ChildOptions {
+    /// Path of the media-plane binary (default: next to this executable).
+    pub bin: Option<PathBuf>,
+    /// UDP port of core 0 (0: any free ports).
+    pub port_base: u16,
+    /// Cores to use (default: all).
+    pub cores: Option<usize>,
+    /// Force the epoll fallback.
+    pub force_epoll: bool,
+}
+
+fn media_plane_bin(opts: &ChildOptions) -> anyhow::Result<PathBuf> {
+    if let Some(b) = &opts.bin {
+        return Ok(b.clone());
+    }
+    let exe = std::env::current_exe()?;
+    let dir = exe.parent().map(Path::to_path_buf).unwrap_or_default();
+    let bin = dir.join("media-plane");
+    if !bin.exists() {
+        // Under `cargo run`, build the sibling binary with the same profile.
+        let Ok(cargo) = std::env::var("CARGO") else {
+            bail!("{} not found: build it with `cargo build --release -p media-plane` or pass --media-plane-bin", bin.display());
+        };
+        let release = dir.ends_with("release");
+        println!("building media-plane ({})...", if release { "release" } else { "debug" });
+        let mut cmd = std::process::Command::new(cargo);
+        cmd.args(["build", "-p", "media-plane"]);
+        if release {
+            cmd.arg("--release");
+        }
+        let status = cmd.status().context("running cargo build -p media-plane")?;
+        if !status.success() {
+            bail!("building media-plane failed");
+        }
+    }
+    Ok(bin)
+}
+
+/// Spawns the media-plane node that connects back to this control plane.
+pub fn spawn_media_plane(cfg: &Config, prepared: &Prepared, opts: &ChildOptions) -> anyhow::Result<tokio::process::Child> {
+    let bin = media_plane_bin(opts)?;
+    let mut cmd = tokio::process::Command::new(&bin);
+    cmd.env("CONTROL_URL", format!("wss://127.0.0.1:{}{}", prepared.addr.port(), link::LINK_PATH))
+        .env("NODE_SECRET", &cfg.node_secret)
+        .env("PORT_BASE", opts.port_base.to_string())
+        .stdin(Stdio::null())
+        .kill_on_drop(true);
+    if let Some(ca) = &prepared.ca {
+        cmd.env("CONTROL_CA", ca);
+    }
+    if !cfg.public_ip.is_empty() {
+        cmd.env("PUBLIC_IP", cfg.public_ip.iter().map(|i| i.to_string()).collect::<Vec<_>>().join(","));
+    }
+    if let Some(n) = opts.cores {
+        cmd.env("CORES", n.to_string());
+    }
+    if opts.force_epoll {
+        cmd.env("FORCE_EPOLL", "true");
+    }
+    cmd.spawn().with_context(|| format!("starting {}", bin.display()))
+}

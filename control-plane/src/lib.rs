@@ -1,0 +1,16 @@
+//! The control plane: REST API, access tokens, WebSocket signaling, WHIP/WHEP, room
+//! placement on media-plane nodes, and the web app. It never handles a media packet: the
+//! media plane does, and the two talk over the control link ([`nodes`], crate `link`).
+
+pub mod api;
+pub mod config;
+pub mod error;
+pub mod launch;
+pub mod nodes;
+pub mod placement;
+pub mod server;
+pub mod signal;
+pub mod state;
+pub mod token;
+pub mod web;
+pub mod whip;

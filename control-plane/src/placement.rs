@@ -1,0 +1,48 @@
+//! Room placement: pick the least-loaded core among registered media-plane nodes.
+
+/// Load of one core as the control plane sees it.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct CoreLoad {
+    /// Node id.
+    pub node: String,
+    /// Core index.
+    pub core: u32,
+    /// Sessions the control plane placed there.
+    pub assigned: u32,
+    /// Sessions the node last reported.
+    pub reported: u32,
+    /// Sessions the core accepts.
+    pub capacity: u32,
+}
+
+impl CoreLoad {
+    fn load(&self) -> u32 {
+        self.assigned.max(self.reported)
+    }
+}
+
+/// The core with the lowest load that still has room, ties broken by node id then core index.
+pub fn least_loaded(cores: &[CoreLoad]) -> Option<(String, u32)> {
+    cores
+        .iter()
+        .filter(|c| c.load() < c.capacity)
+        .min_by(|a, b| a.load().cmp(&b.load()).then_with(|| a.node.cmp(&b.node)).then(a.core.cmp(&b.core)))
+        .map(|c| (c.node.clone(), c.core))
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn c(node: &str, core: u32, assigned: u32, reported: u32) -> CoreLoad {
+        CoreLoad { node: node.into(), core, assigned, reported, capacity: 10 }
+    }
+
+    #[test]
+    fn picks_least_loaded_and_skips_full() {
+        let cores = [c("a", 0, 3, 0), c("a", 1, 1, 2), c("b", 0, 10, 0), c("b", 1, 0, 1)];
+        assert_eq!(least_loaded(&cores), Some(("b".into(), 1)));
+        assert_eq!(least_loaded(&[c("a", 0, 10, 0)]), None);
+        assert_eq!(least_loaded(&[]), None);
+    }
+}

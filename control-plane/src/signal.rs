@@ -1,0 +1,215 @@
+//! WebSocket signaling at `/ws` (protocol in docs/signaling.md).
+//!
+//! The client joins with a token, sends one SDP offer for what it publishes, and answers the
+//! server's offers whenever other participants' tracks come or go. The server is the only
+//! side that renegotiates after the first offer, so there is no glare.
+
+use std::sync::Arc;
+
+use axum::extract::ws::{CloseFrame, Message, WebSocket};
+use axum::extract::{State, WebSocketUpgrade};
+use axum::response::Response;
+use futures_util::{SinkExt, StreamExt};
+use link::{Subscription, TrackKind};
+use serde::{Deserialize, Serialize};
+use tokio::sync::mpsc;
+
+use crate::error::ApiError;
+use crate::state::{App, ParticipantView, Via};
+use crate::token::Grants;
+
+/// Largest signaling message accepted.
+pub const MAX_MESSAGE: usize = 256 * 1024;
+
+/// Messages from the client.
+#[derive(Debug, Deserialize)]
+#[serde(tag = "type", rename_all = "snake_case")]
+pub enum ClientMsg {
+    /// First message: the access token.
+    Join {
+        /// JWT.
+        token: String,
+    },
+    /// The client's offer (once, after `joined`).
+    Offer {
+        /// SDP.
+        sdp: String,
+    },
+    /// Answer to a server offer.
+    Answer {
+        /// SDP.
+        sdp: String,
+    },
+    /// Leave the room.
+    Leave,
+    /// Keep-alive.
+    Ping,
+}
+
+/// Messages to the client.
+#[derive(Debug, Clone, Serialize)]
+#[serde(tag = "type", rename_all = "snake_case")]
+pub enum ServerMsg {
+    /// Join accepted.
+    Joined {
+        /// Room.
+        room: String,
+        /// Own identity.
+        identity: String,
+        /// Own session id.
+        session: String,
+        /// Grants.
+        grants: Grants,
+        /// Others already in the room.
+        participants: Vec<ParticipantView>,
+        /// ICE servers for the RTCPeerConnection.
+        ice_servers: Vec<serde_json::Value>,
+    },
+    /// Answer to the client's offer.
+    Answer {
+        /// SDP.
+        sdp: String,
+    },
+    /// Server-initiated renegotiation.
+    Offer {
+        /// SDP.
+        sdp: String,
+    },
+    /// Someone joined.
+    ParticipantJoined {
+        /// Who.
+        participant: ParticipantView,
+    },
+    /// Someone left.
+    ParticipantLeft {
+        /// Identity.
+        identity: String,
+        /// Session id.
+        session: String,
+    },
+    /// Someone published a track.
+    TrackPublished {
+        /// Identity.
+        identity: String,
+        /// Session id (also the stream id of the track on the receiving side).
+        session: String,
+        /// Track id.
+        track: String,
+        /// Kind.
+        kind: TrackKind,
+    },
+    /// An error; `code` is machine-readable.
+    Error {
+        /// Code.
+        code: String,
+        /// Human-readable text.
+        message: String,
+    },
+    /// Reply to ping.
+    Pong,
+    /// Internal: close the socket after sending what came before.
+    #[serde(skip)]
+    Close,
+}
+
+impl From<&ApiError> for ServerMsg {
+    fn from(e: &ApiError) -> Self {
+        ServerMsg::Error { code: e.code().into(), message: e.to_string() }
+    }
+}
+
+/// `GET /ws`: upgrades to the signaling WebSocket.
+pub async fn ws(State(app): State<Arc<App>>, upgrade: WebSocketUpgrade) -> Response {
+    upgrade.max_message_size(MAX_MESSAGE).on_upgrade(move |socket| serve(app, socket))
+}
+
+fn encode(msg: &ServerMsg) -> Message {
+    Message::Text(serde_json::to_string(msg).unwrap_or_default().into())
+}
+
+async fn serve(app: Arc<App>, socket: WebSocket) {
+    let (mut sink, mut stream) = socket.split();
+    let (tx, mut rx) = mpsc::unbounded_channel::<ServerMsg>();
+    let writer = tokio::spawn(async move {
+        while let Some(msg) = rx.recv().await {
+            if matches!(msg, ServerMsg::Close) {
+                let _ = sink.send(Message::Close(Some(CloseFrame { code: 1000, reason: "bye".into() }))).await;
+                break;
+            }
+            if sink.send(encode(&msg)).await.is_err() {
+                break;
+            }
+        }
+    });
+    let mut session: Option<String> = None;
+    while let Some(Ok(msg)) = stream.next().await {
+        let text = match msg {
+            Message::Text(t) => t,
+            Message::Close(_) => break,
+            _ => continue,
+        };
+        let parsed = match serde_json::from_str::<ClientMsg>(&text) {
+            Ok(m) => m,
+            Err(e) => {
+                let _ = tx.send(ServerMsg::Error { code: "bad_request".into(), message: format!("malformed message: {e}") });
+                continue;
+            }
+        };
+        if let Err(e) = handle(&app, &tx, &mut session, parsed).await {
+            let _ = tx.send(ServerMsg::from(&e));
+        }
+        if session.as_ref().is_some_and(|s| app.room_of(s).is_none()) {
+            // Removed (kicked, room deleted, media lost): the notice and Close are queued.
+            session = None;
+            break;
+        }
+    }
+    if let Some(s) = session {
+        app.remove(&s, true, None);
+    }
+    drop(tx);
+    let _ = writer.await;
+}
+
+async fn handle(app: &Arc<App>, tx: &mpsc::UnboundedSender<ServerMsg>, session: &mut Option<String>, msg: ClientMsg) -> Result<(), ApiError> {
+    match msg {
+        ClientMsg::Join { token } => {
+            if session.is_some() {
+                return Err(ApiError::BadRequest("already joined".into()));
+            }
+            let claims = app.keys.verify(&token)?;
+            let adm = app.admit(&claims, Via::Websocket, Some(tx.clone()))?;
+            let _ = tx.send(ServerMsg::Joined {
+                room: adm.room,
+                identity: claims.sub.clone(),
+                session: adm.session.clone(),
+                grants: claims.grants,
+                participants: adm.others,
+                ice_servers: Vec::new(),
+            });
+            *session = Some(adm.session);
+            Ok(())
+        }
+        ClientMsg::Offer { sdp } => {
+            let s = session.as_ref().ok_or_else(|| ApiError::Unauthorized("join first".into()))?;
+            let answer = app.start_media(s, sdp, Subscription::All).await?;
+            let _ = tx.send(ServerMsg::Answer { sdp: answer });
+            Ok(())
+        }
+        ClientMsg::Answer { sdp } => {
+            let s = session.as_ref().ok_or_else(|| ApiError::Unauthorized("join first".into()))?;
+            app.client_answer(s, sdp)
+        }
+        ClientMsg::Leave => {
+            if let Some(s) = session.take() {
+                app.remove(&s, true, None);
+            }
+            let _ = tx.send(ServerMsg::Close);
+            Ok(())
+        }
+        ClientMsg::Ping => {
+            let _ = tx.send(ServerMsg::Pong);
+            Ok(())
+        }
+    }
+}

@@ -1,0 +1,568 @@
+//! The control plane's view of the cluster: rooms, participants, media-plane nodes and
+//! pending requests. All of it sits behind one mutex that is never held across an await.
+
+use std::collections::{BTreeMap, HashMap};
+use std::sync::atomic::{AtomicU64, Ordering};
+use std::sync::{Arc, Mutex, MutexGuard};
+use std::time::Duration;
+
+use link::{Command, Event as LinkEvent, Grants as LinkGrants, LeaveReason, Subscription, TrackKind};
+use serde::Serialize;
+use tokio::sync::{mpsc, oneshot};
+
+use crate::error::ApiError;
+use crate::placement::{least_loaded, CoreLoad};
+use crate::signal::ServerMsg;
+use crate::token::{unix_now, Claims, Grants, TokenKeys};
+
+/// How long a join waits for the media plane's answer.
+pub const JOIN_TIMEOUT: Duration = Duration::from_secs(10);
+
+/// Runtime settings of the control plane.
+#[derive(Debug, Clone)]
+pub struct Settings {
+    /// Create a room on first join when it does not exist.
+    pub auto_create_rooms: bool,
+    /// Participant limit of auto-created rooms (0: none).
+    pub default_max_participants: u32,
+    /// Let the web app mint its own tokens (development).
+    pub open_join: bool,
+    /// Lifetime of tokens minted for the web app.
+    pub demo_token_ttl: u64,
+}
+
+/// How a participant is connected.
+#[derive(Debug, Clone, Copy, Serialize, PartialEq, Eq)]
+#[serde(rename_all = "snake_case")]
+pub enum Via {
+    /// WebSocket signaling (web app, SDKs).
+    Websocket,
+    /// WHIP publisher.
+    Whip,
+    /// WHEP player.
+    Whep,
+}
+
+/// A published track.
+#[derive(Debug, Clone, Serialize)]
+pub struct TrackInfo {
+    /// Track id (publisher mid).
+    pub id: String,
+    /// Audio or video.
+    pub kind: TrackKind,
+}
+
+/// One participant session.
+#[derive(Debug)]
+pub struct Participant {
+    /// Session id.
+    pub session: String,
+    /// Identity from the token.
+    pub identity: String,
+    /// Connection kind.
+    pub via: Via,
+    /// Grants from the token.
+    pub grants: Grants,
+    /// Published tracks.
+    pub tracks: Vec<TrackInfo>,
+    /// Signaling channel (WebSocket participants).
+    pub tx: Option<mpsc::UnboundedSender<ServerMsg>>,
+    /// Unix time of joining.
+    pub joined_at: u64,
+    /// Whether the media session was created on the node.
+    pub media: bool,
+}
+
+/// Public view of a participant.
+#[derive(Debug, Clone, Serialize)]
+pub struct ParticipantView {
+    /// Identity.
+    pub identity: String,
+    /// Session id.
+    pub session: String,
+    /// Connection kind.
+    pub via: Via,
+    /// Published tracks.
+    pub tracks: Vec<TrackInfo>,
+    /// Unix time of joining.
+    pub joined_at: u64,
+}
+
+impl Participant {
+    /// Public view.
+    pub fn view(&self) -> ParticipantView {
+        ParticipantView { identity: self.identity.clone(), session: self.session.clone(), via: self.via, tracks: self.tracks.clone(), joined_at: self.joined_at }
+    }
+}
+
+/// A room.
+#[derive(Debug)]
+pub struct Room {
+    /// Name.
+    pub name: String,
+    /// Participant limit (0: none).
+    pub max_participants: u32,
+    /// Unix time of creation.
+    pub created_at: u64,
+    /// Created by a join rather than the API; removed when it empties.
+    pub auto: bool,
+    /// Node and core hosting the room while it has participants.
+    pub placement: Option<(String, u32)>,
+    /// Participants by session id.
+    pub participants: BTreeMap<String, Participant>,
+}
+
+/// Public view of a room.
+#[derive(Debug, Serialize)]
+pub struct RoomView {
+    /// Name.
+    pub name: String,
+    /// Participant limit (0: none).
+    pub max_participants: u32,
+    /// Unix time of creation.
+    pub created_at: u64,
+    /// Participants now.
+    pub num_participants: usize,
+    /// Hosting node and core.
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub node: Option<String>,
+    /// Hosting core.
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub core: Option<u32>,
+    /// Participants (detail view only).
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub participants: Option<Vec<ParticipantView>>,
+}
+
+impl Room {
+    /// Public view, with participants when `detail`.
+    pub fn view(&self, detail: bool) -> RoomView {
+        RoomView {
+            name: self.name.clone(),
+            max_participants: self.max_participants,
+            created_at: self.created_at,
+            num_participants: self.participants.len(),
+            node: self.placement.as_ref().map(|p| p.0.clone()),
+            core: self.placement.as_ref().map(|p| p.1),
+            participants: detail.then(|| self.participants.values().map(Participant::view).collect()),
+        }
+    }
+
+    fn broadcast(&self, except: &str, msg: &ServerMsg) {
+        for p in self.participants.values() {
+            if p.session != except {
+                if let Some(tx) = &p.tx {
+                    let _ = tx.send(msg.clone());
+                }
+            }
+        }
+    }
+}
+
+/// A registered media-plane node.
+#[derive(Debug)]
+pub struct Node {
+    /// Advertised addresses.
+    pub addresses: Vec<String>,
+    /// Per core: (port, reported sessions).
+    pub cores: Vec<(u16, u32)>,
+    /// Sessions per core.
+    pub capacity: u32,
+    /// Commands to the node.
+    pub tx: mpsc::UnboundedSender<Command>,
+    /// Connection generation, to ignore a stale link's goodbye.
+    pub generation: u64,
+}
+
+/// Everything behind the lock.
+#[derive(Debug, Default)]
+pub struct State {
+    /// Rooms by name.
+    pub rooms: BTreeMap<String, Room>,
+    /// Nodes by id.
+    pub nodes: BTreeMap<String, Node>,
+    /// Session id to room name.
+    pub sessions: HashMap<String, String>,
+    /// Joins waiting for an answer.
+    pending: HashMap<u64, oneshot::Sender<Result<String, ApiError>>>,
+}
+
+/// Shared application state.
+pub struct App {
+    /// Settings.
+    pub settings: Settings,
+    /// Token keys.
+    pub keys: TokenKeys,
+    /// API key.
+    pub api_key: String,
+    /// API secret.
+    pub api_secret: String,
+    /// Secret media-plane nodes present on the link.
+    pub node_secret: String,
+    state: Mutex<State>,
+    next_id: AtomicU64,
+}
+
+/// What a successful admission returns.
+#[derive(Debug, Clone)]
+pub struct Admission {
+    /// New session id.
+    pub session: String,
+    /// Room.
+    pub room: String,
+    /// Others already in the room.
+    pub others: Vec<ParticipantView>,
+}
+
+fn random_id(prefix: &str) -> String {
+    use rand::Rng;
+    let mut rng = rand::rng();
+    let s: String = (0..12).map(|_| rng.sample(rand::distr::Alphanumeric) as char).collect();
+    format!("{prefix}{s}")
+}
+
+impl App {
+    /// New state with no rooms and no nodes.
+    pub fn new(settings: Settings, api_key: String, api_secret: String, node_secret: String) -> Arc<App> {
+        Arc::new(App {
+            settings,
+            keys: TokenKeys::new(&api_key, &api_secret),
+            api_key,
+            api_secret,
+            node_secret,
+            state: Mutex::new(State::default()),
+            next_id: AtomicU64::new(1),
+        })
+    }
+
+    /// Locks the state; a poisoned lock is recovered (the state stays consistent per call).
+    pub fn lock(&self) -> MutexGuard<'_, State> {
+        self.state.lock().unwrap_or_else(|p| p.into_inner())
+    }
+
+    /// Creates a room through the API.
+    pub fn create_room(&self, name: &str, max_participants: u32) -> Result<RoomView, ApiError> {
+        validate_name(name, "room")?;
+        let mut st = self.lock();
+        if st.rooms.contains_key(name) {
+            return Err(ApiError::RoomExists(name.to_string()));
+        }
+        let room = Room { name: name.into(), max_participants, created_at: unix_now(), auto: false, placement: None, participants: BTreeMap::new() };
+        let view = room.view(false);
+        st.rooms.insert(name.into(), room);
+        Ok(view)
+    }
+
+    /// Admits the holder of `claims` as a new session, creating and placing the room as needed.
+    pub fn admit(&self, claims: &Claims, via: Via, tx: Option<mpsc::UnboundedSender<ServerMsg>>) -> Result<Admission, ApiError> {
+        validate_name(&claims.room, "room")?;
+        let mut st = self.lock();
+        if !st.rooms.contains_key(&claims.room) {
+            if !self.settings.auto_create_rooms {
+                return Err(ApiError::RoomNotFound(claims.room.clone()));
+            }
+            let room = Room {
+                name: claims.room.clone(),
+                max_participants: self.settings.default_max_participants,
+                created_at: unix_now(),
+                auto: true,
+                placement: None,
+                participants: BTreeMap::new(),
+            };
+            st.rooms.insert(claims.room.clone(), room);
+        }
+        // A second connection of the same identity replaces the first, as LiveKit does.
+        let duplicate: Option<String> = st.rooms.get(&claims.room).and_then(|r| {
+            r.participants.values().find(|p| p.identity == claims.sub && p.via == via).map(|p| p.session.clone())
+        });
+        if let Some(old) = duplicate {
+            drop(st);
+            self.remove(&old, true, Some(ServerMsg::Error { code: "duplicate_identity".into(), message: "replaced by a new connection".into() }));
+            st = self.lock();
+        }
+        let placement = {
+            let room = st.rooms.get(&claims.room).ok_or_else(|| ApiError::RoomNotFound(claims.room.clone()))?;
+            if room.max_participants > 0 && room.participants.len() as u32 >= room.max_participants {
+                return Err(ApiError::RoomFull(claims.room.clone()));
+            }
+            room.placement.clone()
+        };
+        let placement = match placement {
+            Some(p) if st.nodes.contains_key(&p.0) => p,
+            _ => {
+                let loads = core_loads(&st);
+                let p = least_loaded(&loads).ok_or(ApiError::NoMediaNode)?;
+                if let Some(room) = st.rooms.get_mut(&claims.room) {
+                    room.placement = Some(p.clone());
+                }
+                tracing::info!(room = %claims.room, node = %p.0, core = p.1, "room placed");
+                p
+            }
+        };
+        let _ = placement;
+        let session = random_id("PA_");
+        let p = Participant {
+            session: session.clone(),
+            identity: claims.sub.clone(),
+            via,
+            grants: claims.grants,
+            tracks: Vec::new(),
+            tx,
+            joined_at: unix_now(),
+            media: false,
+        };
+        let view = p.view();
+        st.sessions.insert(session.clone(), claims.room.clone());
+        let room = st.rooms.get_mut(&claims.room).ok_or_else(|| ApiError::RoomNotFound(claims.room.clone()))?;
+        let others = room.participants.values().map(Participant::view).collect();
+        room.broadcast(&session, &ServerMsg::ParticipantJoined { participant: view });
+        room.participants.insert(session.clone(), p);
+        Ok(Admission { session, room: claims.room.clone(), others })
+    }
+
+    /// Asks the room's node to create the media session from `offer`; returns the SDP answer.
+    pub async fn start_media(&self, session: &str, offer: String, subscription: Subscription) -> Result<String, ApiError> {
+        if offer.len() < 10 || !offer.starts_with("v=") {
+            return Err(ApiError::BadSdp("body is not an SDP offer".into()));
+        }
+        let req = self.next_id.fetch_add(1, Ordering::Relaxed);
+        let rx = {
+            let mut st = self.lock();
+            let room_name = st.sessions.get(session).cloned().ok_or_else(|| ApiError::NotFound(format!("session {session}")))?;
+            let room = st.rooms.get_mut(&room_name).ok_or_else(|| ApiError::RoomNotFound(room_name.clone()))?;
+            let (node_id, core) = room.placement.clone().ok_or(ApiError::NoMediaNode)?;
+            let p = room.participants.get_mut(session).ok_or_else(|| ApiError::NotFound(format!("session {session}")))?;
+            if p.media {
+                return Err(ApiError::BadRequest("the media session already exists; answer the server's offers instead".into()));
+            }
+            p.media = true;
+            let cmd = Command::Join {
+                req,
+                core,
+                room: room_name,
+                session: session.to_string(),
+                identity: p.identity.clone(),
+                grants: LinkGrants { publish: p.grants.can_publish, subscribe: p.grants.can_subscribe },
+                subscription,
+                offer,
+            };
+            let node = st.nodes.get(&node_id).ok_or(ApiError::NoMediaNode)?;
+            node.tx.send(cmd).map_err(|_| ApiError::NoMediaNode)?;
+            let (tx, rx) = oneshot::channel();
+            st.pending.insert(req, tx);
+            rx
+        };
+        match tokio::time::timeout(JOIN_TIMEOUT, rx).await {
+            Ok(Ok(res)) => res,
+            Ok(Err(_)) => Err(ApiError::NoMediaNode),
+            Err(_) => {
+                self.lock().pending.remove(&req);
+                Err(ApiError::MediaTimeout)
+            }
+        }
+    }
+
+    /// Relays a client's SDP answer to the node.
+    pub fn client_answer(&self, session: &str, sdp: String) -> Result<(), ApiError> {
+        let st = self.lock();
+        let node = node_of(&st, session).ok_or_else(|| ApiError::NotFound(format!("session {session}")))?;
+        node.tx.send(Command::Answer { session: session.to_string(), sdp }).map_err(|_| ApiError::NoMediaNode)
+    }
+
+    /// Removes a session: tells the node (when `tell_node`), the room, and the participant
+    /// itself (`notice`, after which its signaling channel closes).
+    pub fn remove(&self, session: &str, tell_node: bool, notice: Option<ServerMsg>) -> Option<ParticipantView> {
+        let mut st = self.lock();
+        let room_name = st.sessions.remove(session)?;
+        if tell_node {
+            if let Some(node) = node_of_room(&st, &room_name) {
+                let _ = node.tx.send(Command::Leave { session: session.to_string() });
+            }
+        }
+        let room = st.rooms.get_mut(&room_name)?;
+        let p = room.participants.remove(session)?;
+        if let (Some(tx), Some(n)) = (&p.tx, notice) {
+            let _ = tx.send(n);
+            let _ = tx.send(ServerMsg::Close);
+        }
+        room.broadcast(session, &ServerMsg::ParticipantLeft { identity: p.identity.clone(), session: session.to_string() });
+        if room.participants.is_empty() {
+            room.placement = None;
+            if room.auto {
+                st.rooms.remove(&room_name);
+            }
+        }
+        tracing::info!(%session, room = %room_name, identity = %p.identity, "participant left");
+        Some(p.view())
+    }
+
+    /// Deletes a room and disconnects everyone in it.
+    pub fn delete_room(&self, name: &str) -> Result<(), ApiError> {
+        let sessions: Vec<String> = {
+            let st = self.lock();
+            let room = st.rooms.get(name).ok_or_else(|| ApiError::RoomNotFound(name.to_string()))?;
+            if let Some(node) = node_of_room(&st, name) {
+                let _ = node.tx.send(Command::CloseRoom { room: name.to_string() });
+            }
+            room.participants.keys().cloned().collect()
+        };
+        for s in sessions {
+            self.remove(&s, false, Some(ServerMsg::Error { code: "room_closed".into(), message: "the room was deleted".into() }));
+        }
+        self.lock().rooms.remove(name);
+        Ok(())
+    }
+
+    /// Registers a node's link; returns its command receiver and generation.
+    pub fn register_node(&self, id: &str, addresses: Vec<String>, cores: Vec<u16>, capacity: u32) -> (mpsc::UnboundedReceiver<Command>, u64) {
+        let (tx, rx) = mpsc::unbounded_channel();
+        let generation = self.next_id.fetch_add(1, Ordering::Relaxed);
+        let stale = {
+            let mut st = self.lock();
+            let stale = sessions_on_node(&st, id);
+            st.nodes.insert(id.to_string(), Node { addresses, cores: cores.into_iter().map(|p| (p, 0)).collect(), capacity, tx, generation });
+            stale
+        };
+        for s in stale {
+            self.remove(&s, false, Some(ServerMsg::Error { code: "media_lost".into(), message: "the media node restarted".into() }));
+        }
+        (rx, generation)
+    }
+
+    /// A node's link closed: its sessions end and its rooms are placed again on next join.
+    pub fn node_gone(&self, id: &str, generation: u64) {
+        let sessions = {
+            let mut st = self.lock();
+            if st.nodes.get(id).map(|n| n.generation) != Some(generation) {
+                return;
+            }
+            st.nodes.remove(id);
+            sessions_on_node(&st, id)
+        };
+        tracing::warn!(node = %id, sessions = sessions.len(), "media-plane node disconnected");
+        for s in sessions {
+            self.remove(&s, false, Some(ServerMsg::Error { code: "media_lost".into(), message: "the media node went away".into() }));
+        }
+    }
+
+    /// Applies one event from a node.
+    pub fn node_event(&self, node_id: &str, ev: LinkEvent) {
+        match ev {
+            LinkEvent::Answer { req, sdp } => {
+                if let Some(tx) = self.lock().pending.remove(&req) {
+                    let _ = tx.send(Ok(sdp));
+                }
+            }
+            LinkEvent::JoinFailed { req, code, message } => {
+                if let Some(tx) = self.lock().pending.remove(&req) {
+                    let err = if code == "bad_sdp" { ApiError::BadSdp(message) } else { ApiError::NoMediaNode };
+                    let _ = tx.send(Err(err));
+                }
+            }
+            LinkEvent::Offer { session, sdp } => self.to_session(&session, ServerMsg::Offer { sdp }),
+            LinkEvent::AnswerFailed { session, message } => {
+                self.to_session(&session, ServerMsg::Error { code: "bad_sdp".into(), message });
+            }
+            LinkEvent::TrackPublished { room, session, track, kind } => {
+                let mut st = self.lock();
+                let Some(r) = st.rooms.get_mut(&room) else { return };
+                let Some(p) = r.participants.get_mut(&session) else { return };
+                p.tracks.push(TrackInfo { id: track.clone(), kind });
+                let msg = ServerMsg::TrackPublished { identity: p.identity.clone(), session: session.clone(), track, kind };
+                r.broadcast(&session, &msg);
+            }
+            LinkEvent::SessionEnded { session, reason, .. } => {
+                let notice = match reason {
+                    LeaveReason::Requested => None,
+                    LeaveReason::Timeout => Some(ServerMsg::Error { code: "media_timeout".into(), message: "ICE/DTLS timed out".into() }),
+                    LeaveReason::Closed => Some(ServerMsg::Error { code: "media_closed".into(), message: "the media connection closed".into() }),
+                };
+                self.remove(&session, false, notice);
+            }
+            LinkEvent::Connected { session } => tracing::debug!(%session, "media connected"),
+            LinkEvent::Load { core, sessions, rx_packets, tx_packets } => {
+                let mut st = self.lock();
+                if let Some(n) = st.nodes.get_mut(node_id) {
+                    if let Some(c) = n.cores.get_mut(core as usize) {
+                        c.1 = sessions;
+                    }
+                }
+                tracing::trace!(node = %node_id, core, sessions, rx_packets, tx_packets, "load");
+            }
+            LinkEvent::Register { .. } => tracing::warn!(node = %node_id, "duplicate register ignored"),
+        }
+    }
+
+    fn to_session(&self, session: &str, msg: ServerMsg) {
+        let st = self.lock();
+        let Some(room) = st.sessions.get(session).and_then(|r| st.rooms.get(r)) else { return };
+        if let Some(tx) = room.participants.get(session).and_then(|p| p.tx.as_ref()) {
+            let _ = tx.send(msg);
+        }
+    }
+
+    /// Session id of the participant `identity` in `room`, or of the room's first video publisher.
+    pub fn find_publisher(&self, room: &str, identity: Option<&str>) -> Result<String, ApiError> {
+        let st = self.lock();
+        let r = st.rooms.get(room).ok_or_else(|| ApiError::RoomNotFound(room.to_string()))?;
+        let found = match identity {
+            Some(id) => r.participants.values().find(|p| p.identity == id && p.via != Via::Whep),
+            None => r
+                .participants
+                .values()
+                .filter(|p| p.tracks.iter().any(|t| t.kind == TrackKind::Video))
+                .min_by_key(|p| p.joined_at),
+        };
+        found.map(|p| p.session.clone()).ok_or_else(|| ApiError::NotFound(match identity {
+            Some(id) => format!("participant {id}"),
+            None => "video publisher".to_string(),
+        }))
+    }
+
+    /// Room name of a session.
+    pub fn room_of(&self, session: &str) -> Option<String> {
+        self.lock().sessions.get(session).cloned()
+    }
+}
+
+fn validate_name(name: &str, what: &str) -> Result<(), ApiError> {
+    let ok = !name.is_empty() && name.len() <= 128 && name.chars().all(|c| c.is_ascii_alphanumeric() || "-_.".contains(c));
+    if ok {
+        Ok(())
+    } else {
+        Err(ApiError::BadRequest(format!("{what} name must be 1-128 characters of A-Z a-z 0-9 - _ .")))
+    }
+}
+
+fn core_loads(st: &State) -> Vec<CoreLoad> {
+    let mut loads = Vec::new();
+    for (id, n) in &st.nodes {
+        for (i, (_, reported)) in n.cores.iter().enumerate() {
+            let assigned = st
+                .rooms
+                .values()
+                .filter(|r| r.placement.as_ref().is_some_and(|(pn, pc)| pn == id && *pc == i as u32))
+                .map(|r| r.participants.len() as u32)
+                .sum();
+            loads.push(CoreLoad { node: id.clone(), core: i as u32, assigned, reported: *reported, capacity: n.capacity });
+        }
+    }
+    loads
+}
+
+fn node_of_room<'a>(st: &'a State, room: &str) -> Option<&'a Node> {
+    let (node, _) = st.rooms.get(room)?.placement.as_ref()?;
+    st.nodes.get(node)
+}
+
+fn node_of<'a>(st: &'a State, session: &str) -> Option<&'a Node> {
+    node_of_room(st, st.sessions.get(session)?)
+}
+
+fn sessions_on_node(st: &State, node: &str) -> Vec<String> {
+    st.rooms
+        .values()
+        .filter(|r| r.placement.as_ref().is_some_and(|(n, _)| n == node))
+        .flat_map(|r| r.participants.keys().cloned())
+        .collect()
+}

@@ -1,0 +1,117 @@
+//! WHIP (RFC 9725) ingest at `/whip/{room}` and WHEP playback at `/whep/{room}`.
+//!
+//! Both take an SDP offer with `Authorization: Bearer <token>` and return `201 Created`, a
+//! `Location` for the session, and the SDP answer; `DELETE` on the Location ends it. The
+//! server is ICE-lite and puts all its candidates in the answer, so trickle ICE (`PATCH`)
+//! is answered 405 as the RFC allows.
+
+use std::sync::Arc;
+
+use axum::extract::rejection::StringRejection;
+use axum::extract::{Path, Query, State};
+use axum::http::{header, HeaderMap, StatusCode};
+use axum::response::{IntoResponse, Response};
+use link::Subscription;
+use serde::Deserialize;
+
+use crate::api::validate_identity;
+use crate::error::{from_rejection, ApiError};
+use crate::state::{App, Via};
+use crate::token::Claims;
+
+fn bearer(app: &App, headers: &HeaderMap, room: &str) -> Result<Claims, ApiError> {
+    let value = headers
+        .get(header::AUTHORIZATION)
+        .and_then(|v| v.to_str().ok())
+        .ok_or_else(|| ApiError::Unauthorized("missing Bearer token".into()))?;
+    let token = value.strip_prefix("Bearer ").ok_or_else(|| ApiError::Unauthorized("expected a Bearer token".into()))?;
+    let claims = app.keys.verify(token.trim())?;
+    if claims.room != room {
+        return Err(ApiError::Forbidden(format!("token is for room {}, not {room}", claims.room)));
+    }
+    Ok(claims)
+}
+
+fn sdp_body(headers: &HeaderMap, body: Result<String, StringRejection>) -> Result<String, ApiError> {
+    let body = body.map_err(|e| from_rejection(e.status(), e.body_text()))?;
+    let ct = headers.get(header::CONTENT_TYPE).and_then(|v| v.to_str().ok()).unwrap_or("");
+    if !ct.to_ascii_lowercase().starts_with("application/sdp") {
+        return Err(ApiError::UnsupportedMediaType("Content-Type must be application/sdp".into()));
+    }
+    Ok(body)
+}
+
+fn created(kind: &str, room: &str, session: &str, answer: String) -> Response {
+    (
+        StatusCode::CREATED,
+        [(header::LOCATION, format!("/{kind}/{room}/{session}")), (header::CONTENT_TYPE, "application/sdp".to_string())],
+        answer,
+    )
+        .into_response()
+}
+
+async fn start(app: &Arc<App>, claims: &Claims, via: Via, offer: String, sub: impl FnOnce() -> Result<Subscription, ApiError>) -> Result<(String, String), ApiError> {
+    let subscription = sub()?;
+    let adm = app.admit(claims, via, None)?;
+    match app.start_media(&adm.session, offer, subscription).await {
+        Ok(answer) => Ok((adm.session, answer)),
+        Err(e) => {
+            app.remove(&adm.session, true, None);
+            Err(e)
+        }
+    }
+}
+
+/// `POST /whip/{room}`: publish into the room.
+pub async fn whip_post(State(app): State<Arc<App>>, Path(room): Path<String>, headers: HeaderMap, body: Result<String, StringRejection>) -> Result<Response, ApiError> {
+    let claims = bearer(&app, &headers, &room)?;
+    if !claims.grants.can_publish {
+        return Err(ApiError::Forbidden("token lacks the can_publish grant".into()));
+    }
+    let offer = sdp_body(&headers, body)?;
+    let (session, answer) = start(&app, &claims, Via::Whip, offer, || Ok(Subscription::None)).await?;
+    Ok(created("whip", &room, &session, answer))
+}
+
+/// Query of `POST /whep/{room}`.
+#[derive(Debug, Deserialize)]
+pub struct WhepQuery {
+    /// Identity of the publisher to play (default: the room's first video publisher).
+    pub participant: Option<String>,
+}
+
+/// `POST /whep/{room}`: play one publisher's audio and video.
+pub async fn whep_post(
+    State(app): State<Arc<App>>,
+    Path(room): Path<String>,
+    Query(q): Query<WhepQuery>,
+    headers: HeaderMap,
+    body: Result<String, StringRejection>,
+) -> Result<Response, ApiError> {
+    let claims = bearer(&app, &headers, &room)?;
+    if !claims.grants.can_subscribe {
+        return Err(ApiError::Forbidden("token lacks the can_subscribe grant".into()));
+    }
+    if let Some(p) = &q.participant {
+        validate_identity(p)?;
+    }
+    let offer = sdp_body(&headers, body)?;
+    let publisher = app.find_publisher(&room, q.participant.as_deref())?;
+    let (session, answer) = start(&app, &claims, Via::Whep, offer, || Ok(Subscription::Only { publisher })).await?;
+    Ok(created("whep", &room, &session, answer))
+}
+
+/// `DELETE /whip/{room}/{session}` and `/whep/...`: ends the session.
+pub async fn delete_session(State(app): State<Arc<App>>, Path((room, session)): Path<(String, String)>, headers: HeaderMap) -> Result<StatusCode, ApiError> {
+    bearer(&app, &headers, &room)?;
+    if app.room_of(&session).as_deref() != Some(room.as_str()) {
+        return Err(ApiError::NotFound(format!("session {session}")));
+    }
+    app.remove(&session, true, None);
+    Ok(StatusCode::OK)
+}
+
+/// `PATCH` on a session: trickle ICE is not supported by this ICE-lite server.
+pub async fn patch_session() -> ApiError {
+    ApiError::MethodNotAllowed
+}

@@ -1,0 +1,238 @@
+//! The control link: JSON messages exchanged over an authenticated WebSocket
+//! between the control plane (server) and each media-plane node (client).
+//!
+//! The control plane never sees a media packet; it only sends commands such as
+//! "join this participant with this SDP offer" and receives answers, events and load.
+
+use serde::{Deserialize, Serialize};
+
+/// Path on the control plane's HTTPS listener where media-plane nodes connect.
+pub const LINK_PATH: &str = "/internal/link";
+
+/// Header carrying the shared node secret on the link's WebSocket upgrade.
+pub const SECRET_HEADER: &str = "x-node-secret";
+
+/// Version of this message set; both sides refuse a mismatch at registration.
+pub const PROTOCOL_VERSION: u32 = 1;
+
+/// One core of a media-plane node, as announced at registration.
+#[derive(Debug, Clone, Serialize, Deserialize, PartialEq, Eq)]
+pub struct CoreInfo {
+    /// Index of the core within its node.
+    pub core: u32,
+    /// UDP port owned by this core's event loop.
+    pub port: u16,
+}
+
+/// What a participant session may do, derived from its token grants.
+#[derive(Debug, Clone, Copy, Serialize, Deserialize, PartialEq, Eq)]
+pub struct Grants {
+    /// May send media.
+    pub publish: bool,
+    /// May receive other participants' media.
+    pub subscribe: bool,
+}
+
+/// Which publishers a session receives.
+#[derive(Debug, Clone, Serialize, Deserialize, PartialEq, Eq)]
+#[serde(tag = "kind", rename_all = "snake_case")]
+pub enum Subscription {
+    /// Every other publisher in the room (web app, WebSocket clients).
+    All,
+    /// Only one publisher's tracks (WHEP).
+    Only {
+        /// Session id of the publisher.
+        publisher: String,
+    },
+    /// Nothing (WHIP publishers).
+    None,
+}
+
+/// Commands from the control plane to a media-plane node.
+#[derive(Debug, Clone, Serialize, Deserialize)]
+#[serde(tag = "type", rename_all = "snake_case")]
+pub enum Command {
+    /// Create a session for a participant from its SDP offer; the node answers with [`Event::Answer`].
+    Join {
+        /// Correlates the answer.
+        req: u64,
+        /// Core that hosts the room.
+        core: u32,
+        /// Room name.
+        room: String,
+        /// Unique session id (one per connection of an identity).
+        session: String,
+        /// Participant identity shown to others.
+        identity: String,
+        /// Grants from the token.
+        grants: Grants,
+        /// What this session receives.
+        subscription: Subscription,
+        /// The client's SDP offer.
+        offer: String,
+    },
+    /// The client's SDP answer to a server-initiated offer ([`Event::Offer`]).
+    Answer {
+        /// Session id.
+        session: String,
+        /// SDP answer.
+        sdp: String,
+    },
+    /// Remove a session and all its state.
+    Leave {
+        /// Session id.
+        session: String,
+    },
+    /// Remove every session of a room.
+    CloseRoom {
+        /// Room name.
+        room: String,
+    },
+}
+
+/// Why a session ended, as told by the media plane.
+#[derive(Debug, Clone, Copy, Serialize, Deserialize, PartialEq, Eq)]
+#[serde(rename_all = "snake_case")]
+pub enum LeaveReason {
+    /// The control plane asked for it.
+    Requested,
+    /// ICE or DTLS failed or timed out.
+    Timeout,
+    /// The peer closed DTLS, or str0m reported an error.
+    Closed,
+}
+
+/// Kind of a media track.
+#[derive(Debug, Clone, Copy, Serialize, Deserialize, PartialEq, Eq, Hash)]
+#[serde(rename_all = "snake_case")]
+pub enum TrackKind {
+    /// Audio.
+    Audio,
+    /// Video.
+    Video,
+}
+
+/// Messages from a media-plane node to the control plane.
+#[derive(Debug, Clone, Serialize, Deserialize)]
+#[serde(tag = "type", rename_all = "snake_case")]
+pub enum Event {
+    /// First message on a link.
+    Register {
+        /// [`PROTOCOL_VERSION`] of the node.
+        version: u32,
+        /// Node id, unique in the cluster.
+        node: String,
+        /// Addresses the node advertises as ICE host candidates.
+        addresses: Vec<String>,
+        /// The node's cores and their ports.
+        cores: Vec<CoreInfo>,
+        /// Sessions the node accepts per core.
+        capacity_per_core: u32,
+    },
+    /// Answer to [`Command::Join`].
+    Answer {
+        /// Request id from the command.
+        req: u64,
+        /// SDP answer.
+        sdp: String,
+    },
+    /// A [`Command::Join`] failed.
+    JoinFailed {
+        /// Request id from the command.
+        req: u64,
+        /// Machine-readable code, e.g. `bad_sdp`.
+        code: String,
+        /// Human-readable reason.
+        message: String,
+    },
+    /// The node needs to renegotiate with a client (tracks added or removed).
+    Offer {
+        /// Session id.
+        session: String,
+        /// SDP offer to relay to the client.
+        sdp: String,
+    },
+    /// A client's answer could not be applied.
+    AnswerFailed {
+        /// Session id.
+        session: String,
+        /// Human-readable reason.
+        message: String,
+    },
+    /// A session published a track.
+    TrackPublished {
+        /// Room name.
+        room: String,
+        /// Publishing session.
+        session: String,
+        /// Track id (the publisher's mid).
+        track: String,
+        /// Audio or video.
+        kind: TrackKind,
+    },
+    /// A session is gone, with all its state.
+    SessionEnded {
+        /// Room name.
+        room: String,
+        /// Session id.
+        session: String,
+        /// Why.
+        reason: LeaveReason,
+    },
+    /// The DTLS connection of a session is up.
+    Connected {
+        /// Session id.
+        session: String,
+    },
+    /// Periodic load report of one core.
+    Load {
+        /// Core index.
+        core: u32,
+        /// Sessions on the core.
+        sessions: u32,
+        /// RTP packets received since the last report.
+        rx_packets: u64,
+        /// RTP packets forwarded since the last report.
+        tx_packets: u64,
+    },
+}
+
+impl Command {
+    /// Encodes the command as one WebSocket text frame.
+    pub fn to_json(&self) -> String {
+        serde_json::to_string(self).unwrap_or_default()
+    }
+}
+
+impl Event {
+    /// Encodes the event as one WebSocket text frame.
+    pub fn to_json(&self) -> String {
+        serde_json::to_string(self).unwrap_or_default()
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn command_round_trips() {
+        let c = Command::Join {
+            req: 7,
+            core: 1,
+            room: "r".into(),
+            session: "s".into(),
+            identity: "i".into(),
+            grants: Grants { publish: true, subscribe: false },
+            subscription: Subscription::Only { publisher: "p".into() },
+            offer: "v=0".into(),
+        };
+        let back: Command = serde_json::from_str(&c.to_json()).unwrap();
+        assert!(matches!(back, Command::Join { req: 7, core: 1, .. }));
+    }
+
+    #[test]
+    fn unknown_event_is_an_error_not_a_panic() {
+        assert!(serde_json::from_str::<Event>(r#"{"type":"nope"}"#).is_err());
+    }
+}

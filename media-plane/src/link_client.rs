@@ -1,0 +1,138 @@
+//! The media plane's end of the control link: a WebSocket client that registers the node,
+//! routes commands to cores and carries events back. It reconnects on its own.
+
+use std::collections::HashMap;
+use std::path::PathBuf;
+use std::sync::Arc;
+use std::time::Duration;
+
+use futures_util::{SinkExt, StreamExt};
+use link::{Command, CoreInfo, Event as LinkEvent, PROTOCOL_VERSION, SECRET_HEADER};
+use tokio::sync::mpsc::{UnboundedReceiver, UnboundedSender};
+use tokio_tungstenite::tungstenite::client::IntoClientRequest;
+use tokio_tungstenite::tungstenite::http::HeaderValue;
+use tokio_tungstenite::tungstenite::Message;
+
+/// Errors that end one link connection.
+#[derive(Debug, thiserror::Error)]
+pub enum LinkError {
+    /// The WebSocket failed.
+    #[error("websocket: {0}")]
+    Ws(#[from] tokio_tungstenite::tungstenite::Error),
+    /// The CA file could not be used.
+    #[error("control CA: {0}")]
+    Ca(#[from] certs::CertError),
+    /// The secret is not a valid header value.
+    #[error("node secret is not a valid header value")]
+    BadSecret,
+    /// The control plane closed the link.
+    #[error("control plane closed the link")]
+    Closed,
+}
+
+/// Settings of the link.
+#[derive(Debug, Clone)]
+pub struct LinkSettings {
+    /// `wss://host:port/internal/link` (or `ws://` on a private network).
+    pub url: String,
+    /// Shared node secret.
+    pub secret: String,
+    /// CA to trust for `wss://` (the development CA); system roots otherwise.
+    pub ca: Option<PathBuf>,
+    /// Node id.
+    pub node: String,
+    /// Advertised addresses.
+    pub addresses: Vec<String>,
+    /// Cores and ports.
+    pub cores: Vec<CoreInfo>,
+    /// Sessions per core.
+    pub capacity_per_core: u32,
+}
+
+/// Runs the link forever, reconnecting with backoff.
+pub async fn run(settings: LinkSettings, cores: Vec<UnboundedSender<Command>>, mut events: UnboundedReceiver<LinkEvent>) {
+    let mut backoff = Duration::from_millis(200);
+    loop {
+        match connect_and_serve(&settings, &cores, &mut events).await {
+            Ok(()) => tracing::warn!("control link closed; reconnecting"),
+            Err(e) => tracing::warn!(error = %e, url = %settings.url, "control link down; retrying"),
+        }
+        tokio::time::sleep(backoff).await;
+        backoff = (backoff * 2).min(Duration::from_secs(5));
+    }
+}
+
+async fn connect_and_serve(
+    s: &LinkSettings,
+    cores: &[UnboundedSender<Command>],
+    events: &mut UnboundedReceiver<LinkEvent>,
+) -> Result<(), LinkError> {
+    let mut req = s.url.as_str().into_client_request()?;
+    req.headers_mut().insert(SECRET_HEADER, HeaderValue::from_str(&s.secret).map_err(|_| LinkError::BadSecret)?);
+    let connector = match &s.ca {
+        Some(ca) => Some(tokio_tungstenite::Connector::Rustls(Arc::new(certs::client_config(ca)?))),
+        None => None,
+    };
+    let (ws, _) = tokio_tungstenite::connect_async_tls_with_config(req, None, false, connector).await?;
+    let (mut tx, mut rx) = ws.split();
+    let register = LinkEvent::Register {
+        version: PROTOCOL_VERSION,
+        node: s.node.clone(),
+        addresses: s.addresses.clone(),
+        cores: s.cores.clone(),
+        capacity_per_core: s.capacity_per_core,
+    };
+    tx.send(Message::text(register.to_json())).await?;
+    tracing::info!(url = %s.url, node = %s.node, "registered with the control plane");
+    // Events queued while disconnected refer to sessions the control plane no longer tracks.
+    while events.try_recv().is_ok() {}
+    let mut session_core: HashMap<String, usize> = HashMap::new();
+    loop {
+        tokio::select! {
+            msg = rx.next() => {
+                let Some(msg) = msg else { return Err(LinkError::Closed) };
+                match msg? {
+                    Message::Text(t) => match serde_json::from_str::<Command>(&t) {
+                        Ok(cmd) => route(cmd, cores, &mut session_core),
+                        Err(e) => tracing::warn!(error = %e, "malformed command on the control link"),
+                    },
+                    Message::Close(_) => return Ok(()),
+                    _ => {}
+                }
+            }
+            ev = events.recv() => {
+                let Some(ev) = ev else { return Ok(()) };
+                if let LinkEvent::SessionEnded { session, .. } = &ev {
+                    session_core.remove(session);
+                }
+                tx.send(Message::text(ev.to_json())).await?;
+            }
+        }
+    }
+}
+
+fn route(cmd: Command, cores: &[UnboundedSender<Command>], session_core: &mut HashMap<String, usize>) {
+    let target = match &cmd {
+        Command::Join { core, session, .. } => {
+            let c = *core as usize;
+            session_core.insert(session.clone(), c);
+            Some(c)
+        }
+        Command::Answer { session, .. } | Command::Leave { session } => session_core.get(session).copied(),
+        Command::CloseRoom { .. } => None,
+    };
+    match target {
+        Some(c) => match cores.get(c) {
+            Some(tx) => {
+                let _ = tx.send(cmd);
+            }
+            None => tracing::warn!(core = c, "command for a core this node does not have"),
+        },
+        None if matches!(cmd, Command::CloseRoom { .. }) => {
+            for tx in cores {
+                let _ = tx.send(cmd.clone());
+            }
+        }
+        None => tracing::debug!("command for an unknown session dropped"),
+    }
+}

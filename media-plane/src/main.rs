@@ -1,0 +1,129 @@
+//! `media-plane`: starts one pinned event loop per core and registers with the control plane.
+
+use std::net::{IpAddr, Ipv4Addr, SocketAddr, UdpSocket};
+use std::path::PathBuf;
+use std::time::Duration;
+
+use anyhow::Context;
+use clap::Parser;
+use link::CoreInfo;
+use media_plane::sfu::CoreConfig;
+use media_plane::worker::{self, Backend, CoreSetup};
+use media_plane::link_client::{self, LinkSettings};
+
+#[global_allocator]
+static GLOBAL: mimalloc::MiMalloc = mimalloc::MiMalloc;
+
+/// Thread-per-core WebRTC SFU node.
+#[derive(Parser, Debug)]
+#[command(version, about)]
+struct Args {
+    /// Control-plane link URL.
+    #[arg(long, env = "CONTROL_URL", default_value = "wss://127.0.0.1:8443/internal/link")]
+    control_url: String,
+    /// Shared secret that authenticates this node to the control plane.
+    #[arg(long, env = "NODE_SECRET", hide_env_values = true)]
+    node_secret: String,
+    /// CA certificate to trust for a `wss://` control URL (the development CA).
+    #[arg(long, env = "CONTROL_CA")]
+    control_ca: Option<PathBuf>,
+    /// Node id (default: hostname and a random suffix).
+    #[arg(long, env = "NODE_ID")]
+    node_id: Option<String>,
+    /// Address(es) advertised to clients as ICE host candidates; repeat or comma-separate.
+    /// Default: the machine's primary address plus 127.0.0.1.
+    #[arg(long, env = "PUBLIC_IP", value_delimiter = ',')]
+    public_ip: Vec<IpAddr>,
+    /// Address the UDP sockets bind to.
+    #[arg(long, env = "BIND_IP", default_value = "0.0.0.0")]
+    bind_ip: IpAddr,
+    /// UDP port of core 0; core i uses port-base + i. 0 picks free ports.
+    #[arg(long, env = "PORT_BASE", default_value_t = 50000)]
+    port_base: u16,
+    /// Number of cores to use (default: all).
+    #[arg(long, env = "CORES")]
+    cores: Option<usize>,
+    /// Sessions accepted per core.
+    #[arg(long, env = "CAPACITY_PER_CORE", default_value_t = 500)]
+    capacity_per_core: u32,
+    /// Skip io_uring and run every core on epoll.
+    #[arg(long, env = "FORCE_EPOLL")]
+    force_epoll: bool,
+}
+
+fn primary_ipv4() -> Option<IpAddr> {
+    if_addrs::get_if_addrs()
+        .ok()?
+        .into_iter()
+        .find(|i| !i.is_loopback() && matches!(i.ip(), IpAddr::V4(_)))
+        .map(|i| i.ip())
+}
+
+fn main() -> anyhow::Result<()> {
+    tracing_subscriber::fmt()
+        .with_env_filter(tracing_subscriber::EnvFilter::try_from_default_env().unwrap_or_else(|_| "info,str0m=warn".into()))
+        .init();
+    let _ = rustls::crypto::aws_lc_rs::default_provider().install_default();
+    str0m::crypto::from_feature_flags().install_process_default();
+    let args = Args::parse();
+
+    let mut addresses = args.public_ip.clone();
+    if addresses.is_empty() {
+        if let Some(ip) = primary_ipv4() {
+            addresses.push(ip);
+        }
+        addresses.push(IpAddr::V4(Ipv4Addr::LOCALHOST));
+    }
+    let cpus = core_affinity::get_core_ids().map(|v| v.len()).unwrap_or(1).max(1);
+    let n = args.cores.unwrap_or(cpus).max(1);
+    let node = args.node_id.clone().unwrap_or_else(|| {
+        let host = std::fs::read_to_string("/etc/hostname").unwrap_or_default().trim().to_string();
+        format!("{}-{:04x}", if host.is_empty() { "node" } else { &host }, rand::random::<u16>())
+    });
+
+    let (ev_tx, ev_rx) = tokio::sync::mpsc::unbounded_channel();
+    let mut core_tx = Vec::new();
+    let mut infos = Vec::new();
+    let mut handles = Vec::new();
+    for i in 0..n {
+        let port = if args.port_base == 0 { 0 } else { args.port_base + i as u16 };
+        let socket = UdpSocket::bind(SocketAddr::new(args.bind_ip, port)).with_context(|| format!("binding UDP port {port} for core {i}"))?;
+        let local = socket.local_addr()?;
+        let candidates = addresses.iter().map(|ip| SocketAddr::new(*ip, local.port())).collect();
+        let (tx, rx) = tokio::sync::mpsc::unbounded_channel();
+        let config = CoreConfig {
+            index: i as u32,
+            local,
+            candidates,
+            capacity: args.capacity_per_core,
+            connect_timeout: Duration::from_secs(30),
+        };
+        let (h, backend) = worker::spawn(CoreSetup { config, socket, cpu: i % cpus, commands: rx, events: ev_tx.clone(), force_epoll: args.force_epoll })?;
+        tracing::info!(core = i, port = local.port(), backend = ?backend, "core started");
+        if backend == Backend::Epoll && !args.force_epoll {
+            tracing::warn!(core = i, "running on epoll: expect lower throughput than io_uring");
+        }
+        core_tx.push(tx);
+        infos.push(CoreInfo { core: i as u32, port: local.port() });
+        handles.push(h);
+    }
+    drop(ev_tx);
+
+    let settings = LinkSettings {
+        url: args.control_url,
+        secret: args.node_secret,
+        ca: args.control_ca,
+        node,
+        addresses: addresses.iter().map(|a| a.to_string()).collect(),
+        cores: infos,
+        capacity_per_core: args.capacity_per_core,
+    };
+    let rt = tokio::runtime::Builder::new_current_thread().enable_all().build()?;
+    rt.block_on(async {
+        tokio::select! {
+            _ = link_client::run(settings, core_tx, ev_rx) => {}
+            _ = tokio::signal::ctrl_c() => tracing::info!("interrupted; stopping"),
+        }
+    });
+    Ok(())
+}

@@ -1,0 +1,731 @@
+//! The per-core SFU state machine (sans-IO).
+//!
+//! A [`Core`] owns the rooms and sessions of one core and their str0m `Rtc`s. It is fed
+//! datagrams, control-link commands and time, and produces datagrams to send
+//! ([`Core::take_transmits`]) and control-link events ([`Core::take_events`]). It never
+//! touches a socket or a clock, so tests drive it with str0m clients on a virtual clock.
+//!
+//! Forwarding: an incoming RTP packet is decrypted once by the publisher's `Rtc`; its
+//! payload (`Arc<[u8]>`) is handed to every subscriber's send stream without a copy, and
+//! each subscriber costs a header rewrite (payload type, sequence number) and SRTP protect.
+
+use std::collections::HashMap;
+use std::net::SocketAddr;
+use std::time::{Duration, Instant};
+
+use link::{Command, Event as LinkEvent, Grants, LeaveReason, Subscription, TrackKind};
+use slab::Slab;
+use str0m::change::{SdpAnswer, SdpOffer, SdpPendingOffer};
+use str0m::media::{Direction, KeyframeRequestKind, MediaKind, Mid};
+use str0m::net::{Protocol, Receive};
+use str0m::rtp::{ExtensionValues, RtpPacket, RtpWrite};
+use str0m::{Candidate, Event, IceConnectionState, Input, Output, Rtc};
+
+use crate::demux;
+
+/// Minimum interval between two keyframe requests relayed to one published track.
+pub const KEYFRAME_THROTTLE: Duration = Duration::from_millis(500);
+
+/// Configuration of one core's state machine.
+#[derive(Debug, Clone)]
+pub struct CoreConfig {
+    /// Index of this core within its node.
+    pub index: u32,
+    /// Address the core's socket is bound to (destination of received datagrams).
+    pub local: SocketAddr,
+    /// Host candidates advertised to clients (advertised IPs with this core's port).
+    pub candidates: Vec<SocketAddr>,
+    /// Maximum sessions on this core.
+    pub capacity: u32,
+    /// A session that has not connected (ICE + DTLS) within this time is removed.
+    pub connect_timeout: Duration,
+}
+
+/// A datagram to send from this core's socket.
+#[derive(Debug)]
+pub struct Transmit {
+    /// Destination address.
+    pub destination: SocketAddr,
+    /// Encrypted datagram.
+    pub contents: Vec<u8>,
+}
+
+/// Counters of one core since it started.
+#[derive(Debug, Default, Clone, Copy)]
+pub struct Counters {
+    /// RTP packets received from publishers and accepted for forwarding.
+    pub rx_rtp: u64,
+    /// RTP packets handed to subscribers' send streams.
+    pub tx_rtp: u64,
+    /// Datagrams dropped because no session owns their sender.
+    pub unroutable: u64,
+}
+
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+enum OutState {
+    ToOpen,
+    Negotiating(Mid),
+    Open(Mid),
+    ToStop(Mid),
+    NegotiatingStop(Mid),
+}
+
+/// A track this session publishes.
+#[derive(Debug)]
+struct TrackIn {
+    mid: Mid,
+    kind: MediaKind,
+    /// Subscribers as (session key, subscriber-side mid); the fan-out list.
+    subscribers: Vec<(usize, Mid)>,
+    last_keyframe_request: Option<Instant>,
+}
+
+/// A track this session receives from another session.
+#[derive(Debug)]
+struct TrackOut {
+    /// Publisher session key; `None` once the publisher left.
+    publisher: Option<usize>,
+    pub_mid: Mid,
+    kind: MediaKind,
+    stream_id: String,
+    track_id: String,
+    state: OutState,
+    /// Extended sequence number of the first forwarded packet, for rebasing.
+    seq_base: Option<u64>,
+    /// Publisher payload type to subscriber payload type.
+    pt_map: Vec<(u8, u8)>,
+}
+
+impl TrackOut {
+    fn mid(&self) -> Option<Mid> {
+        match self.state {
+            OutState::ToOpen => None,
+            OutState::Negotiating(m) | OutState::Open(m) | OutState::ToStop(m) | OutState::NegotiatingStop(m) => Some(m),
+        }
+    }
+}
+
+#[derive(Debug)]
+struct Session {
+    id: String,
+    identity: String,
+    room: String,
+    rtc: Rtc,
+    grants: Grants,
+    subscription: Subscription,
+    ufrag: String,
+    addrs: Vec<SocketAddr>,
+    tracks_in: Vec<TrackIn>,
+    tracks_out: Vec<TrackOut>,
+    /// Sending m-lines offered by the client (WHEP) that no track is bound to yet.
+    free_slots: Vec<(Mid, MediaKind)>,
+    pending: Option<SdpPendingOffer>,
+    /// Our SDP answer to the join offer, until it is handed to the control plane.
+    pending_answer: Option<String>,
+    next_timeout: Instant,
+    created: Instant,
+    connected: bool,
+    ending: Option<LeaveReason>,
+}
+
+impl Session {
+    fn receives_from(&self, publisher_id: &str) -> bool {
+        if !self.grants.subscribe {
+            return false;
+        }
+        match &self.subscription {
+            Subscription::All => true,
+            Subscription::Only { publisher } => publisher == publisher_id,
+            Subscription::None => false,
+        }
+    }
+}
+
+/// The SFU state of one core.
+pub struct Core {
+    cfg: CoreConfig,
+    sessions: Slab<Session>,
+    by_id: HashMap<String, usize>,
+    by_ufrag: HashMap<String, usize>,
+    by_addr: HashMap<SocketAddr, usize>,
+    rooms: HashMap<String, Vec<usize>>,
+    transmits: Vec<Transmit>,
+    events: Vec<LinkEvent>,
+    dirty: Vec<usize>,
+    counters: Counters,
+}
+
+fn kind_of(k: MediaKind) -> TrackKind {
+    match k {
+        MediaKind::Audio => TrackKind::Audio,
+        MediaKind::Video => TrackKind::Video,
+    }
+}
+
+impl Core {
+    /// A core with no sessions.
+    pub fn new(cfg: CoreConfig) -> Self {
+        Core {
+            cfg,
+            sessions: Slab::new(),
+            by_id: HashMap::new(),
+            by_ufrag: HashMap::new(),
+            by_addr: HashMap::new(),
+            rooms: HashMap::new(),
+            transmits: Vec::new(),
+            events: Vec::new(),
+            dirty: Vec::new(),
+            counters: Counters::default(),
+        }
+    }
+
+    /// This core's configuration.
+    pub fn config(&self) -> &CoreConfig {
+        &self.cfg
+    }
+
+    /// Number of live sessions.
+    pub fn session_count(&self) -> usize {
+        self.sessions.len()
+    }
+
+    /// Counters since start.
+    pub fn counters(&self) -> Counters {
+        self.counters
+    }
+
+    /// Datagrams produced since the last call.
+    pub fn take_transmits(&mut self) -> std::vec::Drain<'_, Transmit> {
+        self.transmits.drain(..)
+    }
+
+    /// Control-link events produced since the last call.
+    pub fn take_events(&mut self) -> std::vec::Drain<'_, LinkEvent> {
+        self.events.drain(..)
+    }
+
+    /// Earliest time at which [`Core::handle_timeout`] must be called.
+    pub fn next_timeout(&self) -> Option<Instant> {
+        self.sessions
+            .iter()
+            .map(|(_, s)| if s.connected { s.next_timeout } else { s.next_timeout.min(s.created + self.cfg.connect_timeout) })
+            .min()
+    }
+
+    /// Feeds one received datagram.
+    pub fn handle_datagram(&mut self, now: Instant, source: SocketAddr, data: &[u8]) {
+        let key = match self.by_addr.get(&source) {
+            Some(k) => *k,
+            None => match demux::stun_local_ufrag(data).and_then(|u| self.by_ufrag.get(u)) {
+                Some(k) => *k,
+                None => {
+                    self.counters.unroutable += 1;
+                    return;
+                }
+            },
+        };
+        let Ok(contents) = data.try_into() else {
+            return;
+        };
+        let destination = self.destination_for(source);
+        let input = Input::Receive(now, Receive { proto: Protocol::Udp, source, destination, contents });
+        let Some(s) = self.sessions.get_mut(key) else { return };
+        if s.ending.is_some() {
+            return;
+        }
+        if let Err(e) = s.rtc.handle_input(input) {
+            tracing::debug!(session = %s.id, error = %e, "input rejected");
+            return;
+        }
+        if !s.addrs.contains(&source) && demux::is_stun(data) {
+            s.addrs.push(source);
+            self.by_addr.insert(source, key);
+        }
+        self.dirty.push(key);
+        self.drain(now);
+    }
+
+    /// The local candidate a datagram from `source` arrived on.
+    ///
+    /// A socket bound to a wildcard address does not learn the destination address, and str0m
+    /// only accepts traffic addressed to one of its candidates: loopback senders reached the
+    /// loopback candidate, every other sender the first candidate of its address family.
+    pub fn destination_for(&self, source: SocketAddr) -> SocketAddr {
+        if !self.cfg.local.ip().is_unspecified() {
+            return self.cfg.local;
+        }
+        let loopback = source.ip().is_loopback();
+        self.cfg
+            .candidates
+            .iter()
+            .find(|c| c.ip().is_loopback() == loopback && c.is_ipv4() == source.is_ipv4())
+            .or_else(|| self.cfg.candidates.first())
+            .copied()
+            .unwrap_or(self.cfg.local)
+    }
+
+    /// Advances time: drives every session whose deadline has passed.
+    pub fn handle_timeout(&mut self, now: Instant) {
+        let due: Vec<usize> = self
+            .sessions
+            .iter()
+            .filter(|(_, s)| s.next_timeout <= now || (!s.connected && s.created + self.cfg.connect_timeout <= now))
+            .map(|(k, _)| k)
+            .collect();
+        for key in due {
+            let timeout = self.cfg.connect_timeout;
+            let Some(s) = self.sessions.get_mut(key) else { continue };
+            if !s.connected && s.created + timeout <= now {
+                s.ending = Some(LeaveReason::Timeout);
+                continue;
+            }
+            if let Err(e) = s.rtc.handle_input(Input::Timeout(now)) {
+                tracing::debug!(session = %s.id, error = %e, "timeout input failed");
+                s.ending = Some(LeaveReason::Closed);
+            }
+            self.dirty.push(key);
+        }
+        self.drain(now);
+    }
+
+    /// Applies one command from the control plane.
+    pub fn handle_command(&mut self, now: Instant, cmd: Command) {
+        match cmd {
+            Command::Join { req, room, session, identity, grants, subscription, offer, .. } => {
+                if let Err((code, message)) = self.join(now, &room, &session, &identity, grants, subscription, &offer) {
+                    self.events.push(LinkEvent::JoinFailed { req, code: code.into(), message });
+                } else if let Some(&key) = self.by_id.get(&session) {
+                    // The answer must reach the client before any renegotiation offer.
+                    let sdp = self.sessions[key].pending_answer.take().unwrap_or_default();
+                    self.events.push(LinkEvent::Answer { req, sdp });
+                    self.dirty.push(key);
+                }
+            }
+            Command::Answer { session, sdp } => self.accept_answer(now, &session, &sdp),
+            Command::Leave { session } => {
+                if let Some(&key) = self.by_id.get(&session) {
+                    self.sessions[key].ending.get_or_insert(LeaveReason::Requested);
+                }
+            }
+            Command::CloseRoom { room } => {
+                for &key in self.rooms.get(&room).into_iter().flatten() {
+                    self.sessions[key].ending.get_or_insert(LeaveReason::Requested);
+                }
+            }
+        }
+        self.drain(now);
+    }
+
+    /// A load report for the control plane, with packet counts since `since`.
+    pub fn load_event(&self, since: Counters) -> LinkEvent {
+        LinkEvent::Load {
+            core: self.cfg.index,
+            sessions: self.sessions.len() as u32,
+            rx_packets: self.counters.rx_rtp - since.rx_rtp,
+            tx_packets: self.counters.tx_rtp - since.tx_rtp,
+        }
+    }
+
+    #[allow(clippy::too_many_arguments)]
+    fn join(
+        &mut self,
+        now: Instant,
+        room: &str,
+        session: &str,
+        identity: &str,
+        grants: Grants,
+        subscription: Subscription,
+        offer: &str,
+    ) -> Result<(), (&'static str, String)> {
+        if self.by_id.contains_key(session) {
+            return Err(("session_exists", format!("session {session} already exists")));
+        }
+        if self.sessions.len() as u32 >= self.cfg.capacity {
+            return Err(("core_full", format!("core {} is at capacity", self.cfg.index)));
+        }
+        let offer = SdpOffer::from_sdp_string(offer).map_err(|e| ("bad_sdp", format!("malformed SDP offer: {e}")))?;
+        let mut rtc = Rtc::builder()
+            .set_ice_lite(true)
+            .set_rtp_mode(true)
+            .clear_codecs()
+            .enable_opus(true, false)
+            .enable_vp8(true)
+            .enable_h264(true)
+            .build(now);
+        for addr in &self.cfg.candidates {
+            match Candidate::host(*addr, "udp") {
+                Ok(c) => {
+                    rtc.add_local_candidate(c);
+                }
+                Err(e) => tracing::warn!(%addr, error = %e, "unusable host candidate"),
+            }
+        }
+        let answer = rtc
+            .sdp_api()
+            .accept_offer(offer)
+            .map_err(|e| ("bad_sdp", format!("SDP offer not accepted: {e}")))?;
+        let ufrag = rtc.direct_api().local_ice_credentials().ufrag;
+        let s = Session {
+            id: session.to_string(),
+            identity: identity.to_string(),
+            room: room.to_string(),
+            rtc,
+            grants,
+            subscription,
+            ufrag: ufrag.clone(),
+            addrs: Vec::new(),
+            tracks_in: Vec::new(),
+            tracks_out: Vec::new(),
+            free_slots: Vec::new(),
+            pending: None,
+            pending_answer: Some(answer.to_sdp_string()),
+            next_timeout: now,
+            created: now,
+            connected: false,
+            ending: None,
+        };
+        let key = self.sessions.insert(s);
+        self.by_id.insert(session.to_string(), key);
+        self.by_ufrag.insert(ufrag, key);
+        let members = self.rooms.entry(room.to_string()).or_default();
+        let existing: Vec<usize> = members.clone();
+        members.push(key);
+        // Subscribe the newcomer to every track already published in the room.
+        for pub_key in existing {
+            let mids: Vec<Mid> = self.sessions[pub_key].tracks_in.iter().map(|t| t.mid).collect();
+            for mid in mids {
+                self.attach(now, pub_key, mid, key);
+            }
+        }
+        Ok(())
+    }
+
+    /// Creates the subscription of `sub` to track `mid` of `publisher`, if `sub` wants it.
+    fn attach(&mut self, now: Instant, publisher: usize, mid: Mid, sub: usize) {
+        if publisher == sub {
+            return;
+        }
+        let (pub_id, identity, kind) = {
+            let p = &self.sessions[publisher];
+            let Some(t) = p.tracks_in.iter().find(|t| t.mid == mid) else { return };
+            (p.id.clone(), p.identity.clone(), t.kind)
+        };
+        let s = &mut self.sessions[sub];
+        if !s.receives_from(&pub_id) || s.tracks_out.iter().any(|o| o.publisher == Some(publisher) && o.pub_mid == mid) {
+            return;
+        }
+        let mut out = TrackOut {
+            publisher: Some(publisher),
+            pub_mid: mid,
+            kind,
+            stream_id: identity,
+            track_id: format!("{pub_id}-{mid}"),
+            state: OutState::ToOpen,
+            seq_base: None,
+            pt_map: Vec::new(),
+        };
+        if matches!(s.subscription, Subscription::Only { .. }) {
+            // WHEP: bind to an m-line the client already offered; no renegotiation.
+            let Some(pos) = s.free_slots.iter().position(|(_, k)| *k == kind) else { return };
+            let (slot, _) = s.free_slots.remove(pos);
+            out.state = OutState::Open(slot);
+            s.tracks_out.push(out);
+            self.open(now, sub, publisher, mid, slot);
+        } else {
+            s.tracks_out.push(out);
+            self.dirty.push(sub);
+        }
+    }
+
+    /// A subscription became usable: add it to the publisher's fan-out and ask for a keyframe.
+    fn open(&mut self, now: Instant, sub: usize, publisher: usize, pub_mid: Mid, sub_mid: Mid) {
+        let Some(p) = self.sessions.get_mut(publisher) else { return };
+        if let Some(t) = p.tracks_in.iter_mut().find(|t| t.mid == pub_mid) {
+            t.subscribers.push((sub, sub_mid));
+        }
+        self.request_keyframe(now, publisher, pub_mid, KeyframeRequestKind::Pli);
+    }
+
+    fn request_keyframe(&mut self, now: Instant, publisher: usize, mid: Mid, kind: KeyframeRequestKind) {
+        let Some(p) = self.sessions.get_mut(publisher) else { return };
+        let Some(t) = p.tracks_in.iter_mut().find(|t| t.mid == mid) else { return };
+        if t.kind != MediaKind::Video || t.last_keyframe_request.is_some_and(|last| now < last + KEYFRAME_THROTTLE) {
+            return;
+        }
+        t.last_keyframe_request = Some(now);
+        let mut api = p.rtc.direct_api();
+        if let Some(rx) = api.stream_rx_by_mid(mid, None) {
+            rx.request_keyframe(kind);
+            self.dirty.push(publisher);
+        }
+    }
+
+    fn accept_answer(&mut self, now: Instant, session: &str, sdp: &str) {
+        let Some(&key) = self.by_id.get(session) else { return };
+        let fail = |core: &mut Core, message: String| {
+            core.events.push(LinkEvent::AnswerFailed { session: session.to_string(), message });
+        };
+        let answer = match SdpAnswer::from_sdp_string(sdp) {
+            Ok(a) => a,
+            Err(e) => return fail(self, format!("malformed SDP answer: {e}")),
+        };
+        let s = &mut self.sessions[key];
+        let Some(pending) = s.pending.take() else {
+            return fail(self, "no offer is pending".into());
+        };
+        if let Err(e) = s.rtc.sdp_api().accept_answer(pending, answer) {
+            return fail(self, format!("SDP answer not accepted: {e}"));
+        }
+        let mut opened = Vec::new();
+        for o in &mut s.tracks_out {
+            match o.state {
+                OutState::Negotiating(m) => match o.publisher {
+                    Some(p) => {
+                        o.state = OutState::Open(m);
+                        opened.push((p, o.pub_mid, m));
+                    }
+                    None => o.state = OutState::ToStop(m),
+                },
+                OutState::NegotiatingStop(_) => {}
+                _ => {}
+            }
+        }
+        s.tracks_out.retain(|o| !matches!(o.state, OutState::NegotiatingStop(_)));
+        for (p, pub_mid, m) in opened {
+            self.open(now, key, p, pub_mid, m);
+        }
+        self.dirty.push(key);
+    }
+
+    /// Starts an SDP renegotiation for tracks added or removed, if none is pending.
+    fn negotiate(&mut self, key: usize) {
+        let Some(s) = self.sessions.get_mut(key) else { return };
+        if s.pending.is_some() || s.ending.is_some() || s.pending_answer.is_some() {
+            return;
+        }
+        let mut api = s.rtc.sdp_api();
+        for o in &mut s.tracks_out {
+            match o.state {
+                OutState::ToOpen => {
+                    let mid = api.add_media(o.kind, Direction::SendOnly, Some(o.stream_id.clone()), Some(o.track_id.clone()), None);
+                    o.state = OutState::Negotiating(mid);
+                }
+                OutState::ToStop(m) => {
+                    api.stop_media(m);
+                    o.state = OutState::NegotiatingStop(m);
+                }
+                _ => {}
+            }
+        }
+        if !api.has_changes() {
+            return;
+        }
+        if let Some((offer, pending)) = api.apply() {
+            s.pending = Some(pending);
+            self.events.push(LinkEvent::Offer { session: s.id.clone(), sdp: offer.to_sdp_string() });
+        }
+    }
+
+    /// Polls dirty sessions until none has output left, then removes ending sessions.
+    fn drain(&mut self, now: Instant) {
+        loop {
+            while let Some(key) = self.dirty.pop() {
+                self.negotiate(key);
+                self.poll(now, key);
+            }
+            let ending: Vec<(usize, LeaveReason)> =
+                self.sessions.iter().filter_map(|(k, s)| s.ending.map(|r| (k, r))).collect();
+            if ending.is_empty() {
+                break;
+            }
+            for (key, reason) in ending {
+                self.remove(key, reason);
+            }
+        }
+    }
+
+    fn poll(&mut self, now: Instant, key: usize) {
+        loop {
+            let Some(s) = self.sessions.get_mut(key) else { return };
+            if s.ending.is_some() {
+                return;
+            }
+            if !s.rtc.is_alive() {
+                s.ending = Some(LeaveReason::Closed);
+                return;
+            }
+            match s.rtc.poll_output() {
+                Ok(Output::Timeout(t)) => {
+                    s.next_timeout = t;
+                    return;
+                }
+                Ok(Output::Transmit(t)) => {
+                    self.transmits.push(Transmit { destination: t.destination, contents: t.contents.into() });
+                }
+                Ok(Output::Event(e)) => self.on_event(now, key, e),
+                Err(e) => {
+                    tracing::debug!(session = %s.id, error = %e, "poll_output failed");
+                    s.ending = Some(LeaveReason::Closed);
+                    return;
+                }
+            }
+        }
+    }
+
+    fn on_event(&mut self, now: Instant, key: usize, e: Event) {
+        match e {
+            Event::RtpPacket(p) => self.forward(key, p),
+            Event::Connected => {
+                let s = &mut self.sessions[key];
+                s.connected = true;
+                self.events.push(LinkEvent::Connected { session: s.id.clone() });
+            }
+            Event::IceConnectionStateChange(IceConnectionState::Disconnected) => {
+                self.sessions[key].ending = Some(LeaveReason::Timeout);
+            }
+            Event::Closed => {
+                self.sessions[key].ending = Some(LeaveReason::Closed);
+            }
+            Event::MediaAdded(m) => self.media_added(now, key, m.mid, m.kind, m.direction),
+            Event::KeyframeRequest(req) => {
+                let s = &self.sessions[key];
+                let target = s.tracks_out.iter().find(|o| o.state == OutState::Open(req.mid)).and_then(|o| o.publisher.map(|p| (p, o.pub_mid)));
+                if let Some((p, pub_mid)) = target {
+                    self.request_keyframe(now, p, pub_mid, req.kind);
+                }
+            }
+            _ => {}
+        }
+    }
+
+    fn media_added(&mut self, now: Instant, key: usize, mid: Mid, kind: MediaKind, dir: Direction) {
+        let s = &mut self.sessions[key];
+        if dir.is_sending() && matches!(s.subscription, Subscription::Only { .. }) {
+            s.free_slots.push((mid, kind));
+            // Bind tracks the wanted publisher already has.
+            if let Subscription::Only { publisher } = &s.subscription {
+                if let Some(&pub_key) = self.by_id.get(publisher) {
+                    let mids: Vec<Mid> = self.sessions[pub_key].tracks_in.iter().filter(|t| t.kind == kind).map(|t| t.mid).collect();
+                    for m in mids {
+                        self.attach(now, pub_key, m, key);
+                    }
+                }
+            }
+            return;
+        }
+        if !dir.is_receiving() || !s.grants.publish || s.tracks_in.iter().any(|t| t.mid == mid) {
+            return;
+        }
+        s.tracks_in.push(TrackIn { mid, kind, subscribers: Vec::new(), last_keyframe_request: None });
+        self.events.push(LinkEvent::TrackPublished {
+            room: s.room.clone(),
+            session: s.id.clone(),
+            track: mid.to_string(),
+            kind: kind_of(kind),
+        });
+        let members = self.rooms.get(&s.room).cloned().unwrap_or_default();
+        for sub in members {
+            self.attach(now, key, mid, sub);
+        }
+    }
+
+    /// Hands one received RTP packet to every subscriber of its track, sharing the payload.
+    fn forward(&mut self, key: usize, p: RtpPacket) {
+        let s = &mut self.sessions[key];
+        let ssrc = p.header.ssrc;
+        let Some(mid) = s.rtc.direct_api().stream_rx(&ssrc).map(|rx| rx.mid()) else { return };
+        let Some(params) = s.rtc.codec_config().find(|pp| pp.pt() == p.header.payload_type).copied() else { return };
+        let Some(track) = s.tracks_in.iter_mut().find(|t| t.mid == mid) else { return };
+        self.counters.rx_rtp += 1;
+        let kind = track.kind;
+        let subscribers = std::mem::take(&mut track.subscribers);
+        let in_seq: u64 = *p.seq_no;
+        let ext = ExtensionValues {
+            audio_level: p.header.ext_vals.audio_level,
+            voice_activity: p.header.ext_vals.voice_activity,
+            video_orientation: p.header.ext_vals.video_orientation,
+            ..Default::default()
+        };
+        for &(sub_key, sub_mid) in &subscribers {
+            let Some(sub) = self.sessions.get_mut(sub_key) else { continue };
+            let Some(out) = sub.tracks_out.iter_mut().find(|o| o.state == OutState::Open(sub_mid)) else { continue };
+            let pt = match out.pt_map.iter().find(|(i, _)| *i == *p.header.payload_type) {
+                Some((_, o)) => *o,
+                None => {
+                    let Some(local) = sub.rtc.codec_config().match_params(params) else { continue };
+                    let o = *local.pt();
+                    out.pt_map.push((*p.header.payload_type, o));
+                    o
+                }
+            };
+            // Rebase so that every subscriber's stream starts at a small sequence number (ROC 0).
+            let base = *out.seq_base.get_or_insert(in_seq.saturating_sub(1000));
+            let Some(seq) = in_seq.checked_sub(base) else { continue };
+            let mut api = sub.rtc.direct_api();
+            let Some(tx) = api.stream_tx_by_mid(sub_mid, None) else { continue };
+            tx.write_rtp(
+                RtpWrite::new(pt.into(), seq.into(), p.header.timestamp, p.timestamp, p.payload.clone())
+                    .marker(p.header.marker)
+                    .ext_vals(ext.clone())
+                    .nackable(kind == MediaKind::Video),
+            );
+            self.counters.tx_rtp += 1;
+            self.dirty.push(sub_key);
+        }
+        if let Some(s) = self.sessions.get_mut(key) {
+            if let Some(track) = s.tracks_in.iter_mut().find(|t| t.mid == mid) {
+                track.subscribers = subscribers;
+            }
+        }
+    }
+
+    /// Removes a session and every reference to it, and tells the room.
+    fn remove(&mut self, key: usize, reason: LeaveReason) {
+        let s = self.sessions.remove(key);
+        self.by_id.remove(&s.id);
+        self.by_ufrag.remove(&s.ufrag);
+        for a in &s.addrs {
+            self.by_addr.remove(a);
+        }
+        let members = self.rooms.entry(s.room.clone()).or_default();
+        members.retain(|k| *k != key);
+        let members = members.clone();
+        if members.is_empty() {
+            self.rooms.remove(&s.room);
+        }
+        for other in members {
+            let o = &mut self.sessions[other];
+            for t in &mut o.tracks_in {
+                t.subscribers.retain(|(k, _)| *k != key);
+            }
+            let mut changed = false;
+            for out in &mut o.tracks_out {
+                if out.publisher == Some(key) {
+                    out.publisher = None;
+                    changed = true;
+                    if let OutState::Open(m) = out.state {
+                        out.state = OutState::ToStop(m);
+                    }
+                }
+            }
+            // Tracks never negotiated are simply forgotten; WHEP slots are freed.
+            let whep = matches!(o.subscription, Subscription::Only { .. });
+            let mut freed = Vec::new();
+            o.tracks_out.retain(|t| {
+                if t.publisher.is_none() && whep {
+                    if let Some(m) = t.mid() {
+                        freed.push((m, t.kind));
+                    }
+                    return false;
+                }
+                !(t.publisher.is_none() && t.state == OutState::ToOpen)
+            });
+            o.free_slots.extend(freed);
+            if changed {
+                self.dirty.push(other);
+            }
+        }
+        tracing::info!(session = %s.id, room = %s.room, ?reason, "session ended");
+        self.events.push(LinkEvent::SessionEnded { room: s.room, session: s.id, reason });
+    }
+}

@@ -1,0 +1,67 @@
+// Three browsers in one room through the web app, one leaves, a fourth is alone in another room.
+import { test } from 'node:test';
+import assert from 'node:assert/strict';
+import { cpuPercent, joinApp, launchBrowser, remoteNames, remoteStats, sleep, startSystem, waitFor } from './harness.js';
+
+for (const mode of process.env.E2E_FORCE_EPOLL_ONLY ? ['epoll'] : ['io_uring', 'epoll']) {
+  test(`group call in the web app (${mode})`, { timeout: 180000 }, async (t) => {
+    const sys = await startSystem({ forceEpoll: mode === 'epoll' });
+    const browser = await launchBrowser();
+    t.after(async () => {
+      await browser.close();
+      await sys.stop();
+    });
+    try {
+      const names = ['alice', 'bob', 'carol'];
+      const pages = [];
+      for (const n of names) pages.push(await joinApp(browser, sys, n, 'e2e'));
+
+      for (const [i, p] of pages.entries()) {
+        await waitFor(async () => {
+          const s = await remoteStats(p);
+          return s.length === 2 && s.every((x) => x.framesDecoded > 0) && s;
+        }, { timeout: 40000, what: `${names[i]} decoding two remote videos` });
+        assert.deepEqual(await remoteNames(p), names.filter((n) => n !== names[i]).sort());
+      }
+      const before = await Promise.all(pages.map(remoteStats));
+      await sleep(2000);
+      const after = await Promise.all(pages.map(remoteStats));
+      for (let i = 0; i < 3; i++) {
+        for (const s of after[i]) {
+          const b = before[i].find((x) => x.session === s.session);
+          assert.ok(s.framesDecoded > b.framesDecoded + 10, `${names[i]}: frames from ${s.identity} keep growing (${b.framesDecoded} -> ${s.framesDecoded})`);
+        }
+      }
+      const firstFrame = await Promise.all(pages.map((p) => p.evaluate(() => window.conf.firstFrameAt - window.conf.joinStartedAt)));
+      const mediaPid = sys.mediaPid();
+      assert.ok(mediaPid, 'media-plane process found');
+      const cpu = await cpuPercent(mediaPid, 5000);
+      console.log(`FIGURE mode=${mode} join_to_first_frame_ms=${firstFrame.map((x) => Math.round(x)).join(',')} media_plane_cpu_percent_3_browsers=${cpu.toFixed(1)}`);
+
+      // carol leaves: alice and bob see her tile go.
+      await pages[2].click('#leave');
+      for (const p of pages.slice(0, 2)) {
+        await waitFor(async () => {
+          const n = await remoteNames(p);
+          return n.length === 1 && !n.includes('carol');
+        }, { timeout: 15000, what: 'carol\'s tile to disappear' });
+      }
+      // alice and bob still receive each other.
+      const s1 = await remoteStats(pages[0]);
+      await sleep(1500);
+      const s2 = await remoteStats(pages[0]);
+      assert.equal(s2.length, 1);
+      assert.ok(s2[0].framesDecoded > s1[0].framesDecoded, 'alice still decodes bob');
+
+      // dave is alone in another room.
+      const dave = await joinApp(browser, sys, 'dave', 'other-room');
+      await sleep(3000);
+      assert.deepEqual(await remoteNames(dave), []);
+      assert.deepEqual(await remoteStats(dave), []);
+      assert.deepEqual(await remoteNames(pages[0]), ['bob']);
+    } catch (e) {
+      console.error(sys.output().split('\n').slice(-60).join('\n'));
+      throw e;
+    }
+  });
+}
