@@ -31,7 +31,9 @@ pub struct Glommio;
 impl Driver for Glommio {
     type Socket = glommio::net::UdpSocket;
     fn socket(s: std::net::UdpSocket) -> io::Result<Self::Socket> {
-        s.set_nonblocking(true)?;
+        // io_uring completes operations on a blocking socket asynchronously; an O_NONBLOCK
+        // socket would make its receive operations fail with EAGAIN instead.
+        s.set_nonblocking(false)?;
         Ok(glommio::net::UdpSocket::from(socket2::Socket::from(s)))
     }
     async fn recv_from(s: &Self::Socket, buf: &mut [u8]) -> io::Result<(usize, SocketAddr)> {

@@ -87,6 +87,7 @@ struct TrackOut {
     publisher: Option<usize>,
     pub_mid: Mid,
     kind: MediaKind,
+    /// Stream id of the m-line (`a=msid`): the publisher's session id.
     stream_id: String,
     track_id: String,
     state: OutState,
@@ -108,6 +109,7 @@ impl TrackOut {
 #[derive(Debug)]
 struct Session {
     id: String,
+    /// Participant identity, for logs.
     identity: String,
     room: String,
     rtc: Rtc,
@@ -220,6 +222,7 @@ impl Core {
                 Some(k) => *k,
                 None => {
                     self.counters.unroutable += 1;
+                    tracing::debug!(%source, len = data.len(), "datagram from an unknown sender dropped");
                     return;
                 }
             },
@@ -238,6 +241,7 @@ impl Core {
             return;
         }
         if !s.addrs.contains(&source) && demux::is_stun(data) {
+            tracing::debug!(session = %s.id, identity = %s.identity, %source, "new address for session");
             s.addrs.push(source);
             self.by_addr.insert(source, key);
         }
@@ -405,10 +409,10 @@ impl Core {
         if publisher == sub {
             return;
         }
-        let (pub_id, identity, kind) = {
+        let (pub_id, kind) = {
             let p = &self.sessions[publisher];
             let Some(t) = p.tracks_in.iter().find(|t| t.mid == mid) else { return };
-            (p.id.clone(), p.identity.clone(), t.kind)
+            (p.id.clone(), t.kind)
         };
         let s = &mut self.sessions[sub];
         if !s.receives_from(&pub_id) || s.tracks_out.iter().any(|o| o.publisher == Some(publisher) && o.pub_mid == mid) {
@@ -418,7 +422,8 @@ impl Core {
             publisher: Some(publisher),
             pub_mid: mid,
             kind,
-            stream_id: identity,
+            // Receivers group a publisher's tracks by its session id.
+            stream_id: pub_id.clone(),
             track_id: format!("{pub_id}-{mid}"),
             state: OutState::ToOpen,
             seq_base: None,
@@ -500,7 +505,9 @@ impl Core {
     /// Starts an SDP renegotiation for tracks added or removed, if none is pending.
     fn negotiate(&mut self, key: usize) {
         let Some(s) = self.sessions.get_mut(key) else { return };
-        if s.pending.is_some() || s.ending.is_some() || s.pending_answer.is_some() {
+        // Renegotiate only once ICE and DTLS are up: a browser handed an offer while its first
+        // negotiation is still settling can restart ICE, and str0m then drops its checks.
+        if s.pending.is_some() || s.ending.is_some() || s.pending_answer.is_some() || !s.connected {
             return;
         }
         let mut api = s.rtc.sdp_api();
@@ -579,6 +586,7 @@ impl Core {
                 let s = &mut self.sessions[key];
                 s.connected = true;
                 self.events.push(LinkEvent::Connected { session: s.id.clone() });
+                self.dirty.push(key);
             }
             Event::IceConnectionStateChange(IceConnectionState::Disconnected) => {
                 self.sessions[key].ending = Some(LeaveReason::Timeout);
@@ -725,7 +733,7 @@ impl Core {
                 self.dirty.push(other);
             }
         }
-        tracing::info!(session = %s.id, room = %s.room, ?reason, "session ended");
+        tracing::info!(session = %s.id, identity = %s.identity, room = %s.room, ?reason, "session ended");
         self.events.push(LinkEvent::SessionEnded { room: s.room, session: s.id, reason });
     }
 }

@@ -1,7 +1,7 @@
 // Three browsers in one room through the web app, one leaves, a fourth is alone in another room.
 import { test } from 'node:test';
 import assert from 'node:assert/strict';
-import { cpuPercent, joinApp, launchBrowser, remoteNames, remoteStats, sleep, startSystem, waitFor } from './harness.js';
+import { cpuPercent, dumpLog, joinApp, launchBrowser, remoteNames, remoteStats, sleep, startSystem, waitFor } from './harness.js';
 
 for (const mode of process.env.E2E_FORCE_EPOLL_ONLY ? ['epoll'] : ['io_uring', 'epoll']) {
   test(`group call in the web app (${mode})`, { timeout: 180000 }, async (t) => {
@@ -17,10 +17,13 @@ for (const mode of process.env.E2E_FORCE_EPOLL_ONLY ? ['epoll'] : ['io_uring', '
       for (const n of names) pages.push(await joinApp(browser, sys, n, 'e2e'));
 
       for (const [i, p] of pages.entries()) {
+        let last;
         await waitFor(async () => {
-          const s = await remoteStats(p);
-          return s.length === 2 && s.every((x) => x.framesDecoded > 0) && s;
-        }, { timeout: 40000, what: `${names[i]} decoding two remote videos` });
+          last = await remoteStats(p);
+          return last.length === 2 && last.every((x) => x.framesDecoded > 0);
+        }, { timeout: 40000, what: `${names[i]} decoding two remote videos` }).catch((e) => {
+          throw new Error(`${e.message}: ${JSON.stringify(last)}`);
+        });
         assert.deepEqual(await remoteNames(p), names.filter((n) => n !== names[i]).sort());
       }
       const before = await Promise.all(pages.map(remoteStats));
@@ -60,7 +63,7 @@ for (const mode of process.env.E2E_FORCE_EPOLL_ONLY ? ['epoll'] : ['io_uring', '
       assert.deepEqual(await remoteStats(dave), []);
       assert.deepEqual(await remoteNames(pages[0]), ['bob']);
     } catch (e) {
-      console.error(sys.output().split('\n').slice(-60).join('\n'));
+      dumpLog(sys);
       throw e;
     }
   });

@@ -165,3 +165,13 @@ export async function joinApp(browser, sys, name, room, query = '') {
 
 export const remoteStats = (page) => page.evaluate(() => window.conf.remoteVideoStats());
 export const remoteNames = (page) => page.$$eval('.tile:not([data-local])', (els) => els.map((e) => e.dataset.identity).sort());
+
+/// Prints the system's log tail, or all of it to E2E_LOG_FILE when set.
+export function dumpLog(sys) {
+  if (process.env.E2E_LOG_FILE) {
+    fs.writeFileSync(process.env.E2E_LOG_FILE, sys.output());
+    console.error(`system log written to ${process.env.E2E_LOG_FILE}`);
+  } else {
+    console.error(sys.output().split('\n').slice(-80).join('\n'));
+  }
+}

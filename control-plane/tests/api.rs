@@ -1,0 +1,359 @@
+//! REST, token, WHIP/WHEP and signaling tests through the real router (axum `oneshot`), with
+//! the real SFU core of the media plane answering joins as a node would over the link.
+
+use std::net::SocketAddr;
+use std::sync::Arc;
+use std::time::{Duration, Instant};
+
+use axum::body::Body;
+use axum::http::{header, Method, Request, StatusCode};
+use base64::Engine;
+use control_plane::server::router;
+use control_plane::state::{App, Settings};
+use control_plane::token::{Grants, TokenKeys};
+use futures_util::{SinkExt, StreamExt};
+use http_body_util::BodyExt;
+use media_plane::sfu::{Core, CoreConfig};
+use str0m::media::{Direction, MediaKind};
+use tower::ServiceExt;
+
+const KEY: &str = "APItestkey";
+const SECRET: &str = "test-secret-test-secret-test-secret-0123";
+
+/// An app with one in-process node whose core 0 is the real SFU state machine.
+fn app_with_node(settings: Settings) -> Arc<App> {
+    let _ = str0m::crypto::from_feature_flags().install_process_default();
+    let app = App::new(settings, KEY.into(), SECRET.into(), "node-secret-node-secret".into());
+    let (mut rx, _) = app.register_node("node-1", vec!["127.0.0.1".into()], vec![40000], 100);
+    let weak = Arc::downgrade(&app);
+    tokio::spawn(async move {
+        let addr: SocketAddr = "127.0.0.1:40000".parse().unwrap();
+        let mut core = Core::new(CoreConfig { index: 0, local: addr, candidates: vec![addr], capacity: 100, connect_timeout: Duration::from_secs(30) });
+        while let Some(cmd) = rx.recv().await {
+            core.handle_command(Instant::now(), cmd);
+            let Some(app) = weak.upgrade() else { break };
+            let events: Vec<_> = core.take_events().collect();
+            for e in events {
+                app.node_event("node-1", e);
+            }
+        }
+    });
+    app
+}
+
+fn settings() -> Settings {
+    Settings { auto_create_rooms: true, default_max_participants: 0, open_join: true, demo_token_ttl: 600 }
+}
+
+fn basic() -> String {
+    format!("Basic {}", base64::engine::general_purpose::STANDARD.encode(format!("{KEY}:{SECRET}")))
+}
+
+struct Res {
+    status: StatusCode,
+    headers: axum::http::HeaderMap,
+    body: String,
+}
+
+impl Res {
+    fn json(&self) -> serde_json::Value {
+        serde_json::from_str(&self.body).unwrap_or(serde_json::Value::Null)
+    }
+    fn code(&self) -> String {
+        self.json()["error"].as_str().unwrap_or("").to_string()
+    }
+}
+
+async fn call(app: &Arc<App>, method: Method, uri: &str, headers: &[(&str, &str)], body: impl Into<Body>) -> Res {
+    let mut req = Request::builder().method(method).uri(uri);
+    for (k, v) in headers {
+        req = req.header(*k, *v);
+    }
+    let res = router(app.clone()).oneshot(req.body(body.into()).unwrap()).await.unwrap();
+    let status = res.status();
+    let headers = res.headers().clone();
+    let body = String::from_utf8_lossy(&res.into_body().collect().await.unwrap().to_bytes()).to_string();
+    Res { status, headers, body }
+}
+
+async fn healthy(app: &Arc<App>) {
+    let r = call(app, Method::GET, "/healthz", &[], Body::empty()).await;
+    assert_eq!(r.status, StatusCode::OK, "server must stay healthy");
+}
+
+/// A real browser-like SDP offer from a str0m client.
+fn offer(publish: bool) -> String {
+    let mut rtc = str0m::Rtc::builder().build(Instant::now());
+    let dir = if publish { Direction::SendOnly } else { Direction::RecvOnly };
+    let mut api = rtc.sdp_api();
+    api.add_media(MediaKind::Audio, dir, None, None, None);
+    api.add_media(MediaKind::Video, dir, None, None, None);
+    api.apply().unwrap().0.to_sdp_string()
+}
+
+fn token(room: &str, identity: &str, grants: Grants, ttl: u64) -> String {
+    TokenKeys::new(KEY, SECRET).mint(room, identity, grants, ttl).unwrap()
+}
+
+#[tokio::test]
+async fn rooms_crud_and_bad_input() {
+    let app = app_with_node(settings());
+    let b = basic();
+    let json = [("authorization", b.as_str()), ("content-type", "application/json")];
+
+    // Credentials.
+    let r = call(&app, Method::GET, "/api/rooms", &[], Body::empty()).await;
+    assert_eq!((r.status, r.code().as_str()), (StatusCode::UNAUTHORIZED, "unauthorized"));
+    let wrong = format!("Basic {}", base64::engine::general_purpose::STANDARD.encode(format!("{KEY}:nope")));
+    let r = call(&app, Method::GET, "/api/rooms", &[("authorization", &wrong)], Body::empty()).await;
+    assert_eq!(r.status, StatusCode::UNAUTHORIZED);
+    let r = call(&app, Method::POST, "/api/rooms", &[("authorization", "Basic !!!"), ("content-type", "application/json")], r#"{"name":"x"}"#).await;
+    assert_eq!(r.status, StatusCode::UNAUTHORIZED);
+    healthy(&app).await;
+
+    // Create.
+    let r = call(&app, Method::POST, "/api/rooms", &json, r#"{"name":"standup","max_participants":5}"#).await;
+    assert_eq!(r.status, StatusCode::CREATED, "{}", r.body);
+    assert_eq!(r.json()["name"], "standup");
+    let r = call(&app, Method::POST, "/api/rooms", &json, r#"{"name":"standup"}"#).await;
+    assert_eq!((r.status, r.code().as_str()), (StatusCode::CONFLICT, "room_exists"));
+    for bad in [r#"{"name":"#, r#"{"nome":"x"}"#, r#"{"name":"has space"}"#, r#"{"name":""}"#, r#"[1,2]"#] {
+        let r = call(&app, Method::POST, "/api/rooms", &json, bad).await;
+        assert_eq!((r.status, r.code().as_str()), (StatusCode::BAD_REQUEST, "bad_request"), "{bad}: {}", r.body);
+    }
+    let r = call(&app, Method::POST, "/api/rooms", &[("authorization", b.as_str())], r#"{"name":"x"}"#).await;
+    assert!(r.status == StatusCode::UNSUPPORTED_MEDIA_TYPE || r.status == StatusCode::BAD_REQUEST);
+    let huge = format!(r#"{{"name":"{}"}}"#, "a".repeat(200_000));
+    let r = call(&app, Method::POST, "/api/rooms", &json, huge).await;
+    assert_eq!((r.status, r.code().as_str()), (StatusCode::PAYLOAD_TOO_LARGE, "payload_too_large"));
+    healthy(&app).await;
+
+    // List, get, unknown.
+    let r = call(&app, Method::GET, "/api/rooms", &json, Body::empty()).await;
+    assert_eq!(r.json().as_array().unwrap().len(), 1);
+    let r = call(&app, Method::GET, "/api/rooms/standup", &json, Body::empty()).await;
+    assert_eq!(r.status, StatusCode::OK);
+    assert_eq!(r.json()["participants"].as_array().unwrap().len(), 0);
+    let r = call(&app, Method::GET, "/api/rooms/nope", &json, Body::empty()).await;
+    assert_eq!((r.status, r.code().as_str()), (StatusCode::NOT_FOUND, "room_not_found"));
+    let r = call(&app, Method::DELETE, "/api/rooms/nope", &json, Body::empty()).await;
+    assert_eq!(r.status, StatusCode::NOT_FOUND);
+
+    // Tokens.
+    let r = call(&app, Method::POST, "/api/rooms/standup/tokens", &json, r#"{"identity":"alice","can_publish":false,"ttl_seconds":60}"#).await;
+    assert_eq!(r.status, StatusCode::CREATED, "{}", r.body);
+    let claims = TokenKeys::new(KEY, SECRET).verify(r.json()["token"].as_str().unwrap()).unwrap();
+    assert_eq!((claims.room.as_str(), claims.sub.as_str(), claims.grants.can_publish, claims.grants.can_subscribe), ("standup", "alice", false, true));
+    let r = call(&app, Method::POST, "/api/rooms/nope/tokens", &json, r#"{"identity":"alice"}"#).await;
+    assert_eq!(r.status, StatusCode::NOT_FOUND);
+    for bad in [r#"{"identity":""}"#, r#"{"identity":"a","ttl_seconds":0}"#, r#"{"ident":"a"}"#, "nope"] {
+        let r = call(&app, Method::POST, "/api/rooms/standup/tokens", &json, bad).await;
+        assert_eq!(r.status, StatusCode::BAD_REQUEST, "{bad}");
+    }
+    let r = call(&app, Method::POST, "/api/rooms/standup/tokens", &[("content-type", "application/json")], r#"{"identity":"a"}"#).await;
+    assert_eq!(r.status, StatusCode::UNAUTHORIZED);
+
+    // Kick unknown.
+    let r = call(&app, Method::DELETE, "/api/rooms/standup/participants/ghost", &json, Body::empty()).await;
+    assert_eq!(r.status, StatusCode::NOT_FOUND);
+    let r = call(&app, Method::DELETE, "/api/rooms/nope/participants/ghost", &json, Body::empty()).await;
+    assert_eq!((r.status, r.code().as_str()), (StatusCode::NOT_FOUND, "room_not_found"));
+
+    // Delete.
+    let r = call(&app, Method::DELETE, "/api/rooms/standup", &json, Body::empty()).await;
+    assert_eq!(r.status, StatusCode::NO_CONTENT);
+    let r = call(&app, Method::GET, "/api/rooms/standup", &json, Body::empty()).await;
+    assert_eq!(r.status, StatusCode::NOT_FOUND);
+    let r = call(&app, Method::GET, "/no/such/path", &[], Body::empty()).await;
+    assert_eq!(r.status, StatusCode::NOT_FOUND);
+    healthy(&app).await;
+}
+
+#[tokio::test]
+async fn whip_and_whep_sessions_and_their_errors() {
+    let app = app_with_node(settings());
+    let b = basic();
+    call(&app, Method::POST, "/api/rooms", &[("authorization", &b), ("content-type", "application/json")], r#"{"name":"live","max_participants":2}"#).await;
+    let pub_token = format!("Bearer {}", token("live", "cam", Grants::default(), 60));
+    let sdp = [("authorization", pub_token.as_str()), ("content-type", "application/sdp")];
+
+    // Errors first.
+    let r = call(&app, Method::POST, "/whip/live", &[("content-type", "application/sdp")], offer(true)).await;
+    assert_eq!(r.status, StatusCode::UNAUTHORIZED);
+    let r = call(&app, Method::POST, "/whip/live", &[("authorization", "Bearer not.a.jwt"), ("content-type", "application/sdp")], offer(true)).await;
+    assert_eq!(r.status, StatusCode::UNAUTHORIZED);
+    let other = format!("Bearer {}", TokenKeys::new(KEY, "another-secret-another-secret-another").mint("live", "x", Grants::default(), 60).unwrap());
+    let r = call(&app, Method::POST, "/whip/live", &[("authorization", &other), ("content-type", "application/sdp")], offer(true)).await;
+    assert_eq!(r.status, StatusCode::UNAUTHORIZED);
+    let expired = format!("Bearer {}", expired_token("live", "cam"));
+    let r = call(&app, Method::POST, "/whip/live", &[("authorization", &expired), ("content-type", "application/sdp")], offer(true)).await;
+    assert_eq!((r.status, r.code().as_str()), (StatusCode::UNAUTHORIZED, "token_expired"));
+    let wrong_room = format!("Bearer {}", token("elsewhere", "cam", Grants::default(), 60));
+    let r = call(&app, Method::POST, "/whip/live", &[("authorization", &wrong_room), ("content-type", "application/sdp")], offer(true)).await;
+    assert_eq!(r.status, StatusCode::FORBIDDEN);
+    let viewer_only = format!("Bearer {}", token("live", "v", Grants { can_publish: false, can_subscribe: true }, 60));
+    let r = call(&app, Method::POST, "/whip/live", &[("authorization", &viewer_only), ("content-type", "application/sdp")], offer(true)).await;
+    assert_eq!(r.status, StatusCode::FORBIDDEN);
+    let r = call(&app, Method::POST, "/whip/live", &[("authorization", &pub_token), ("content-type", "text/plain")], offer(true)).await;
+    assert_eq!(r.status, StatusCode::UNSUPPORTED_MEDIA_TYPE);
+    let r = call(&app, Method::POST, "/whip/live", &sdp, "this is not SDP").await;
+    assert_eq!((r.status, r.code().as_str()), (StatusCode::BAD_REQUEST, "bad_sdp"));
+    let r = call(&app, Method::POST, "/whip/live", &sdp, "v=0\r\no=- 0 0 IN IP4 0.0.0.0\r\nm=garbage\r\n").await;
+    assert_eq!((r.status, r.code().as_str()), (StatusCode::BAD_REQUEST, "bad_sdp"), "{}", r.body);
+    let r = call(&app, Method::POST, "/whip/live", &sdp, format!("v=0\r\n{}", "a=x\r\n".repeat(20000))).await;
+    assert_eq!(r.status, StatusCode::PAYLOAD_TOO_LARGE);
+    let r = call(&app, Method::GET, "/api/rooms/live", &[("authorization", &b)], Body::empty()).await;
+    assert_eq!(r.json()["participants"].as_array().unwrap().len(), 0, "failed joins leave nothing behind");
+    healthy(&app).await;
+
+    // CORS preflight.
+    let r = call(
+        &app,
+        Method::OPTIONS,
+        "/whip/live",
+        &[("origin", "https://example.test"), ("access-control-request-method", "POST"), ("access-control-request-headers", "authorization,content-type")],
+        Body::empty(),
+    )
+    .await;
+    assert!(r.status.is_success());
+    assert!(r.headers.get("access-control-allow-methods").unwrap().to_str().unwrap().contains("POST"));
+
+    // WHEP before anyone publishes: 404.
+    let view = format!("Bearer {}", token("live", "viewer", Grants { can_publish: false, can_subscribe: true }, 60));
+    let r = call(&app, Method::POST, "/whep/live", &[("authorization", &view), ("content-type", "application/sdp")], offer(false)).await;
+    assert_eq!(r.status, StatusCode::NOT_FOUND);
+
+    // A publisher.
+    let r = call(&app, Method::POST, "/whip/live", &sdp, offer(true)).await;
+    assert_eq!(r.status, StatusCode::CREATED, "{}", r.body);
+    let location = r.headers.get(header::LOCATION).unwrap().to_str().unwrap().to_string();
+    assert!(location.starts_with("/whip/live/"));
+    assert_eq!(r.headers.get(header::CONTENT_TYPE).unwrap(), "application/sdp");
+    assert!(r.body.starts_with("v=0") && r.body.contains("a=ice-lite") && r.body.contains("a=candidate"), "{}", r.body);
+    let room = call(&app, Method::GET, "/api/rooms/live", &[("authorization", &b)], Body::empty()).await.json();
+    assert_eq!(room["participants"][0]["via"], "whip");
+    assert_eq!(room["participants"][0]["tracks"].as_array().unwrap().len(), 2, "{room}");
+
+    // A WHEP player of that publisher, by identity and by default.
+    let r = call(&app, Method::POST, "/whep/live?participant=nobody", &[("authorization", &view), ("content-type", "application/sdp")], offer(false)).await;
+    assert_eq!(r.status, StatusCode::NOT_FOUND);
+    let r = call(&app, Method::POST, "/whep/live?participant=cam", &[("authorization", &view), ("content-type", "application/sdp")], offer(false)).await;
+    assert_eq!(r.status, StatusCode::CREATED, "{}", r.body);
+    assert!(r.body.contains("a=sendonly"));
+    let whep_location = r.headers.get(header::LOCATION).unwrap().to_str().unwrap().to_string();
+
+    // The room is now full (max 2).
+    let late = format!("Bearer {}", token("live", "late", Grants::default(), 60));
+    let r = call(&app, Method::POST, "/whip/live", &[("authorization", &late), ("content-type", "application/sdp")], offer(true)).await;
+    assert_eq!((r.status, r.code().as_str()), (StatusCode::CONFLICT, "room_full"));
+
+    // PATCH is not supported; DELETE ends sessions; a second DELETE is 404.
+    let r = call(&app, Method::PATCH, &location, &[("authorization", &pub_token)], Body::empty()).await;
+    assert_eq!(r.status, StatusCode::METHOD_NOT_ALLOWED);
+    let r = call(&app, Method::DELETE, &location, &[], Body::empty()).await;
+    assert_eq!(r.status, StatusCode::UNAUTHORIZED);
+    let r = call(&app, Method::DELETE, &location, &[("authorization", &pub_token)], Body::empty()).await;
+    assert_eq!(r.status, StatusCode::OK);
+    let r = call(&app, Method::DELETE, &location, &[("authorization", &pub_token)], Body::empty()).await;
+    assert_eq!(r.status, StatusCode::NOT_FOUND);
+    let r = call(&app, Method::DELETE, &whep_location, &[("authorization", &view)], Body::empty()).await;
+    assert_eq!(r.status, StatusCode::OK);
+    let room = call(&app, Method::GET, "/api/rooms/live", &[("authorization", &b)], Body::empty()).await.json();
+    assert_eq!(room["participants"].as_array().unwrap().len(), 0);
+    healthy(&app).await;
+}
+
+fn expired_token(room: &str, identity: &str) -> String {
+    use jsonwebtoken::{encode, EncodingKey, Header};
+    let now = control_plane::token::unix_now();
+    let claims = control_plane::token::Claims {
+        iss: KEY.into(),
+        sub: identity.into(),
+        room: room.into(),
+        grants: Grants::default(),
+        iat: now - 100,
+        nbf: now - 100,
+        exp: now - 10,
+    };
+    encode(&Header::default(), &claims, &EncodingKey::from_secret(SECRET.as_bytes())).unwrap()
+}
+
+#[tokio::test]
+async fn demo_token_endpoint_is_closed_unless_open_join() {
+    let mut s = settings();
+    s.open_join = false;
+    let app = app_with_node(s);
+    let r = call(&app, Method::POST, "/app/token", &[("content-type", "application/json")], r#"{"name":"a","room":"r"}"#).await;
+    assert_eq!(r.status, StatusCode::FORBIDDEN);
+    let app = app_with_node(settings());
+    let r = call(&app, Method::POST, "/app/token", &[("content-type", "application/json")], r#"{"name":"a","room":"r"}"#).await;
+    assert_eq!(r.status, StatusCode::CREATED);
+    let r = call(&app, Method::POST, "/app/token", &[("content-type", "application/json")], r#"{"name":"a"}"#).await;
+    assert_eq!(r.status, StatusCode::BAD_REQUEST);
+    let r = call(&app, Method::GET, "/", &[], Body::empty()).await;
+    assert!(r.body.contains("<form id=\"join\""));
+}
+
+/// The signaling WebSocket on a plain loopback listener.
+#[tokio::test]
+async fn signaling_join_offer_and_errors() {
+    let app = app_with_node(settings());
+    let listener = tokio::net::TcpListener::bind("127.0.0.1:0").await.unwrap();
+    let addr = listener.local_addr().unwrap();
+    tokio::spawn(axum::serve(listener, router(app.clone())).into_future());
+    let url = format!("ws://{addr}/ws");
+    let (mut ws, _) = tokio_tungstenite::connect_async(&url).await.unwrap();
+    use tokio_tungstenite::tungstenite::Message;
+    async fn next(ws: &mut (impl StreamExt<Item = Result<Message, tokio_tungstenite::tungstenite::Error>> + Unpin)) -> serde_json::Value {
+        loop {
+            match tokio::time::timeout(Duration::from_secs(5), ws.next()).await.unwrap().unwrap().unwrap() {
+                Message::Text(t) => return serde_json::from_str(&t).unwrap(),
+                _ => continue,
+            }
+        }
+    }
+    ws.send(Message::text("{not json")).await.unwrap();
+    assert_eq!(next(&mut ws).await["code"], "bad_request");
+    ws.send(Message::text(r#"{"type":"offer","sdp":"v=0"}"#)).await.unwrap();
+    assert_eq!(next(&mut ws).await["code"], "unauthorized");
+    ws.send(Message::text(r#"{"type":"join","token":"bad"}"#)).await.unwrap();
+    assert_eq!(next(&mut ws).await["code"], "unauthorized");
+    let t = token("sig", "alice", Grants::default(), 60);
+    ws.send(Message::text(serde_json::json!({"type":"join","token":t}).to_string())).await.unwrap();
+    let joined = next(&mut ws).await;
+    assert_eq!((joined["type"].as_str(), joined["identity"].as_str()), (Some("joined"), Some("alice")));
+
+    // A second participant sees alice and alice is told.
+    let (mut ws2, _) = tokio_tungstenite::connect_async(&url).await.unwrap();
+    let t2 = token("sig", "bob", Grants::default(), 60);
+    ws2.send(Message::text(serde_json::json!({"type":"join","token":t2}).to_string())).await.unwrap();
+    let j2 = next(&mut ws2).await;
+    assert_eq!(j2["participants"][0]["identity"], "alice");
+    assert_eq!(next(&mut ws).await["type"], "participant_joined");
+
+    ws.send(Message::text(serde_json::json!({"type":"offer","sdp":"garbage"}).to_string())).await.unwrap();
+    assert_eq!(next(&mut ws).await["code"], "bad_sdp");
+    ws.send(Message::text(serde_json::json!({"type":"offer","sdp":offer(true)}).to_string())).await.unwrap();
+    let answer = next(&mut ws).await;
+    assert_eq!(answer["type"], "answer");
+    assert!(answer["sdp"].as_str().unwrap().contains("a=ice-lite"));
+    // bob hears about alice's tracks.
+    let mut kinds = vec![];
+    while kinds.len() < 2 {
+        let m = next(&mut ws2).await;
+        if m["type"] == "track_published" {
+            kinds.push(m["kind"].as_str().unwrap().to_string());
+        }
+    }
+    kinds.sort();
+    assert_eq!(kinds, ["audio", "video"]);
+    // alice closes: bob is told.
+    ws.close(None).await.unwrap();
+    loop {
+        let m = next(&mut ws2).await;
+        if m["type"] == "participant_left" {
+            assert_eq!(m["identity"], "alice");
+            break;
+        }
+    }
+}
