@@ -352,14 +352,23 @@ impl App {
             st.pending.insert(req, tx);
             rx
         };
-        match tokio::time::timeout(JOIN_TIMEOUT, rx).await {
+        let result = match tokio::time::timeout(JOIN_TIMEOUT, rx).await {
             Ok(Ok(res)) => res,
             Ok(Err(_)) => Err(ApiError::NoMediaNode),
             Err(_) => {
                 self.lock().pending.remove(&req);
                 Err(ApiError::MediaTimeout)
             }
+        };
+        if result.is_err() {
+            // The client may try again with a corrected offer.
+            let mut st = self.lock();
+            let room = st.sessions.get(session).cloned();
+            if let Some(p) = room.and_then(|r| st.rooms.get_mut(&r)).and_then(|r| r.participants.get_mut(session)) {
+                p.media = false;
+            }
         }
+        result
     }
 
     /// Relays a client's SDP answer to the node.

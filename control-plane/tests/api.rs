@@ -22,7 +22,7 @@ const SECRET: &str = "test-secret-test-secret-test-secret-0123";
 
 /// An app with one in-process node whose core 0 is the real SFU state machine.
 fn app_with_node(settings: Settings) -> Arc<App> {
-    let _ = str0m::crypto::from_feature_flags().install_process_default();
+    str0m::crypto::from_feature_flags().install_process_default();
     let app = App::new(settings, KEY.into(), SECRET.into(), "node-secret-node-secret".into());
     let (mut rx, _) = app.register_node("node-1", vec!["127.0.0.1".into()], vec![40000], 100);
     let weak = Arc::downgrade(&app);
@@ -232,7 +232,8 @@ async fn whip_and_whep_sessions_and_their_errors() {
     assert!(r.body.starts_with("v=0") && r.body.contains("a=ice-lite") && r.body.contains("a=candidate"), "{}", r.body);
     let room = call(&app, Method::GET, "/api/rooms/live", &[("authorization", &b)], Body::empty()).await.json();
     assert_eq!(room["participants"][0]["via"], "whip");
-    assert_eq!(room["participants"][0]["tracks"].as_array().unwrap().len(), 2, "{room}");
+    // Tracks are announced once the publisher's DTLS is up (browser test), so the default
+    // WHEP source does not exist yet; naming the publisher works.
 
     // A WHEP player of that publisher, by identity and by default.
     let r = call(&app, Method::POST, "/whep/live?participant=nobody", &[("authorization", &view), ("content-type", "application/sdp")], offer(false)).await;
@@ -300,7 +301,8 @@ async fn signaling_join_offer_and_errors() {
     let app = app_with_node(settings());
     let listener = tokio::net::TcpListener::bind("127.0.0.1:0").await.unwrap();
     let addr = listener.local_addr().unwrap();
-    tokio::spawn(axum::serve(listener, router(app.clone())).into_future());
+    let svc = router(app.clone());
+    tokio::spawn(async move { axum::serve(listener, svc).await });
     let url = format!("ws://{addr}/ws");
     let (mut ws, _) = tokio_tungstenite::connect_async(&url).await.unwrap();
     use tokio_tungstenite::tungstenite::Message;
@@ -333,20 +335,18 @@ async fn signaling_join_offer_and_errors() {
 
     ws.send(Message::text(serde_json::json!({"type":"offer","sdp":"garbage"}).to_string())).await.unwrap();
     assert_eq!(next(&mut ws).await["code"], "bad_sdp");
+    // Parsed by the media plane and refused there; the client may still try again.
+    ws.send(Message::text(serde_json::json!({"type":"offer","sdp":"v=0\r\no=- 1 1 IN IP4 0.0.0.0\r\nm=nonsense\r\n"}).to_string())).await.unwrap();
+    assert_eq!(next(&mut ws).await["code"], "bad_sdp");
     ws.send(Message::text(serde_json::json!({"type":"offer","sdp":offer(true)}).to_string())).await.unwrap();
     let answer = next(&mut ws).await;
     assert_eq!(answer["type"], "answer");
     assert!(answer["sdp"].as_str().unwrap().contains("a=ice-lite"));
-    // bob hears about alice's tracks.
-    let mut kinds = vec![];
-    while kinds.len() < 2 {
-        let m = next(&mut ws2).await;
-        if m["type"] == "track_published" {
-            kinds.push(m["kind"].as_str().unwrap().to_string());
-        }
-    }
-    kinds.sort();
-    assert_eq!(kinds, ["audio", "video"]);
+    // A second offer on the same session is refused; the session survives it.
+    ws.send(Message::text(serde_json::json!({"type":"offer","sdp":offer(true)}).to_string())).await.unwrap();
+    assert_eq!(next(&mut ws).await["code"], "bad_request");
+    ws.send(Message::text(r#"{"type":"ping"}"#)).await.unwrap();
+    assert_eq!(next(&mut ws).await["type"], "pong");
     // alice closes: bob is told.
     ws.close(None).await.unwrap();
     loop {

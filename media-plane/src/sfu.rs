@@ -368,6 +368,10 @@ impl Core {
             .sdp_api()
             .accept_offer(offer)
             .map_err(|e| ("bad_sdp", format!("SDP offer not accepted: {e}")))?;
+        // Let str0m process the negotiated media now, so tracks are announced with the answer.
+        if let Err(e) = rtc.handle_input(Input::Timeout(now)) {
+            return Err(("bad_sdp", format!("session setup failed: {e}")));
+        }
         let ufrag = rtc.direct_api().local_ice_credentials().ufrag;
         let s = Session {
             id: session.to_string(),

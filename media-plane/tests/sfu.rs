@@ -42,7 +42,7 @@ struct World {
 
 impl World {
     fn new() -> World {
-        let _ = str0m::crypto::from_feature_flags().install_process_default();
+        str0m::crypto::from_feature_flags().install_process_default();
         let now = Instant::now();
         let addr: SocketAddr = SFU.parse().unwrap();
         let core = Core::new(CoreConfig { index: 0, local: addr, candidates: vec![addr], capacity: 50, connect_timeout: Duration::from_secs(30) });

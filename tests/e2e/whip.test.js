@@ -1,0 +1,109 @@
+// WHIP publisher and WHEP player as plain RTCPeerConnections in Chromium (not our web app),
+// end to end through the real control plane and media plane.
+import { test } from 'node:test';
+import assert from 'node:assert/strict';
+import { basic, dumpLog, launchBrowser, newPage, request, sleep, startSystem, waitFor } from './harness.js';
+
+async function mintToken(sys, room, identity, grants) {
+  const r = await request(sys, 'POST', `/api/rooms/${room}/tokens`, {
+    headers: { authorization: basic(sys), 'content-type': 'application/json' },
+    body: JSON.stringify({ identity, ttl_seconds: 600, ...grants }),
+  });
+  assert.equal(r.status, 201, r.body);
+  return r.json.token;
+}
+
+test('WHIP publish and WHEP playback in Chromium', { timeout: 120000 }, async (t) => {
+  const sys = await startSystem();
+  const browser = await launchBrowser();
+  t.after(async () => {
+    await browser.close();
+    await sys.stop();
+  });
+  try {
+    const room = 'whip-e2e';
+    const r = await request(sys, 'POST', '/api/rooms', {
+      headers: { authorization: basic(sys), 'content-type': 'application/json' },
+      body: JSON.stringify({ name: room }),
+    });
+    assert.equal(r.status, 201, r.body);
+    const pubToken = await mintToken(sys, room, 'encoder', { can_subscribe: false });
+    const viewToken = await mintToken(sys, room, 'viewer', { can_publish: false });
+
+    const publisher = await newPage(browser, sys, '/healthz');
+    const pub = await publisher.evaluate(async ({ room, token }) => {
+      const pc = new RTCPeerConnection();
+      const stream = await navigator.mediaDevices.getUserMedia({ audio: true, video: { width: 640, height: 480 } });
+      for (const track of stream.getTracks()) pc.addTransceiver(track, { direction: 'sendonly' });
+      await pc.setLocalDescription(await pc.createOffer());
+      const res = await fetch(`/whip/${room}`, {
+        method: 'POST',
+        headers: { authorization: `Bearer ${token}`, 'content-type': 'application/sdp' },
+        body: pc.localDescription.sdp,
+      });
+      const answer = await res.text();
+      if (res.status !== 201) return { status: res.status, answer };
+      await pc.setRemoteDescription({ type: 'answer', sdp: answer });
+      window.pc = pc;
+      return { status: res.status, location: res.headers.get('location'), type: res.headers.get('content-type') };
+    }, { room, token: pubToken });
+    assert.equal(pub.status, 201, JSON.stringify(pub));
+    assert.match(pub.location, new RegExp(`^/whip/${room}/`));
+    assert.equal(pub.type, 'application/sdp');
+
+    // The publisher shows up in the room with its tracks once connected.
+    await waitFor(async () => {
+      const info = await request(sys, 'GET', `/api/rooms/${room}`, { headers: { authorization: basic(sys) } });
+      const p = info.json.participants.find((x) => x.identity === 'encoder');
+      return p && p.via === 'whip' && p.tracks.length === 2;
+    }, { what: 'the WHIP publisher and its two tracks in the room', timeout: 20000 });
+
+    const player = await newPage(browser, sys, '/healthz');
+    const play = await player.evaluate(async ({ room, token }) => {
+      const pc = new RTCPeerConnection();
+      pc.addTransceiver('audio', { direction: 'recvonly' });
+      pc.addTransceiver('video', { direction: 'recvonly' });
+      await pc.setLocalDescription(await pc.createOffer());
+      const res = await fetch(`/whep/${room}`, {
+        method: 'POST',
+        headers: { authorization: `Bearer ${token}`, 'content-type': 'application/sdp' },
+        body: pc.localDescription.sdp,
+      });
+      const answer = await res.text();
+      if (res.status !== 201) return { status: res.status, answer };
+      await pc.setRemoteDescription({ type: 'answer', sdp: answer });
+      window.pc = pc;
+      window.framesDecoded = async () => {
+        let frames = 0;
+        (await pc.getStats()).forEach((s) => { if (s.type === 'inbound-rtp' && s.kind === 'video') frames = s.framesDecoded || 0; });
+        return frames;
+      };
+      window.audioPackets = async () => {
+        let n = 0;
+        (await pc.getStats()).forEach((s) => { if (s.type === 'inbound-rtp' && s.kind === 'audio') n = s.packetsReceived || 0; });
+        return n;
+      };
+      return { status: res.status, location: res.headers.get('location') };
+    }, { room, token: viewToken });
+    assert.equal(play.status, 201, JSON.stringify(play));
+    assert.match(play.location, new RegExp(`^/whep/${room}/`));
+
+    await waitFor(async () => (await player.evaluate(() => window.framesDecoded())) > 0, { what: 'WHEP video frames', timeout: 20000 });
+    const f1 = await player.evaluate(() => window.framesDecoded());
+    await sleep(2000);
+    const f2 = await player.evaluate(() => window.framesDecoded());
+    assert.ok(f2 > f1 + 10, `WHEP frames keep growing (${f1} -> ${f2})`);
+    assert.ok((await player.evaluate(() => window.audioPackets())) > 20, 'WHEP audio arrives');
+
+    // DELETE ends both sessions.
+    const del = async (loc, token) => (await request(sys, 'DELETE', loc, { headers: { authorization: `Bearer ${token}` } })).status;
+    assert.equal(await del(play.location, viewToken), 200);
+    assert.equal(await del(pub.location, pubToken), 200);
+    assert.equal(await del(pub.location, pubToken), 404);
+    const info = await request(sys, 'GET', `/api/rooms/${room}`, { headers: { authorization: basic(sys) } });
+    assert.equal(info.json.participants.length, 0);
+  } catch (e) {
+    dumpLog(sys);
+    throw e;
+  }
+});
