@@ -162,3 +162,15 @@ pub async fn kick(State(app): State<Arc<App>>, headers: HeaderMap, Path((room, i
     }
     Ok(StatusCode::NO_CONTENT)
 }
+
+/// `GET /api/nodes`: registered media-plane nodes with per-core load.
+pub async fn list_nodes(State(app): State<Arc<App>>, headers: HeaderMap) -> Result<Json<serde_json::Value>, ApiError> {
+    check_basic(&app, &headers)?;
+    let st = app.lock();
+    let nodes: Vec<_> = st
+        .nodes
+        .iter()
+        .map(|(id, n)| serde_json::json!({ "id": id, "addresses": n.addresses, "capacity_per_core": n.capacity, "cores": n.cores }))
+        .collect();
+    Ok(Json(serde_json::Value::Array(nodes)))
+}

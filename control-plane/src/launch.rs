@@ -129,5 +129,15 @@ pub fn spawn_media_plane(cfg: &Config, prepared: &Prepared, opts: &ChildOptions)
     if opts.force_epoll {
         cmd.env("FORCE_EPOLL", "true");
     }
+    // The node must not outlive this launcher, even when the launcher is killed.
+    // SAFETY: prctl is async-signal-safe and only changes this child's own settings.
+    unsafe {
+        cmd.pre_exec(|| {
+            if libc::prctl(libc::PR_SET_PDEATHSIG, libc::SIGTERM) != 0 {
+                return Err(std::io::Error::last_os_error());
+            }
+            Ok(())
+        });
+    }
     cmd.spawn().with_context(|| format!("starting {}", bin.display()))
 }

@@ -124,10 +124,12 @@ async fn main() -> anyhow::Result<()> {
             let opts = ChildOptions { bin: media_plane_bin, port_base: media_port_base, cores: media_cores, force_epoll };
             let mut child = launch::spawn_media_plane(&cfg, &prepared, &opts).context("starting the media plane")?;
             banner(&cfg, prepared.addr.port(), true);
+            let mut term = tokio::signal::unix::signal(tokio::signal::unix::SignalKind::terminate())?;
             let result = tokio::select! {
                 r = prepared.serve() => r,
-                status = child.wait() => Err(anyhow::anyhow!("the media plane exited: {status:?}")),
+                status = child.wait() => Err(anyhow::anyhow!("the media plane exited ({status:?}); see its error above")),
                 _ = tokio::signal::ctrl_c() => { println!("stopping"); Ok(()) }
+                _ = term.recv() => Ok(()),
             };
             let _ = child.kill().await;
             result

@@ -42,6 +42,7 @@ pub fn router(app: Arc<App>) -> Router {
         .route("/healthz", get(healthz))
         .route("/ws", get(signal::ws))
         .route(link::LINK_PATH, get(nodes::link))
+        .route("/api/nodes", get(api::list_nodes))
         .route("/api/rooms", post(api::create_room).get(api::list_rooms))
         .route("/api/rooms/{room}", get(api::get_room).delete(api::delete_room))
         .route("/api/rooms/{room}/tokens", post(api::create_token))

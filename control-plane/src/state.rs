@@ -159,13 +159,28 @@ impl Room {
     }
 }
 
+/// One media core as last reported by its node.
+#[derive(Debug, Clone, Default, Serialize)]
+pub struct CoreStatus {
+    /// UDP port.
+    pub port: u16,
+    /// Sessions on the core.
+    pub sessions: u32,
+    /// RTP packets received per second over the last report interval.
+    pub rx_pps: f64,
+    /// RTP packets forwarded per second over the last report interval.
+    pub tx_pps: f64,
+    /// Forwarded packets since the node registered.
+    pub tx_total: u64,
+}
+
 /// A registered media-plane node.
 #[derive(Debug)]
 pub struct Node {
     /// Advertised addresses.
     pub addresses: Vec<String>,
-    /// Per core: (port, reported sessions).
-    pub cores: Vec<(u16, u32)>,
+    /// Per core, as last reported.
+    pub cores: Vec<CoreStatus>,
     /// Sessions per core.
     pub capacity: u32,
     /// Commands to the node.
@@ -429,7 +444,8 @@ impl App {
         let stale = {
             let mut st = self.lock();
             let stale = sessions_on_node(&st, id);
-            st.nodes.insert(id.to_string(), Node { addresses, cores: cores.into_iter().map(|p| (p, 0)).collect(), capacity, tx, generation });
+            let cores = cores.into_iter().map(|port| CoreStatus { port, ..Default::default() }).collect();
+            st.nodes.insert(id.to_string(), Node { addresses, cores, capacity, tx, generation });
             stale
         };
         for s in stale {
@@ -493,7 +509,11 @@ impl App {
                 let mut st = self.lock();
                 if let Some(n) = st.nodes.get_mut(node_id) {
                     if let Some(c) = n.cores.get_mut(core as usize) {
-                        c.1 = sessions;
+                        let secs = link::LOAD_INTERVAL_SECS as f64;
+                        c.sessions = sessions;
+                        c.rx_pps = rx_packets as f64 / secs;
+                        c.tx_pps = tx_packets as f64 / secs;
+                        c.tx_total += tx_packets;
                     }
                 }
                 tracing::trace!(node = %node_id, core, sessions, rx_packets, tx_packets, "load");
@@ -546,7 +566,8 @@ fn validate_name(name: &str, what: &str) -> Result<(), ApiError> {
 fn core_loads(st: &State) -> Vec<CoreLoad> {
     let mut loads = Vec::new();
     for (id, n) in &st.nodes {
-        for (i, (_, reported)) in n.cores.iter().enumerate() {
+        for (i, c) in n.cores.iter().enumerate() {
+            let reported = &c.sessions;
             let assigned = st
                 .rooms
                 .values()

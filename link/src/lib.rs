@@ -12,6 +12,9 @@ pub const LINK_PATH: &str = "/internal/link";
 /// Header carrying the shared node secret on the link's WebSocket upgrade.
 pub const SECRET_HEADER: &str = "x-node-secret";
 
+/// Seconds between two [`Event::Load`] reports of a core.
+pub const LOAD_INTERVAL_SECS: u64 = 2;
+
 /// Version of this message set; both sides refuse a mismatch at registration.
 pub const PROTOCOL_VERSION: u32 = 1;
 
@@ -190,7 +193,7 @@ pub enum Event {
         core: u32,
         /// Sessions on the core.
         sessions: u32,
-        /// RTP packets received since the last report.
+        /// RTP packets received since the last report ([`LOAD_INTERVAL_SECS`] ago).
         rx_packets: u64,
         /// RTP packets forwarded since the last report.
         tx_packets: u64,

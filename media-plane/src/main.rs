@@ -87,7 +87,9 @@ fn main() -> anyhow::Result<()> {
     let mut handles = Vec::new();
     for i in 0..n {
         let port = if args.port_base == 0 { 0 } else { args.port_base + i as u16 };
-        let socket = UdpSocket::bind(SocketAddr::new(args.bind_ip, port)).with_context(|| format!("binding UDP port {port} for core {i}"))?;
+        let socket = UdpSocket::bind(SocketAddr::new(args.bind_ip, port)).with_context(|| {
+            format!("binding UDP port {port} for core {i} (is another media-plane running? choose another --port-base)")
+        })?;
         let local = socket.local_addr()?;
         let candidates = addresses.iter().map(|ip| SocketAddr::new(*ip, local.port())).collect();
         let (tx, rx) = tokio::sync::mpsc::unbounded_channel();

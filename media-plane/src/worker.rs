@@ -17,7 +17,7 @@ use crate::io::{Driver, Epoll, Glommio};
 use crate::sfu::{Core, CoreConfig, Transmit};
 
 /// Interval between two load reports of a core.
-pub const LOAD_INTERVAL: Duration = Duration::from_secs(2);
+pub const LOAD_INTERVAL: Duration = Duration::from_secs(link::LOAD_INTERVAL_SECS);
 
 /// Which executor a core ended up on.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]

@@ -1,7 +1,7 @@
 // Three browsers in one room through the web app, one leaves, a fourth is alone in another room.
 import { test } from 'node:test';
 import assert from 'node:assert/strict';
-import { cpuPercent, dumpLog, joinApp, launchBrowser, remoteNames, remoteStats, sleep, startSystem, waitFor } from './harness.js';
+import { basic, cpuPercent, dumpLog, joinApp, request, launchBrowser, remoteNames, remoteStats, sleep, startSystem, waitFor } from './harness.js';
 
 for (const mode of process.env.E2E_FORCE_EPOLL_ONLY ? ['epoll'] : ['io_uring', 'epoll']) {
   test(`group call in the web app (${mode})`, { timeout: 180000 }, async (t) => {
@@ -38,8 +38,14 @@ for (const mode of process.env.E2E_FORCE_EPOLL_ONLY ? ['epoll'] : ['io_uring', '
       const firstFrame = await Promise.all(pages.map((p) => p.evaluate(() => window.conf.firstFrameAt - window.conf.joinStartedAt)));
       const mediaPid = sys.mediaPid();
       assert.ok(mediaPid, 'media-plane process found');
-      const cpu = await cpuPercent(mediaPid, 5000);
-      console.log(`FIGURE mode=${mode} join_to_first_frame_ms=${firstFrame.map((x) => Math.round(x)).join(',')} media_plane_cpu_percent_3_browsers=${cpu.toFixed(1)}`);
+      const forwarded = async () => (await request(sys, 'GET', '/api/nodes', { headers: { authorization: basic(sys) } })).json
+        .flatMap((n) => n.cores).reduce((a, c) => a + c.tx_total, 0);
+      const tx0 = await forwarded();
+      const cpu = await cpuPercent(mediaPid, 8000);
+      const tx1 = await forwarded();
+      assert.ok(tx1 > tx0, 'the node reports forwarded packets');
+      const usPerPacket = (cpu / 100) * 8e6 / (tx1 - tx0);
+      console.log(`FIGURE mode=${mode} profile=${process.env.E2E_PROFILE || 'debug'} join_to_first_frame_ms=${firstFrame.map((x) => Math.round(x)).join(',')} media_plane_cpu_percent_3_browsers=${cpu.toFixed(1)} forwarded_pps=${((tx1 - tx0) / 8).toFixed(0)} cpu_us_per_forwarded_packet=${usPerPacket.toFixed(1)}`);
 
       // carol leaves: alice and bob see her tile go.
       await pages[2].click('#leave');

@@ -13,7 +13,7 @@ async function mintToken(sys, room, identity, grants) {
   return r.json.token;
 }
 
-test('WHIP publish and WHEP playback in Chromium', { timeout: 120000 }, async (t) => {
+for (const codec of ['VP8', 'H264']) test(`WHIP publish and WHEP playback in Chromium (${codec})`, { timeout: 120000 }, async (t) => {
   const sys = await startSystem();
   const browser = await launchBrowser();
   t.after(async () => {
@@ -21,7 +21,7 @@ test('WHIP publish and WHEP playback in Chromium', { timeout: 120000 }, async (t
     await sys.stop();
   });
   try {
-    const room = 'whip-e2e';
+    const room = `whip-${codec.toLowerCase()}`;
     const r = await request(sys, 'POST', '/api/rooms', {
       headers: { authorization: basic(sys), 'content-type': 'application/json' },
       body: JSON.stringify({ name: room }),
@@ -31,10 +31,17 @@ test('WHIP publish and WHEP playback in Chromium', { timeout: 120000 }, async (t
     const viewToken = await mintToken(sys, room, 'viewer', { can_publish: false });
 
     const publisher = await newPage(browser, sys, '/healthz');
-    const pub = await publisher.evaluate(async ({ room, token }) => {
+    const pub = await publisher.evaluate(async ({ room, token, codec }) => {
       const pc = new RTCPeerConnection();
       const stream = await navigator.mediaDevices.getUserMedia({ audio: true, video: { width: 640, height: 480 } });
-      for (const track of stream.getTracks()) pc.addTransceiver(track, { direction: 'sendonly' });
+      for (const track of stream.getTracks()) {
+        const tr = pc.addTransceiver(track, { direction: 'sendonly' });
+        if (track.kind === 'video') {
+          // Offer only the codec under test.
+          const codecs = RTCRtpSender.getCapabilities('video').codecs.filter((c) => c.mimeType === `video/${codec}`);
+          tr.setCodecPreferences(codecs);
+        }
+      }
       await pc.setLocalDescription(await pc.createOffer());
       const res = await fetch(`/whip/${room}`, {
         method: 'POST',
@@ -46,7 +53,7 @@ test('WHIP publish and WHEP playback in Chromium', { timeout: 120000 }, async (t
       await pc.setRemoteDescription({ type: 'answer', sdp: answer });
       window.pc = pc;
       return { status: res.status, location: res.headers.get('location'), type: res.headers.get('content-type') };
-    }, { room, token: pubToken });
+    }, { room, token: pubToken, codec });
     assert.equal(pub.status, 201, JSON.stringify(pub));
     assert.match(pub.location, new RegExp(`^/whip/${room}/`));
     assert.equal(pub.type, 'application/sdp');
@@ -78,6 +85,12 @@ test('WHIP publish and WHEP playback in Chromium', { timeout: 120000 }, async (t
         (await pc.getStats()).forEach((s) => { if (s.type === 'inbound-rtp' && s.kind === 'video') frames = s.framesDecoded || 0; });
         return frames;
       };
+      window.videoCodec = async () => {
+        const stats = await pc.getStats();
+        let codecId;
+        stats.forEach((s) => { if (s.type === 'inbound-rtp' && s.kind === 'video') codecId = s.codecId; });
+        return codecId && stats.get(codecId) ? stats.get(codecId).mimeType : null;
+      };
       window.audioPackets = async () => {
         let n = 0;
         (await pc.getStats()).forEach((s) => { if (s.type === 'inbound-rtp' && s.kind === 'audio') n = s.packetsReceived || 0; });
@@ -94,6 +107,7 @@ test('WHIP publish and WHEP playback in Chromium', { timeout: 120000 }, async (t
     const f2 = await player.evaluate(() => window.framesDecoded());
     assert.ok(f2 > f1 + 10, `WHEP frames keep growing (${f1} -> ${f2})`);
     assert.ok((await player.evaluate(() => window.audioPackets())) > 20, 'WHEP audio arrives');
+    assert.equal(await player.evaluate(() => window.videoCodec()), `video/${codec}`);
 
     // DELETE ends both sessions.
     const del = async (loc, token) => (await request(sys, 'DELETE', loc, { headers: { authorization: `Bearer ${token}` } })).status;
