@@ -1,12 +1,11 @@
 //! The media plane: a thread-per-core SFU built on str0m.
 //!
 //! Data path on one core: [`worker`] receives datagrams on the core's own UDP socket
-//! (io_uring via glommio, or epoll as a fallback, see [`io`]), feeds them to the sans-IO
+//! (io_uring via glommio, or epoll as a fallback, see the `percore` crate), feeds them to the sans-IO
 //! [`sfu::Core`], and sends what the core produces. [`link_client`] connects the node to
 //! the control plane.
 
 pub mod demux;
-pub mod io;
 pub mod link_client;
 pub mod sfu;
 pub mod worker;

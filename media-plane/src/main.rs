@@ -8,7 +8,8 @@ use anyhow::Context;
 use clap::Parser;
 use link::CoreInfo;
 use media_plane::sfu::CoreConfig;
-use media_plane::worker::{self, Backend, CoreSetup};
+use media_plane::worker::{self, CoreSetup};
+use percore::Backend;
 use media_plane::link_client::{self, LinkSettings};
 
 #[global_allocator]
@@ -74,7 +75,7 @@ fn main() -> anyhow::Result<()> {
         }
         addresses.push(IpAddr::V4(Ipv4Addr::LOCALHOST));
     }
-    let cpus = core_affinity::get_core_ids().map(|v| v.len()).unwrap_or(1).max(1);
+    let cpus = percore::cpu_count();
     let n = args.cores.unwrap_or(cpus).max(1);
     let node = args.node_id.clone().unwrap_or_else(|| {
         let host = std::fs::read_to_string("/etc/hostname").unwrap_or_default().trim().to_string();

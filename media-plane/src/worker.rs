@@ -13,20 +13,11 @@ use link::{Command, Event as LinkEvent};
 use tokio::sync::mpsc::{UnboundedReceiver, UnboundedSender};
 use tokio::sync::Notify;
 
-use crate::io::{Driver, Epoll, Glommio};
+use percore::{Backend, CoreTask, Driver};
 use crate::sfu::{Core, CoreConfig, Transmit};
 
 /// Interval between two load reports of a core.
 pub const LOAD_INTERVAL: Duration = Duration::from_secs(link::LOAD_INTERVAL_SECS);
-
-/// Which executor a core ended up on.
-#[derive(Debug, Clone, Copy, PartialEq, Eq)]
-pub enum Backend {
-    /// glommio on io_uring.
-    IoUring,
-    /// tokio on epoll (fallback).
-    Epoll,
-}
 
 /// Everything a core thread needs.
 pub struct CoreSetup {
@@ -44,42 +35,24 @@ pub struct CoreSetup {
     pub force_epoll: bool,
 }
 
+struct SfuTask {
+    config: CoreConfig,
+    socket: std::net::UdpSocket,
+    commands: UnboundedReceiver<Command>,
+    events: UnboundedSender<LinkEvent>,
+}
+
+impl CoreTask for SfuTask {
+    fn run<D: Driver>(self) -> impl std::future::Future<Output = ()> {
+        run::<D>(self.config, self.socket, self.commands, self.events)
+    }
+}
+
 /// Starts the core on its own pinned thread and reports the backend it runs on.
 pub fn spawn(setup: CoreSetup) -> std::io::Result<(std::thread::JoinHandle<()>, Backend)> {
-    let (tx, rx) = std::sync::mpsc::channel();
-    let index = setup.config.index;
-    let handle = std::thread::Builder::new().name(format!("core-{index}")).spawn(move || {
-        let CoreSetup { config, socket, cpu, commands, events, force_epoll } = setup;
-        if !force_epoll {
-            match glommio::LocalExecutorBuilder::new(glommio::Placement::Fixed(cpu)).name(&format!("core-{index}")).make() {
-                Ok(ex) => {
-                    let _ = tx.send(Backend::IoUring);
-                    ex.run(run::<Glommio>(config, socket, commands, events));
-                    return;
-                }
-                Err(e) => tracing::warn!(
-                    core = index,
-                    error = %e,
-                    "io_uring is not available here (blocked by seccomp or an old kernel); this core falls back to epoll"
-                ),
-            }
-        }
-        let _ = tx.send(Backend::Epoll);
-        if let Some(id) = core_affinity::get_core_ids().and_then(|ids| ids.get(cpu).copied()) {
-            core_affinity::set_for_current(id);
-        }
-        let rt = match tokio::runtime::Builder::new_current_thread().enable_all().build() {
-            Ok(rt) => rt,
-            Err(e) => {
-                tracing::error!(core = index, error = %e, "cannot start the epoll runtime");
-                return;
-            }
-        };
-        let local = tokio::task::LocalSet::new();
-        local.block_on(&rt, run::<Epoll>(config, socket, commands, events));
-    })?;
-    let backend = rx.recv().unwrap_or(Backend::Epoll);
-    Ok((handle, backend))
+    let CoreSetup { config, socket, cpu, commands, events, force_epoll } = setup;
+    let name = format!("core-{}", config.index);
+    percore::spawn(name, cpu, force_epoll, SfuTask { config, socket, commands, events })
 }
 
 struct Shared<D: Driver> {

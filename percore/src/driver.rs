@@ -1,4 +1,4 @@
-//! The edge between the sans-IO core and an executor: UDP sockets, timers and task spawning.
+//! The edge between sans-IO state machines and an executor: UDP sockets, timers and task spawning.
 //!
 //! [`Glommio`] runs on io_uring and is the default. [`Epoll`] runs the same loop on a tokio
 //! current-thread runtime (epoll) for hosts where io_uring is not allowed, such as container

@@ -1,0 +1,702 @@
+//! The TURN server state machine of one core (sans-IO): allocations, permissions, channel
+//! bindings and their expiry, fed with datagrams and time.
+//!
+//! Expiry works by deadlines: one heap of (deadline, allocation) entries, checked lazily,
+//! with no timer per object. Relayed data is never copied: [`Server::handle_client`] returns
+//! a slice of the client's datagram to send to the peer, and [`Server::handle_peer`] frames
+//! the peer's data in place, in headroom the caller leaves in front of it.
+
+use std::cmp::Reverse;
+use std::collections::{BinaryHeap, HashMap};
+use std::net::{IpAddr, SocketAddr};
+use std::ops::Range;
+use std::time::{Duration, Instant};
+
+use crate::auth::{long_term_key, Credentials, NonceCheck, Nonces};
+use crate::policy::PeerPolicy;
+use crate::stun::{self, attr, method, Builder, Class, Integrity, Message};
+
+/// Bytes a caller leaves in front of peer data for [`Server::handle_peer`].
+pub const HEADROOM: usize = 48;
+/// Bytes a caller leaves after peer data (padding of a Data indication).
+pub const TAILROOM: usize = 4;
+
+/// Transport between client and server.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Hash)]
+pub enum Transport {
+    /// UDP.
+    Udp,
+    /// TCP.
+    Tcp,
+    /// TLS over TCP.
+    Tls,
+}
+
+/// The 5-tuple that identifies an allocation.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Hash)]
+pub struct FiveTuple {
+    /// Client address.
+    pub client: SocketAddr,
+    /// Server address the client talks to.
+    pub server: SocketAddr,
+    /// Transport.
+    pub transport: Transport,
+}
+
+/// Limits and lifetimes, with coturn's defaults.
+#[derive(Debug, Clone)]
+pub struct Config {
+    /// Realm.
+    pub realm: String,
+    /// Credentials.
+    pub credentials: Credentials,
+    /// Relay addresses by family (first IPv4, first IPv6).
+    pub relay_ips: Vec<IpAddr>,
+    /// Address advertised instead of a relay IP (`--external-ip public[/private]`).
+    pub external_ip: Vec<(IpAddr, Option<IpAddr>)>,
+    /// Lowest relay port.
+    pub min_port: u16,
+    /// Highest relay port.
+    pub max_port: u16,
+    /// This core's index and the number of cores: ports are split so cores never collide.
+    pub shard: (u16, u16),
+    /// Allocations per username (0: unlimited).
+    pub user_quota: usize,
+    /// Allocations in total on this core (0: unlimited).
+    pub total_quota: usize,
+    /// Bits per second per allocation (0: unlimited).
+    pub max_bps: u64,
+    /// Peer address policy.
+    pub policy: PeerPolicy,
+    /// Default allocation lifetime (600 s).
+    pub default_lifetime: Duration,
+    /// Largest allocation lifetime (3600 s).
+    pub max_lifetime: Duration,
+    /// Permission lifetime (300 s).
+    pub permission_lifetime: Duration,
+    /// Channel lifetime (600 s).
+    pub channel_lifetime: Duration,
+    /// SOFTWARE attribute.
+    pub software: String,
+}
+
+impl Config {
+    /// A configuration with coturn's defaults.
+    pub fn new(realm: &str, credentials: Credentials, relay_ips: Vec<IpAddr>) -> Self {
+        Config {
+            realm: realm.to_string(),
+            credentials,
+            relay_ips,
+            external_ip: Vec::new(),
+            min_port: 49152,
+            max_port: 65535,
+            shard: (0, 1),
+            user_quota: 0,
+            total_quota: 0,
+            max_bps: 0,
+            policy: PeerPolicy::default(),
+            default_lifetime: Duration::from_secs(600),
+            max_lifetime: Duration::from_secs(3600),
+            permission_lifetime: Duration::from_secs(300),
+            channel_lifetime: Duration::from_secs(600),
+            software: concat!("conference-relay/", env!("CARGO_PKG_VERSION")).to_string(),
+        }
+    }
+}
+
+/// Binds relay sockets for the server (the edge where I/O happens).
+pub trait RelaySockets {
+    /// Binds a UDP socket on `ip:port`; returns the bound address.
+    fn bind(&mut self, ip: IpAddr, port: u16) -> std::io::Result<SocketAddr>;
+    /// Closes the socket bound on `addr`.
+    fn close(&mut self, addr: SocketAddr);
+}
+
+/// What to do with a client datagram.
+#[derive(Debug, PartialEq, Eq)]
+pub enum ClientAction<'a> {
+    /// Nothing (dropped, or a response is waiting in [`Server::take_replies`]).
+    None,
+    /// Send `data` from the relay socket `relay` to `peer`.
+    Relay {
+        /// Relay socket.
+        relay: SocketAddr,
+        /// Peer.
+        peer: SocketAddr,
+        /// Application data (borrowed from the client's datagram).
+        data: &'a [u8],
+    },
+}
+
+/// A reply to send to a client.
+#[derive(Debug)]
+pub struct Reply {
+    /// Where to.
+    pub tuple: FiveTuple,
+    /// Encoded message.
+    pub data: Vec<u8>,
+}
+
+/// Counters of one core.
+#[derive(Debug, Default, Clone, Copy)]
+pub struct Counters {
+    /// Packets relayed client to peer.
+    pub to_peer: u64,
+    /// Packets relayed peer to client.
+    pub to_client: u64,
+    /// Datagrams dropped (malformed, no permission, over the bandwidth cap).
+    pub dropped: u64,
+}
+
+#[derive(Debug)]
+struct Allocation {
+    tuple: FiveTuple,
+    relay: SocketAddr,
+    username: String,
+    expires: Instant,
+    permissions: HashMap<IpAddr, Instant>,
+    channels: HashMap<u16, (SocketAddr, Instant)>,
+    peer_channel: HashMap<SocketAddr, u16>,
+    /// Transaction id and response of the Allocate, for retransmissions.
+    allocate_tid: [u8; 12],
+    allocate_response: Vec<u8>,
+    bucket: TokenBucket,
+}
+
+#[derive(Debug)]
+struct TokenBucket {
+    rate_bits: u64,
+    tokens: f64,
+    last: Instant,
+}
+
+impl TokenBucket {
+    fn allow(&mut self, now: Instant, bytes: usize) -> bool {
+        if self.rate_bits == 0 {
+            return true;
+        }
+        let dt = now.saturating_duration_since(self.last).as_secs_f64();
+        self.last = now;
+        let cap = self.rate_bits as f64; // one second of burst
+        self.tokens = (self.tokens + dt * self.rate_bits as f64).min(cap);
+        let need = (bytes * 8) as f64;
+        if self.tokens >= need {
+            self.tokens -= need;
+            true
+        } else {
+            false
+        }
+    }
+}
+
+impl Allocation {
+    fn permitted(&self, ip: IpAddr, now: Instant) -> bool {
+        self.permissions.get(&ip).is_some_and(|e| *e > now)
+    }
+}
+
+/// The TURN server of one core.
+pub struct Server {
+    cfg: Config,
+    nonces: Nonces,
+    start: Instant,
+    start_unix: u64,
+    allocations: HashMap<u64, Allocation>,
+    by_tuple: HashMap<FiveTuple, u64>,
+    by_relay: HashMap<SocketAddr, u64>,
+    per_user: HashMap<String, usize>,
+    deadlines: BinaryHeap<Reverse<(Instant, u64)>>,
+    next_id: u64,
+    next_port: u16,
+    replies: Vec<Reply>,
+    counters: Counters,
+}
+
+/// An error answer before it is encoded.
+struct Refusal {
+    code: u16,
+    reason: &'static str,
+    /// Attach REALM and a fresh NONCE (401, 438).
+    challenge: bool,
+    unknown: Vec<u16>,
+}
+
+fn refuse(code: u16, reason: &'static str) -> Refusal {
+    Refusal { code, reason, challenge: false, unknown: Vec::new() }
+}
+
+impl Server {
+    /// A server with no allocations; `unix_now` anchors the clock used for REST expiry.
+    pub fn new(cfg: Config, now: Instant, unix_now: u64, nonces: Nonces) -> Self {
+        let span = (cfg.max_port.saturating_sub(cfg.min_port) as u32 + 1).max(1);
+        let offset = (rand::random::<u32>() % span) as u16;
+        Server {
+            next_port: cfg.min_port.saturating_add(offset),
+            cfg,
+            nonces,
+            start: now,
+            start_unix: unix_now,
+            allocations: HashMap::new(),
+            by_tuple: HashMap::new(),
+            by_relay: HashMap::new(),
+            per_user: HashMap::new(),
+            deadlines: BinaryHeap::new(),
+            next_id: 1,
+            replies: Vec::new(),
+            counters: Counters::default(),
+        }
+    }
+
+    fn unix(&self, now: Instant) -> u64 {
+        self.start_unix + now.saturating_duration_since(self.start).as_secs()
+    }
+
+    /// Replies produced since the last call.
+    pub fn take_replies(&mut self) -> std::vec::Drain<'_, Reply> {
+        self.replies.drain(..)
+    }
+
+    /// Live allocations on this core.
+    pub fn allocation_count(&self) -> usize {
+        self.allocations.len()
+    }
+
+    /// Counters since start.
+    pub fn counters(&self) -> Counters {
+        self.counters
+    }
+
+    /// Earliest deadline, for the timer.
+    pub fn next_timeout(&self) -> Option<Instant> {
+        self.deadlines.peek().map(|Reverse((t, _))| *t)
+    }
+
+    /// Expires allocations, permissions and channels whose deadline has passed.
+    pub fn handle_timeout(&mut self, now: Instant, sockets: &mut dyn RelaySockets) {
+        while let Some(Reverse((t, id))) = self.deadlines.peek().copied() {
+            if t > now {
+                break;
+            }
+            self.deadlines.pop();
+            let Some(a) = self.allocations.get_mut(&id) else { continue };
+            if a.expires <= now {
+                self.delete(id, sockets);
+                continue;
+            }
+            a.permissions.retain(|_, e| *e > now);
+            let expired: Vec<u16> = a.channels.iter().filter(|(_, (_, e))| *e <= now).map(|(c, _)| *c).collect();
+            for c in expired {
+                if let Some((peer, _)) = a.channels.remove(&c) {
+                    a.peer_channel.remove(&peer);
+                }
+            }
+            let next = a
+                .permissions
+                .values()
+                .chain(a.channels.values().map(|(_, e)| e))
+                .copied()
+                .chain(std::iter::once(a.expires))
+                .min()
+                .unwrap_or(a.expires);
+            self.deadlines.push(Reverse((next, id)));
+        }
+    }
+
+    fn delete(&mut self, id: u64, sockets: &mut dyn RelaySockets) {
+        if let Some(a) = self.allocations.remove(&id) {
+            self.by_tuple.remove(&a.tuple);
+            self.by_relay.remove(&a.relay);
+            if let Some(n) = self.per_user.get_mut(&a.username) {
+                *n = n.saturating_sub(1);
+                if *n == 0 {
+                    self.per_user.remove(&a.username);
+                }
+            }
+            sockets.close(a.relay);
+            tracing::debug!(relay = %a.relay, user = %a.username, "allocation deleted");
+        }
+    }
+
+    /// Removes every allocation of a client connection (TCP/TLS close).
+    pub fn connection_closed(&mut self, tuple: FiveTuple, sockets: &mut dyn RelaySockets) {
+        if let Some(id) = self.by_tuple.get(&tuple).copied() {
+            self.delete(id, sockets);
+        }
+    }
+
+    /// Handles one datagram (or stream frame) from a client.
+    pub fn handle_client<'a>(&mut self, now: Instant, tuple: FiveTuple, data: &'a [u8], sockets: &mut dyn RelaySockets) -> ClientAction<'a> {
+        if stun::is_channel_data(data) {
+            return self.channel_data(now, tuple, data);
+        }
+        let msg = match stun::decode(data) {
+            Ok(m) => m,
+            Err(e) => {
+                self.counters.dropped += 1;
+                // A request whose header is readable gets 400; anything else is dropped.
+                if stun::is_stun(data) && data[0] & 0x01 == 0 && data[1] & 0x10 == 0 {
+                    tracing::debug!(client = %tuple.client, error = %e, "malformed request");
+                    let mut tid = [0u8; 12];
+                    tid.copy_from_slice(&data[8..20]);
+                    let m = u16::from_be_bytes([data[0], data[1]]) & 0x3EEF;
+                    let reply = Builder::new(m, Class::Error, tid).error(400, "Bad Request").fingerprint();
+                    self.replies.push(Reply { tuple, data: reply });
+                }
+                return ClientAction::None;
+            }
+        };
+        match (msg.method, msg.class) {
+            (method::BINDING, Class::Request) => {
+                let reply = Builder::new(method::BINDING, Class::Success, msg.tid)
+                    .xor_addr(attr::XOR_MAPPED_ADDRESS, tuple.client)
+                    .attr(attr::SOFTWARE, self.cfg.software.as_bytes())
+                    .fingerprint();
+                self.replies.push(Reply { tuple, data: reply });
+                ClientAction::None
+            }
+            (method::SEND, Class::Indication) => self.send_indication(now, tuple, msg),
+            (method::ALLOCATE | method::REFRESH | method::CREATE_PERMISSION | method::CHANNEL_BIND, Class::Request) => {
+                let (m, tid, integrity) = (msg.method, msg.tid, msg.integrity().unwrap_or(Integrity::Sha1));
+                match self.request(now, tuple, &msg, sockets) {
+                    Ok(reply) => self.replies.push(Reply { tuple, data: reply }),
+                    Err((refusal, key)) => {
+                        let mut b = Builder::new(m, Class::Error, tid).error(refusal.code, refusal.reason);
+                        if !refusal.unknown.is_empty() {
+                            let v: Vec<u8> = refusal.unknown.iter().flat_map(|t| t.to_be_bytes()).collect();
+                            b = b.attr(attr::UNKNOWN_ATTRIBUTES, &v);
+                        }
+                        if refusal.challenge {
+                            let nonce = self.nonces.issue(self.unix(now));
+                            b = b.attr(attr::REALM, self.cfg.realm.as_bytes()).attr(attr::NONCE, nonce.as_bytes());
+                        }
+                        if let Some(key) = key {
+                            b = b.integrity(&key, integrity);
+                        }
+                        self.replies.push(Reply { tuple, data: b.fingerprint() });
+                    }
+                }
+                ClientAction::None
+            }
+            _ => {
+                self.counters.dropped += 1;
+                ClientAction::None
+            }
+        }
+    }
+
+    fn channel_data<'a>(&mut self, now: Instant, tuple: FiveTuple, data: &'a [u8]) -> ClientAction<'a> {
+        let Some((ch, payload)) = stun::channel_data(data) else {
+            self.counters.dropped += 1;
+            return ClientAction::None;
+        };
+        let Some(a) = self.by_tuple.get(&tuple).and_then(|id| self.allocations.get_mut(id)) else {
+            self.counters.dropped += 1;
+            return ClientAction::None;
+        };
+        let Some(&(peer, exp)) = a.channels.get(&ch) else {
+            self.counters.dropped += 1;
+            return ClientAction::None;
+        };
+        if exp <= now || !a.permitted(peer.ip(), now) || !a.bucket.allow(now, payload.len()) {
+            self.counters.dropped += 1;
+            return ClientAction::None;
+        }
+        self.counters.to_peer += 1;
+        ClientAction::Relay { relay: a.relay, peer, data: payload }
+    }
+
+    fn send_indication<'a>(&mut self, now: Instant, tuple: FiveTuple, msg: Message<'a>) -> ClientAction<'a> {
+        let peer = msg.get(attr::XOR_PEER_ADDRESS).and_then(|v| msg.xor_addr(v));
+        let data = msg.get(attr::DATA);
+        let a = self.by_tuple.get(&tuple).and_then(|id| self.allocations.get_mut(id));
+        if let (Some(a), Some(peer), Some(data)) = (a, peer, data) {
+            if a.permitted(peer.ip(), now) && a.bucket.allow(now, data.len()) {
+                self.counters.to_peer += 1;
+                return ClientAction::Relay { relay: a.relay, peer, data };
+            }
+        }
+        self.counters.dropped += 1;
+        ClientAction::None
+    }
+
+    /// Authenticates a request; returns (username, key).
+    fn authenticate(&self, now: Instant, msg: &Message<'_>) -> Result<(String, [u8; 16]), (Refusal, Option<[u8; 16]>)> {
+        let challenge = |code, reason| (Refusal { code, reason, challenge: true, unknown: Vec::new() }, None);
+        if msg.integrity().is_none() {
+            return Err(challenge(401, "Unauthorized"));
+        }
+        let (Some(user), Some(realm), Some(nonce)) = (msg.text(attr::USERNAME), msg.text(attr::REALM), msg.text(attr::NONCE)) else {
+            return Err((refuse(400, "Bad Request"), None));
+        };
+        match self.nonces.check(nonce, self.unix(now)) {
+            NonceCheck::Valid => {}
+            NonceCheck::Stale | NonceCheck::Invalid => return Err(challenge(438, "Stale Nonce")),
+        }
+        if realm != self.cfg.realm {
+            return Err(challenge(401, "Unauthorized"));
+        }
+        let Ok(password) = self.cfg.credentials.password(user, self.unix(now)) else {
+            return Err(challenge(401, "Unauthorized"));
+        };
+        let key = long_term_key(user, &self.cfg.realm, &password);
+        if !msg.verify(&key) {
+            return Err(challenge(401, "Unauthorized"));
+        }
+        Ok((user.to_string(), key))
+    }
+
+    fn success(&self, msg: &Message<'_>, key: &[u8; 16], f: impl FnOnce(Builder) -> Builder) -> Vec<u8> {
+        let b = f(Builder::new(msg.method, Class::Success, msg.tid)).attr(attr::SOFTWARE, self.cfg.software.as_bytes());
+        b.integrity(key, msg.integrity().unwrap_or(Integrity::Sha1)).fingerprint()
+    }
+
+    #[allow(clippy::type_complexity)]
+    fn request(&mut self, now: Instant, tuple: FiveTuple, msg: &Message<'_>, sockets: &mut dyn RelaySockets) -> Result<Vec<u8>, (Refusal, Option<[u8; 16]>)> {
+        let unknown = msg.unknown_required();
+        if !unknown.is_empty() {
+            return Err((Refusal { code: 420, reason: "Unknown Attribute", challenge: false, unknown }, None));
+        }
+        let (user, key) = self.authenticate(now, msg)?;
+        let with_key = |r: Refusal| (r, Some(key));
+        let existing = self.by_tuple.get(&tuple).copied();
+        if let Some(id) = existing {
+            if self.allocations.get(&id).is_some_and(|a| a.username != user) {
+                return Err(with_key(refuse(441, "Wrong Credentials")));
+            }
+        }
+        match msg.method {
+            method::ALLOCATE => {
+                if let Some(id) = existing {
+                    let a = &self.allocations[&id];
+                    if a.allocate_tid == msg.tid {
+                        return Ok(a.allocate_response.clone());
+                    }
+                    return Err(with_key(refuse(437, "Allocation Mismatch")));
+                }
+                let Some(transport) = msg.get(attr::REQUESTED_TRANSPORT) else {
+                    return Err(with_key(refuse(400, "Bad Request")));
+                };
+                if transport.first() != Some(&17) {
+                    return Err(with_key(refuse(442, "Unsupported Transport Protocol")));
+                }
+                if msg.get(attr::RESERVATION_TOKEN).is_some() {
+                    return Err(with_key(refuse(508, "Insufficient Capacity")));
+                }
+                let want_v6 = match msg.get(attr::REQUESTED_ADDRESS_FAMILY).map(|v| v.first().copied()) {
+                    None => false,
+                    Some(Some(1)) => false,
+                    Some(Some(2)) => true,
+                    Some(_) => return Err(with_key(refuse(440, "Address Family not Supported"))),
+                };
+                let Some(ip) = self.cfg.relay_ips.iter().copied().find(|i| i.is_ipv6() == want_v6) else {
+                    return Err(with_key(refuse(440, "Address Family not Supported")));
+                };
+                if self.cfg.total_quota > 0 && self.allocations.len() >= self.cfg.total_quota {
+                    return Err(with_key(refuse(486, "Allocation Quota Reached")));
+                }
+                if self.cfg.user_quota > 0 && self.per_user.get(&user).copied().unwrap_or(0) >= self.cfg.user_quota {
+                    return Err(with_key(refuse(486, "Allocation Quota Reached")));
+                }
+                let lifetime = self.lifetime(msg);
+                let relay = self.bind_port(ip, sockets).ok_or_else(|| with_key(refuse(508, "Insufficient Capacity")))?;
+                let advertised = self.advertised(relay);
+                let id = self.next_id;
+                self.next_id += 1;
+                let response = self.success(msg, &key, |b| {
+                    b.xor_addr(attr::XOR_RELAYED_ADDRESS, advertised)
+                        .u32(attr::LIFETIME, lifetime.as_secs() as u32)
+                        .xor_addr(attr::XOR_MAPPED_ADDRESS, tuple.client)
+                });
+                let a = Allocation {
+                    tuple,
+                    relay,
+                    username: user.clone(),
+                    expires: now + lifetime,
+                    permissions: HashMap::new(),
+                    channels: HashMap::new(),
+                    peer_channel: HashMap::new(),
+                    allocate_tid: msg.tid,
+                    allocate_response: response.clone(),
+                    bucket: TokenBucket { rate_bits: self.cfg.max_bps, tokens: self.cfg.max_bps as f64, last: now },
+                };
+                self.allocations.insert(id, a);
+                self.by_tuple.insert(tuple, id);
+                self.by_relay.insert(relay, id);
+                *self.per_user.entry(user.clone()).or_default() += 1;
+                self.deadlines.push(Reverse((now + lifetime, id)));
+                tracing::debug!(client = %tuple.client, %relay, %user, "allocation created");
+                Ok(response)
+            }
+            method::REFRESH => {
+                let Some(id) = existing else { return Err(with_key(refuse(437, "Allocation Mismatch"))) };
+                let requested = msg.u32(attr::LIFETIME);
+                if requested == Some(0) {
+                    self.delete(id, sockets);
+                    return Ok(self.success(msg, &key, |b| b.u32(attr::LIFETIME, 0)));
+                }
+                if let Some(fam) = msg.get(attr::REQUESTED_ADDRESS_FAMILY).and_then(|v| v.first().copied()) {
+                    let is_v6 = self.allocations[&id].relay.is_ipv6();
+                    if (fam == 2) != is_v6 {
+                        return Err(with_key(refuse(443, "Peer Address Family Mismatch")));
+                    }
+                }
+                let lifetime = self.lifetime(msg);
+                if let Some(a) = self.allocations.get_mut(&id) {
+                    a.expires = now + lifetime;
+                }
+                self.deadlines.push(Reverse((now + lifetime, id)));
+                Ok(self.success(msg, &key, |b| b.u32(attr::LIFETIME, lifetime.as_secs() as u32)))
+            }
+            method::CREATE_PERMISSION => {
+                let Some(id) = existing else { return Err(with_key(refuse(437, "Allocation Mismatch"))) };
+                let peers: Vec<Option<SocketAddr>> = msg.all(attr::XOR_PEER_ADDRESS).map(|v| msg.xor_addr(v)).collect();
+                if peers.is_empty() || peers.iter().any(Option::is_none) {
+                    return Err(with_key(refuse(400, "Bad Request")));
+                }
+                let relay_v6 = self.allocations[&id].relay.is_ipv6();
+                for p in peers.iter().flatten() {
+                    if p.is_ipv6() != relay_v6 {
+                        return Err(with_key(refuse(443, "Peer Address Family Mismatch")));
+                    }
+                    if !self.cfg.policy.permits(p.ip()) {
+                        return Err(with_key(refuse(403, "Forbidden")));
+                    }
+                }
+                let until = now + self.cfg.permission_lifetime;
+                if let Some(a) = self.allocations.get_mut(&id) {
+                    for p in peers.into_iter().flatten() {
+                        a.permissions.insert(p.ip(), until);
+                    }
+                }
+                self.deadlines.push(Reverse((until, id)));
+                Ok(self.success(msg, &key, |b| b))
+            }
+            method::CHANNEL_BIND => {
+                let Some(id) = existing else { return Err(with_key(refuse(437, "Allocation Mismatch"))) };
+                let ch = msg.get(attr::CHANNEL_NUMBER).filter(|v| v.len() == 4).map(|v| u16::from_be_bytes([v[0], v[1]]));
+                let peer = msg.get(attr::XOR_PEER_ADDRESS).and_then(|v| msg.xor_addr(v));
+                let (Some(ch), Some(peer)) = (ch, peer) else { return Err(with_key(refuse(400, "Bad Request"))) };
+                if !(0x4000..=0x4FFF).contains(&ch) {
+                    return Err(with_key(refuse(400, "Bad Request")));
+                }
+                let a = &self.allocations[&id];
+                if peer.is_ipv6() != a.relay.is_ipv6() {
+                    return Err(with_key(refuse(443, "Peer Address Family Mismatch")));
+                }
+                if !self.cfg.policy.permits(peer.ip()) {
+                    return Err(with_key(refuse(403, "Forbidden")));
+                }
+                let conflict = a.channels.get(&ch).is_some_and(|(p, _)| *p != peer) || a.peer_channel.get(&peer).is_some_and(|c| *c != ch);
+                if conflict {
+                    return Err(with_key(refuse(400, "Bad Request")));
+                }
+                let until = now + self.cfg.channel_lifetime;
+                let perm_until = now + self.cfg.permission_lifetime;
+                if let Some(a) = self.allocations.get_mut(&id) {
+                    a.channels.insert(ch, (peer, until));
+                    a.peer_channel.insert(peer, ch);
+                    a.permissions.insert(peer.ip(), perm_until);
+                }
+                self.deadlines.push(Reverse((perm_until, id)));
+                Ok(self.success(msg, &key, |b| b))
+            }
+            _ => Err((refuse(400, "Bad Request"), Some(key))),
+        }
+    }
+
+    fn lifetime(&self, msg: &Message<'_>) -> Duration {
+        match msg.u32(attr::LIFETIME) {
+            Some(s) => Duration::from_secs(s as u64).clamp(self.cfg.default_lifetime, self.cfg.max_lifetime),
+            None => self.cfg.default_lifetime,
+        }
+    }
+
+    fn advertised(&self, relay: SocketAddr) -> SocketAddr {
+        for (public, private) in &self.cfg.external_ip {
+            match private {
+                Some(p) if *p == relay.ip() => return SocketAddr::new(*public, relay.port()),
+                None if public.is_ipv4() == relay.is_ipv4() => return SocketAddr::new(*public, relay.port()),
+                _ => {}
+            }
+        }
+        relay
+    }
+
+    /// Picks this core's next free port in the range and binds it.
+    fn bind_port(&mut self, ip: IpAddr, sockets: &mut dyn RelaySockets) -> Option<SocketAddr> {
+        let (index, cores) = (self.cfg.shard.0 as u32, self.cfg.shard.1.max(1) as u32);
+        let (min, max) = (self.cfg.min_port as u32, self.cfg.max_port as u32);
+        let span = max.saturating_sub(min) + 1;
+        for _ in 0..span.min(64 * cores) {
+            let p = self.next_port as u32;
+            self.next_port = if p >= max { min as u16 } else { (p + 1) as u16 };
+            if (p - min) % cores != index {
+                continue;
+            }
+            let candidate = SocketAddr::new(ip, p as u16);
+            if self.by_relay.contains_key(&candidate) {
+                continue;
+            }
+            match sockets.bind(ip, p as u16) {
+                Ok(a) => return Some(a),
+                Err(e) => tracing::trace!(port = p, error = %e, "relay port busy"),
+            }
+        }
+        None
+    }
+
+    /// Frames data a peer sent to relay socket `relay` for the client, in place.
+    ///
+    /// The data is at `buf[HEADROOM..HEADROOM + len]` and `buf` has [`TAILROOM`] more bytes.
+    /// Returns the client and the range of `buf` to send, or `None` to drop it.
+    pub fn handle_peer(&mut self, now: Instant, relay: SocketAddr, peer: SocketAddr, buf: &mut [u8], len: usize) -> Option<(FiveTuple, Range<usize>)> {
+        let Some(a) = self.by_relay.get(&relay).and_then(|id| self.allocations.get_mut(id)) else {
+            self.counters.dropped += 1;
+            return None;
+        };
+        if !a.permitted(peer.ip(), now) || buf.len() < HEADROOM + len + TAILROOM || !a.bucket.allow(now, len) {
+            self.counters.dropped += 1;
+            return None;
+        }
+        self.counters.to_client += 1;
+        let tuple = a.tuple;
+        if let Some(&ch) = a.peer_channel.get(&peer) {
+            if a.channels.get(&ch).is_some_and(|(_, e)| *e > now) {
+                let start = HEADROOM - 4;
+                buf[start..start + 2].copy_from_slice(&ch.to_be_bytes());
+                buf[start + 2..start + 4].copy_from_slice(&(len as u16).to_be_bytes());
+                let mut end = HEADROOM + len;
+                if tuple.transport != Transport::Udp {
+                    // Streams carry ChannelData padded to 4 bytes.
+                    while (end - start) % 4 != 0 {
+                        buf[end] = 0;
+                        end += 1;
+                    }
+                }
+                return Some((tuple, start..end));
+            }
+        }
+        // Data indication: header, XOR-PEER-ADDRESS, DATA, payload, padding.
+        let tid: [u8; 12] = rand::random();
+        let mut head = Vec::with_capacity(HEADROOM);
+        head.extend_from_slice(&[0x00, 0x17, 0, 0]);
+        head.extend_from_slice(&stun::MAGIC_COOKIE.to_be_bytes());
+        head.extend_from_slice(&tid);
+        let mut addr = Vec::with_capacity(20);
+        stun::encode_xor_addr(&mut addr, peer, &tid);
+        head.extend_from_slice(&attr::XOR_PEER_ADDRESS.to_be_bytes());
+        head.extend_from_slice(&(addr.len() as u16).to_be_bytes());
+        head.extend_from_slice(&addr);
+        head.extend_from_slice(&attr::DATA.to_be_bytes());
+        head.extend_from_slice(&(len as u16).to_be_bytes());
+        let pad = (4 - len % 4) % 4;
+        let body = head.len() - 20 + len + pad;
+        head[2..4].copy_from_slice(&(body as u16).to_be_bytes());
+        let start = HEADROOM - head.len();
+        buf[start..HEADROOM].copy_from_slice(&head);
+        for b in &mut buf[HEADROOM + len..HEADROOM + len + pad] {
+            *b = 0;
+        }
+        Some((tuple, start..HEADROOM + len + pad))
+    }
+}
