@@ -1,4 +1,4 @@
-//! The edge between sans-IO state machines and an executor: UDP sockets, timers and task spawning.
+//! The edge between sans-IO state machines and an executor: UDP and TCP sockets, timers and task spawning.
 //!
 //! [`Glommio`] runs on io_uring and is the default. [`Epoll`] runs the same loop on a tokio
 //! current-thread runtime (epoll) for hosts where io_uring is not allowed, such as container
@@ -23,6 +23,14 @@ pub trait Driver: 'static {
     fn sleep(d: Duration) -> impl Future<Output = ()>;
     /// Spawns a task on the current thread's executor.
     fn spawn(f: impl Future<Output = ()> + 'static);
+    /// The executor's TCP listener.
+    type TcpListener: 'static;
+    /// The executor's TCP stream, with the `futures-io` traits.
+    type TcpStream: futures_io::AsyncRead + futures_io::AsyncWrite + Unpin + 'static;
+    /// Wraps a bound, listening std listener.
+    fn tcp_listener(l: std::net::TcpListener) -> io::Result<Self::TcpListener>;
+    /// Accepts one connection.
+    fn accept(l: &Self::TcpListener) -> impl Future<Output = io::Result<(Self::TcpStream, SocketAddr)>>;
 }
 
 /// glommio: io_uring, one executor pinned per core.
@@ -48,6 +56,19 @@ impl Driver for Glommio {
     fn spawn(f: impl Future<Output = ()> + 'static) {
         glommio::spawn_local(f).detach();
     }
+    type TcpListener = glommio::net::TcpListener;
+    type TcpStream = glommio::net::TcpStream;
+    fn tcp_listener(l: std::net::TcpListener) -> io::Result<Self::TcpListener> {
+        use std::os::unix::io::{FromRawFd, IntoRawFd};
+        l.set_nonblocking(false)?;
+        // SAFETY: the descriptor comes from a listener we own and give up here.
+        Ok(unsafe { glommio::net::TcpListener::from_raw_fd(l.into_raw_fd()) })
+    }
+    async fn accept(l: &Self::TcpListener) -> io::Result<(Self::TcpStream, SocketAddr)> {
+        let s = l.accept().await.map_err(io::Error::from)?;
+        let peer = s.peer_addr().map_err(io::Error::from)?;
+        Ok((s, peer))
+    }
 }
 
 /// tokio current-thread runtime: epoll, the fallback.
@@ -70,5 +91,17 @@ impl Driver for Epoll {
     }
     fn spawn(f: impl Future<Output = ()> + 'static) {
         tokio::task::spawn_local(f);
+    }
+    type TcpListener = tokio::net::TcpListener;
+    type TcpStream = tokio_util::compat::Compat<tokio::net::TcpStream>;
+    fn tcp_listener(l: std::net::TcpListener) -> io::Result<Self::TcpListener> {
+        l.set_nonblocking(true)?;
+        tokio::net::TcpListener::from_std(l)
+    }
+    async fn accept(l: &Self::TcpListener) -> io::Result<(Self::TcpStream, SocketAddr)> {
+        use tokio_util::compat::TokioAsyncReadCompatExt;
+        let (s, peer) = l.accept().await?;
+        let _ = s.set_nodelay(true);
+        Ok((s.compat(), peer))
     }
 }

@@ -3,5 +3,6 @@
 
 pub mod auth;
 pub mod policy;
+pub mod runtime;
 pub mod server;
 pub mod stun;

@@ -576,7 +576,7 @@ impl Server {
                 let ch = msg.get(attr::CHANNEL_NUMBER).filter(|v| v.len() == 4).map(|v| u16::from_be_bytes([v[0], v[1]]));
                 let peer = msg.get(attr::XOR_PEER_ADDRESS).and_then(|v| msg.xor_addr(v));
                 let (Some(ch), Some(peer)) = (ch, peer) else { return Err(with_key(refuse(400, "Bad Request"))) };
-                if !(0x4000..=0x4FFF).contains(&ch) {
+                if !(0x4000..=0x7FFF).contains(&ch) {
                     return Err(with_key(refuse(400, "Bad Request")));
                 }
                 let a = &self.allocations[&id];

@@ -175,9 +175,10 @@ pub fn is_stun(b: &[u8]) -> bool {
     b.len() >= 20 && b[0] & 0xC0 == 0 && u32::from_be_bytes([b[4], b[5], b[6], b[7]]) == MAGIC_COOKIE
 }
 
-/// Whether the datagram is TURN ChannelData (channel numbers 0x4000..=0x4FFF).
+/// Whether the datagram is TURN ChannelData. RFC 8656 uses channels 0x4000..=0x4FFF; like
+/// coturn we also accept RFC 5766's 0x5000..=0x7FFF, which deployed clients still pick.
 pub fn is_channel_data(b: &[u8]) -> bool {
-    b.len() >= 4 && (0x40..=0x4F).contains(&b[0])
+    b.len() >= 4 && (0x40..=0x7F).contains(&b[0])
 }
 
 /// Splits ChannelData into (channel, application data); `None` if malformed.

@@ -1,0 +1,255 @@
+//! `relay`: a TURN/STUN server with coturn's configuration words, one event loop per core.
+
+use std::collections::HashMap;
+use std::net::{IpAddr, Ipv4Addr, SocketAddr};
+use std::path::PathBuf;
+use std::time::Instant;
+
+use anyhow::{bail, Context};
+use clap::Parser;
+use relay::auth::{Credentials, Nonces};
+use relay::policy::{IpRange, PeerPolicy};
+use relay::runtime::{reuseport_tcp, reuseport_udp, RelayCore};
+use relay::server::{Config, Server};
+
+#[global_allocator]
+static GLOBAL: mimalloc::MiMalloc = mimalloc::MiMalloc;
+
+/// TURN/STUN relay (RFC 8489, RFC 8656). Flags follow coturn's `turnserver`.
+#[derive(Parser, Debug, Clone)]
+#[command(version, about)]
+struct Args {
+    /// coturn-style configuration file: one `name=value` or `name` per line, `#` comments.
+    #[arg(short = 'c', long = "config-file", env = "RELAY_CONFIG")]
+    config_file: Option<PathBuf>,
+    /// Address to listen on (repeatable) [default: 0.0.0.0].
+    #[arg(short = 'L', long = "listening-ip")]
+    listening_ip: Vec<IpAddr>,
+    /// TURN/STUN port for UDP and TCP.
+    #[arg(short = 'p', long = "listening-port", default_value_t = 3478)]
+    listening_port: u16,
+    /// TURN over TLS port (`turns:`).
+    #[arg(long = "tls-listening-port", default_value_t = 5349)]
+    tls_listening_port: u16,
+    /// Relay address (repeatable, one per family) [default: the listening address, or the
+    /// primary address when listening on a wildcard].
+    #[arg(short = 'E', long = "relay-ip")]
+    relay_ip: Vec<IpAddr>,
+    /// Public address to advertise: `public` or `public/private` (repeatable).
+    #[arg(short = 'X', long = "external-ip")]
+    external_ip: Vec<String>,
+    /// Realm.
+    #[arg(short = 'r', long = "realm", default_value = "conference")]
+    realm: String,
+    /// Long-term user `name:password` (repeatable).
+    #[arg(short = 'u', long = "user")]
+    user: Vec<String>,
+    /// Use TURN REST ephemeral credentials with --static-auth-secret.
+    #[arg(long = "use-auth-secret")]
+    use_auth_secret: bool,
+    /// Shared secret of TURN REST credentials.
+    #[arg(long = "static-auth-secret", env = "TURN_STATIC_AUTH_SECRET", hide_env_values = true)]
+    static_auth_secret: Option<String>,
+    /// Lowest relay port.
+    #[arg(long = "min-port", default_value_t = 49152)]
+    min_port: u16,
+    /// Highest relay port.
+    #[arg(long = "max-port", default_value_t = 65535)]
+    max_port: u16,
+    /// Allocations per user (0: unlimited).
+    #[arg(long = "user-quota", default_value_t = 0)]
+    user_quota: usize,
+    /// Allocations in total (0: unlimited).
+    #[arg(long = "total-quota", default_value_t = 0)]
+    total_quota: usize,
+    /// Bits per second per allocation (0: unlimited).
+    #[arg(long = "max-bps", default_value_t = 0)]
+    max_bps: u64,
+    /// Peer range to refuse (repeatable): ADDR or ADDR/PREFIX.
+    #[arg(long = "denied-peer-ip")]
+    denied_peer_ip: Vec<String>,
+    /// Peer range to allow even inside a refused range (repeatable).
+    #[arg(long = "allowed-peer-ip")]
+    allowed_peer_ip: Vec<String>,
+    /// Allow relaying to loopback peers (development only).
+    #[arg(long = "allow-loopback-peers")]
+    allow_loopback_peers: bool,
+    /// TLS certificate chain (PEM) for `turns:`.
+    #[arg(long = "cert")]
+    cert: Option<PathBuf>,
+    /// TLS private key (PEM).
+    #[arg(long = "pkey")]
+    pkey: Option<PathBuf>,
+    /// Do not listen on TCP.
+    #[arg(long = "no-tcp")]
+    no_tcp: bool,
+    /// Do not listen on TLS.
+    #[arg(long = "no-tls")]
+    no_tls: bool,
+    /// Cores to use [default: all].
+    #[arg(long = "cores", env = "RELAY_CORES")]
+    cores: Option<usize>,
+    /// Run on epoll instead of io_uring.
+    #[arg(long = "force-epoll", env = "FORCE_EPOLL")]
+    force_epoll: bool,
+    /// Accepted for coturn compatibility; logging goes through RUST_LOG.
+    #[arg(short = 'v', long = "verbose")]
+    verbose: bool,
+    /// Accepted for coturn compatibility (fingerprints are always sent).
+    #[arg(short = 'f', long = "fingerprint")]
+    fingerprint: bool,
+    /// Accepted for coturn compatibility (long-term credentials are always required).
+    #[arg(short = 'a', long = "lt-cred-mech")]
+    lt_cred_mech: bool,
+    /// Accepted for coturn compatibility.
+    #[arg(long = "no-cli")]
+    no_cli: bool,
+}
+
+/// Turns a coturn configuration file into arguments placed before the command line's.
+fn file_args(path: &PathBuf) -> anyhow::Result<Vec<String>> {
+    let text = std::fs::read_to_string(path).with_context(|| format!("reading {}", path.display()))?;
+    let mut out = Vec::new();
+    for (n, line) in text.lines().enumerate() {
+        let line = line.split('#').next().unwrap_or("").trim();
+        if line.is_empty() {
+            continue;
+        }
+        let (k, v) = match line.split_once('=') {
+            Some((k, v)) => (k.trim(), Some(v.trim().trim_matches('"'))),
+            None => (line, None),
+        };
+        if k.is_empty() || k.contains(' ') {
+            bail!("{}:{}: expected `name=value` or `name`", path.display(), n + 1);
+        }
+        out.push(format!("--{k}"));
+        if let Some(v) = v {
+            out.push(v.to_string());
+        }
+    }
+    Ok(out)
+}
+
+fn parse_args() -> anyhow::Result<Args> {
+    let cli: Vec<String> = std::env::args().collect();
+    let first = Args::parse_from(&cli);
+    let Some(path) = &first.config_file else { return Ok(first) };
+    let mut all = vec![cli[0].clone()];
+    all.extend(file_args(path)?);
+    all.extend(cli.into_iter().skip(1));
+    Args::try_parse_from(all).map_err(|e| anyhow::anyhow!("{e}"))
+}
+
+fn primary_ip() -> Option<IpAddr> {
+    if_addrs::get_if_addrs().ok()?.into_iter().find(|i| !i.is_loopback() && i.ip().is_ipv4()).map(|i| i.ip())
+}
+
+fn main() -> anyhow::Result<()> {
+    tracing_subscriber::fmt()
+        .with_env_filter(tracing_subscriber::EnvFilter::try_from_default_env().unwrap_or_else(|_| "info".into()))
+        .init();
+    let args = parse_args()?;
+
+    let credentials = if args.use_auth_secret {
+        let Some(secret) = args.static_auth_secret.clone().filter(|s| !s.is_empty()) else {
+            bail!("--use-auth-secret needs --static-auth-secret");
+        };
+        Credentials::Secret(secret)
+    } else {
+        let mut users = HashMap::new();
+        for u in &args.user {
+            let Some((name, pass)) = u.split_once(':') else { bail!("--user expects name:password, got {u:?}") };
+            users.insert(name.to_string(), pass.to_string());
+        }
+        if users.is_empty() {
+            bail!("no credentials: give --user name:password or --use-auth-secret --static-auth-secret S");
+        }
+        Credentials::Users(users)
+    };
+    if args.min_port > args.max_port {
+        bail!("--min-port must not be above --max-port");
+    }
+    let listening: Vec<IpAddr> = if args.listening_ip.is_empty() { vec![IpAddr::V4(Ipv4Addr::UNSPECIFIED)] } else { args.listening_ip.clone() };
+    let mut relay_ips = args.relay_ip.clone();
+    if relay_ips.is_empty() {
+        for ip in &listening {
+            if ip.is_unspecified() {
+                if let Some(p) = primary_ip() {
+                    relay_ips.push(p);
+                }
+            } else {
+                relay_ips.push(*ip);
+            }
+        }
+    }
+    if relay_ips.is_empty() {
+        bail!("no relay address: give --relay-ip");
+    }
+    let mut external = Vec::new();
+    for e in &args.external_ip {
+        let (public, private) = match e.split_once('/') {
+            Some((a, b)) => (a.parse::<IpAddr>()?, Some(b.parse::<IpAddr>()?)),
+            None => (e.parse::<IpAddr>()?, None),
+        };
+        external.push((public, private));
+    }
+    let parse_ranges = |v: &[String]| -> anyhow::Result<Vec<IpRange>> { v.iter().map(|s| s.parse::<IpRange>().map_err(anyhow::Error::from)).collect() };
+    let policy = PeerPolicy {
+        allow_loopback: args.allow_loopback_peers,
+        allowed: parse_ranges(&args.allowed_peer_ip)?,
+        denied: parse_ranges(&args.denied_peer_ip)?,
+    };
+
+    let tls_config = match (&args.cert, &args.pkey, args.no_tls) {
+        (Some(cert), Some(key), false) => {
+            let paths = certs::CertPaths { cert: cert.clone(), key: key.clone(), ca: None };
+            let mut cfg = certs::server_config(&paths).with_context(|| format!("loading {}", cert.display()))?;
+            cfg.alpn_protocols.clear();
+            Some(std::sync::Arc::new(cfg))
+        }
+        (None, None, _) | (_, _, true) => None,
+        _ => bail!("--cert and --pkey go together"),
+    };
+    if tls_config.is_none() && !args.no_tls {
+        tracing::info!("no --cert/--pkey: TLS listener (turns:) disabled");
+    }
+    let _ = rustls::crypto::aws_lc_rs::default_provider().install_default();
+    let cpus = percore::cpu_count();
+    let cores = args.cores.unwrap_or(cpus).max(1);
+    let nonces = Nonces::new(600);
+    let unix = std::time::SystemTime::now().duration_since(std::time::UNIX_EPOCH).map(|d| d.as_secs()).unwrap_or(0);
+    let mut handles = Vec::new();
+    for core in 0..cores {
+        let mut cfg = Config::new(&args.realm, credentials.clone(), relay_ips.clone());
+        cfg.external_ip = external.clone();
+        cfg.min_port = args.min_port;
+        cfg.max_port = args.max_port;
+        cfg.shard = (core as u16, cores as u16);
+        cfg.user_quota = args.user_quota;
+        cfg.total_quota = if args.total_quota > 0 { args.total_quota.div_ceil(cores) } else { 0 };
+        cfg.max_bps = args.max_bps;
+        cfg.policy = policy.clone();
+        let (mut udp, mut tcp, mut tls) = (Vec::new(), Vec::new(), Vec::new());
+        for ip in &listening {
+            let addr = SocketAddr::new(*ip, args.listening_port);
+            udp.push(reuseport_udp(addr).with_context(|| format!("binding UDP {addr}"))?);
+            if !args.no_tcp {
+                tcp.push(reuseport_tcp(addr).with_context(|| format!("binding TCP {addr}"))?);
+            }
+            if tls_config.is_some() {
+                let addr = SocketAddr::new(*ip, args.tls_listening_port);
+                tls.push(reuseport_tcp(addr).with_context(|| format!("binding TLS {addr}"))?);
+            }
+        }
+        let server = Server::new(cfg, Instant::now(), unix, nonces.clone());
+        let task = RelayCore { server, udp, tcp, tls, tls_config: tls_config.clone() };
+        let (h, backend) = percore::spawn(format!("relay-{core}"), core % cpus, args.force_epoll, task)?;
+        tracing::info!(core, ?backend, port = args.listening_port, "relay core started");
+        handles.push(h);
+    }
+    tracing::info!(listening = ?listening, relay = ?relay_ips, realm = %args.realm, "relay ready");
+    for h in handles {
+        let _ = h.join();
+    }
+    Ok(())
+}

@@ -1,0 +1,325 @@
+//! Runs a [`Server`] on every core: a UDP listener per core on the shared TURN port
+//! (SO_REUSEPORT, so the kernel keeps each client on one core), relay sockets bound on
+//! demand by that core, and a timer driven by the server's deadlines.
+
+use std::cell::RefCell;
+use std::collections::HashMap;
+use std::net::{IpAddr, SocketAddr};
+use std::rc::Rc;
+use std::time::{Duration, Instant};
+
+use futures_util::future::{select, Either};
+use futures_util::io::{AsyncRead, AsyncReadExt, AsyncWrite, AsyncWriteExt};
+use std::sync::Arc;
+use tokio::sync::mpsc;
+use percore::{CoreTask, Driver};
+use tokio::sync::Notify;
+
+use crate::server::{ClientAction, FiveTuple, RelaySockets, Server, Transport, HEADROOM, TAILROOM};
+use crate::stun;
+
+/// Largest datagram handled.
+const MAX_DATAGRAM: usize = 65536;
+
+/// What one core needs.
+pub struct RelayCore {
+    /// The core's server state machine.
+    pub server: Server,
+    /// UDP listeners of this core (one per listening address), bound with SO_REUSEPORT.
+    pub udp: Vec<std::net::UdpSocket>,
+    /// TCP listeners (TURN over TCP), bound with SO_REUSEPORT.
+    pub tcp: Vec<std::net::TcpListener>,
+    /// TLS listeners (`turns:`) and their configuration.
+    pub tls: Vec<std::net::TcpListener>,
+    /// TLS configuration for `tls`.
+    pub tls_config: Option<Arc<rustls::ServerConfig>>,
+}
+
+struct RelaySock<D: Driver> {
+    socket: D::Socket,
+    stop: Notify,
+}
+
+struct Shared<D: Driver> {
+    server: RefCell<Server>,
+    listeners: Vec<(SocketAddr, D::Socket)>,
+    relays: RefCell<HashMap<SocketAddr, Rc<RelaySock<D>>>>,
+    /// Writers of TCP/TLS client connections.
+    conns: RefCell<HashMap<FiveTuple, mpsc::UnboundedSender<Vec<u8>>>>,
+    wake_timer: Notify,
+}
+
+/// Binds relay sockets for the server and remembers which ones need a receive task.
+struct Binder<'a, D: Driver> {
+    relays: &'a RefCell<HashMap<SocketAddr, Rc<RelaySock<D>>>>,
+    opened: Vec<(SocketAddr, Rc<RelaySock<D>>)>,
+}
+
+impl<D: Driver> RelaySockets for Binder<'_, D> {
+    fn bind(&mut self, ip: IpAddr, port: u16) -> std::io::Result<SocketAddr> {
+        let std = std::net::UdpSocket::bind(SocketAddr::new(ip, port))?;
+        let addr = std.local_addr()?;
+        let sock = Rc::new(RelaySock::<D> { socket: D::socket(std)?, stop: Notify::new() });
+        self.relays.borrow_mut().insert(addr, sock.clone());
+        self.opened.push((addr, sock));
+        Ok(addr)
+    }
+
+    fn close(&mut self, addr: SocketAddr) {
+        if let Some(s) = self.relays.borrow_mut().remove(&addr) {
+            s.stop.notify_one();
+        }
+    }
+}
+
+impl<D: Driver> Shared<D> {
+    fn listener(&self, local: SocketAddr) -> Option<&D::Socket> {
+        self.listeners.iter().find(|(a, _)| *a == local).or(self.listeners.first()).map(|(_, s)| s)
+    }
+
+    /// Spawns receive tasks for relay sockets opened during the last call into the server.
+    fn start_relays(self: &Rc<Self>, opened: Vec<(SocketAddr, Rc<RelaySock<D>>)>) {
+        for (addr, sock) in opened {
+            let shared = self.clone();
+            D::spawn(async move { shared.relay_loop(addr, sock).await });
+        }
+    }
+
+    /// Sends bytes to a client over its transport.
+    async fn to_client(&self, tuple: FiveTuple, data: &[u8]) {
+        match tuple.transport {
+            Transport::Udp => {
+                if let Some(l) = self.listener(tuple.server) {
+                    let _ = D::send_to(l, data, tuple.client).await;
+                }
+            }
+            Transport::Tcp | Transport::Tls => {
+                if let Some(tx) = self.conns.borrow().get(&tuple) {
+                    let _ = tx.send(data.to_vec());
+                }
+            }
+        }
+    }
+
+    async fn send_replies(&self) {
+        let replies: Vec<_> = self.server.borrow_mut().take_replies().collect();
+        if replies.is_empty() {
+            return;
+        }
+        for r in replies {
+            self.to_client(r.tuple, &r.data).await;
+        }
+        self.wake_timer.notify_one();
+    }
+
+    /// Handles one datagram or stream frame from a client.
+    async fn on_client(self: &Rc<Self>, tuple: FiveTuple, data: &[u8]) {
+        let mut binder = Binder::<D> { relays: &self.relays, opened: Vec::new() };
+        let action = self.server.borrow_mut().handle_client(Instant::now(), tuple, data, &mut binder);
+        let opened = std::mem::take(&mut binder.opened);
+        if let ClientAction::Relay { relay, peer, data } = action {
+            let sock = self.relays.borrow().get(&relay).cloned();
+            if let Some(s) = sock {
+                let _ = D::send_to(&s.socket, data, peer).await;
+            }
+        }
+        self.start_relays(opened);
+        self.send_replies().await;
+    }
+
+    async fn client_loop(self: Rc<Self>, index: usize) {
+        let (local, _) = self.listeners[index];
+        let mut buf = vec![0u8; MAX_DATAGRAM];
+        loop {
+            let Ok((n, from)) = D::recv_from(&self.listeners[index].1, &mut buf).await else {
+                D::sleep(Duration::from_millis(1)).await;
+                continue;
+            };
+            let tuple = FiveTuple { client: from, server: local, transport: Transport::Udp };
+            self.on_client(tuple, &buf[..n]).await;
+        }
+    }
+
+    async fn accept_loop(self: Rc<Self>, listener: D::TcpListener, local: SocketAddr, tls: Option<Arc<rustls::ServerConfig>>) {
+        loop {
+            let (stream, client) = match D::accept(&listener).await {
+                Ok(x) => x,
+                Err(e) => {
+                    tracing::debug!(%local, error = %e, "accept failed");
+                    D::sleep(Duration::from_millis(5)).await;
+                    continue;
+                }
+            };
+            let shared = self.clone();
+            match &tls {
+                None => {
+                    let tuple = FiveTuple { client, server: local, transport: Transport::Tcp };
+                    D::spawn(async move { shared.stream_loop(stream, tuple).await });
+                }
+                Some(cfg) => {
+                    let acceptor = futures_rustls::TlsAcceptor::from(cfg.clone());
+                    let tuple = FiveTuple { client, server: local, transport: Transport::Tls };
+                    D::spawn(async move {
+                        match acceptor.accept(stream).await {
+                            Ok(s) => shared.stream_loop(s, tuple).await,
+                            Err(e) => tracing::debug!(%client, error = %e, "TLS handshake failed"),
+                        }
+                    });
+                }
+            }
+        }
+    }
+
+    /// Frames STUN messages and ChannelData on a TCP or TLS connection.
+    async fn stream_loop<S: AsyncRead + AsyncWrite + Unpin + 'static>(self: Rc<Self>, stream: S, tuple: FiveTuple) {
+        let (mut rd, mut wr) = stream.split();
+        let (tx, mut rx) = mpsc::unbounded_channel::<Vec<u8>>();
+        self.conns.borrow_mut().insert(tuple, tx);
+        D::spawn(async move {
+            while let Some(b) = rx.recv().await {
+                if wr.write_all(&b).await.is_err() {
+                    break;
+                }
+            }
+            let _ = wr.close().await;
+        });
+        let mut pending: Vec<u8> = Vec::with_capacity(8192);
+        let mut chunk = vec![0u8; 16384];
+        'read: loop {
+            let n = match rd.read(&mut chunk).await {
+                Ok(0) | Err(_) => break,
+                Ok(n) => n,
+            };
+            pending.extend_from_slice(&chunk[..n]);
+            while let Some(len) = stun::stream_frame_len(&pending) {
+                if len > MAX_DATAGRAM {
+                    tracing::debug!(client = %tuple.client, "oversized frame; closing");
+                    break 'read;
+                }
+                if pending.len() < len {
+                    break;
+                }
+                let frame: Vec<u8> = pending.drain(..len).collect();
+                self.on_client(tuple, &frame).await;
+            }
+        }
+        self.conns.borrow_mut().remove(&tuple);
+        let mut binder = Binder::<D> { relays: &self.relays, opened: Vec::new() };
+        self.server.borrow_mut().connection_closed(tuple, &mut binder);
+    }
+
+    async fn relay_loop(self: Rc<Self>, addr: SocketAddr, sock: Rc<RelaySock<D>>) {
+        let mut buf = vec![0u8; HEADROOM + MAX_DATAGRAM + TAILROOM];
+        loop {
+            let received = {
+                let recv = std::pin::pin!(D::recv_from(&sock.socket, &mut buf[HEADROOM..HEADROOM + MAX_DATAGRAM]));
+                let stop = std::pin::pin!(sock.stop.notified());
+                match select(recv, stop).await {
+                    Either::Left((r, _)) => r,
+                    Either::Right(_) => return,
+                }
+            };
+            let Ok((n, peer)) = received else { continue };
+            let framed = self.server.borrow_mut().handle_peer(Instant::now(), addr, peer, &mut buf, n);
+            if let Some((tuple, range)) = framed {
+                self.to_client(tuple, &buf[range]).await;
+            }
+        }
+    }
+
+    async fn timer_loop(self: Rc<Self>) {
+        loop {
+            let now = Instant::now();
+            let deadline = self.server.borrow().next_timeout().unwrap_or(now + Duration::from_secs(1)).min(now + Duration::from_secs(1));
+            if deadline > now {
+                let sleep = std::pin::pin!(D::sleep(deadline - now));
+                let woken = std::pin::pin!(self.wake_timer.notified());
+                if let Either::Right(_) = select(sleep, woken).await {
+                    continue;
+                }
+            }
+            let mut binder = Binder::<D> { relays: &self.relays, opened: Vec::new() };
+            self.server.borrow_mut().handle_timeout(Instant::now(), &mut binder);
+        }
+    }
+}
+
+impl CoreTask for RelayCore {
+    async fn run<D: Driver>(self) {
+        let mut listeners = Vec::new();
+        for s in self.udp {
+            let local = match s.local_addr() {
+                Ok(a) => a,
+                Err(e) => {
+                    tracing::error!(error = %e, "listener without an address");
+                    continue;
+                }
+            };
+            match D::socket(s) {
+                Ok(sock) => listeners.push((local, sock)),
+                Err(e) => tracing::error!(%local, error = %e, "cannot use listener socket"),
+            }
+        }
+        let shared = Rc::new(Shared::<D> {
+            server: RefCell::new(self.server),
+            listeners,
+            relays: RefCell::new(HashMap::new()),
+            conns: RefCell::new(HashMap::new()),
+            wake_timer: Notify::new(),
+        });
+        let stream_listeners = self.tcp.into_iter().map(|l| (l, None)).chain(self.tls.into_iter().map(|l| (l, self.tls_config.clone())));
+        for (l, tls) in stream_listeners {
+            let local = match l.local_addr() {
+                Ok(a) => a,
+                Err(_) => continue,
+            };
+            match D::tcp_listener(l) {
+                Ok(listener) => {
+                    let s = shared.clone();
+                    D::spawn(async move { s.accept_loop(listener, local, tls).await });
+                }
+                Err(e) => tracing::error!(%local, error = %e, "cannot use TCP listener"),
+            }
+        }
+        for i in 1..shared.listeners.len() {
+            let s = shared.clone();
+            D::spawn(async move { s.client_loop(i).await });
+        }
+        let timer = shared.clone();
+        D::spawn(async move { timer.timer_loop().await });
+        if !shared.listeners.is_empty() {
+            shared.client_loop(0).await;
+        } else {
+            std::future::pending::<()>().await;
+        }
+    }
+}
+
+/// A UDP socket bound with SO_REUSEPORT, so that every core can bind the same port.
+pub fn reuseport_udp(addr: SocketAddr) -> std::io::Result<std::net::UdpSocket> {
+    let domain = if addr.is_ipv4() { socket2::Domain::IPV4 } else { socket2::Domain::IPV6 };
+    let s = socket2::Socket::new(domain, socket2::Type::DGRAM, Some(socket2::Protocol::UDP))?;
+    s.set_reuse_port(true)?;
+    if addr.is_ipv6() {
+        s.set_only_v6(true)?;
+    }
+    let _ = s.set_recv_buffer_size(4 << 20);
+    let _ = s.set_send_buffer_size(4 << 20);
+    s.bind(&addr.into())?;
+    Ok(s.into())
+}
+
+/// A TCP listener bound with SO_REUSEPORT, so that every core can accept on the same port.
+pub fn reuseport_tcp(addr: SocketAddr) -> std::io::Result<std::net::TcpListener> {
+    let domain = if addr.is_ipv4() { socket2::Domain::IPV4 } else { socket2::Domain::IPV6 };
+    let s = socket2::Socket::new(domain, socket2::Type::STREAM, Some(socket2::Protocol::TCP))?;
+    s.set_reuse_port(true)?;
+    s.set_reuse_address(true)?;
+    if addr.is_ipv6() {
+        s.set_only_v6(true)?;
+    }
+    s.set_nodelay(true)?;
+    s.bind(&addr.into())?;
+    s.listen(1024)?;
+    Ok(s.into())
+}
