@@ -64,6 +64,22 @@ pub struct ServerArgs {
     /// Create rooms on first join [default: true].
     #[arg(long, env = "AUTO_CREATE_ROOMS")]
     pub auto_create_rooms: Option<bool>,
+    /// Shared secret of the TURN relay's REST credentials (coturn's static-auth-secret);
+    /// generated in local mode. Without it, clients get no TURN servers.
+    #[arg(long, env = "TURN_SECRET", hide_env_values = true)]
+    pub turn_secret: Option<String>,
+    /// Host name or address clients use for STUN/TURN [default: the first --public-ip, or the primary address].
+    #[arg(long, env = "TURN_HOST")]
+    pub turn_host: Option<String>,
+    /// TURN port for UDP and TCP [default: 3478].
+    #[arg(long, env = "TURN_PORT")]
+    pub turn_port: Option<u16>,
+    /// TURN over TLS port [default: 5349].
+    #[arg(long, env = "TURNS_PORT")]
+    pub turns_port: Option<u16>,
+    /// Lifetime of TURN credentials handed to clients, in seconds [default: 21600].
+    #[arg(long, env = "TURN_CREDENTIAL_TTL")]
+    pub turn_credential_ttl: Option<u64>,
 }
 
 /// The same keys as [`ServerArgs`], from the TOML file.
@@ -81,6 +97,11 @@ pub struct FileConfig {
     open_join: Option<bool>,
     default_max_participants: Option<u32>,
     auto_create_rooms: Option<bool>,
+    turn_secret: Option<String>,
+    turn_host: Option<String>,
+    turn_port: Option<u16>,
+    turns_port: Option<u16>,
+    turn_credential_ttl: Option<u64>,
 }
 
 /// Validated configuration.
@@ -108,6 +129,23 @@ pub struct Config {
     pub default_max_participants: u32,
     /// Auto-create rooms.
     pub auto_create_rooms: bool,
+    /// TURN relay settings handed to clients.
+    pub turn: Option<TurnConfig>,
+}
+
+/// Where clients find the TURN relay and how their credentials are made.
+#[derive(Debug, Clone)]
+pub struct TurnConfig {
+    /// Shared REST secret.
+    pub secret: String,
+    /// Host in the ICE server URLs.
+    pub host: String,
+    /// UDP/TCP port.
+    pub port: u16,
+    /// TLS port.
+    pub tls_port: u16,
+    /// Credential lifetime in seconds.
+    pub ttl: u64,
 }
 
 #[derive(Debug, Default, Deserialize, Serialize)]
@@ -115,6 +153,7 @@ struct Secrets {
     api_key: Option<String>,
     api_secret: Option<String>,
     node_secret: Option<String>,
+    turn_secret: Option<String>,
 }
 
 fn random_secret(len: usize) -> String {
@@ -204,9 +243,37 @@ impl ServerArgs {
                 stored.node_secret.clone().unwrap_or_default()
             }
         };
+        let mut turn_secret = self.turn_secret.clone().or(file.turn_secret);
+        if turn_secret.is_none() && local_mode {
+            if stored.turn_secret.is_none() {
+                stored.turn_secret = Some(random_secret(40));
+                generated = true;
+            }
+            turn_secret = stored.turn_secret.clone();
+        }
         if generated {
             store_secrets(&secrets_path, &stored)?;
         }
+        let public_ip: Vec<std::net::IpAddr> = self.public_ip.clone().or(file.public_ip).unwrap_or_default();
+        let turn = match turn_secret {
+            Some(secret) => {
+                let host = self
+                    .turn_host
+                    .clone()
+                    .or(file.turn_host)
+                    .or_else(|| public_ip.first().map(|i| i.to_string()))
+                    .or_else(|| crate::launch::primary_ipv4().map(|i| i.to_string()))
+                    .unwrap_or_else(|| "127.0.0.1".to_string());
+                Some(TurnConfig {
+                    secret,
+                    host,
+                    port: self.turn_port.or(file.turn_port).unwrap_or(3478),
+                    tls_port: self.turns_port.or(file.turns_port).unwrap_or(5349),
+                    ttl: self.turn_credential_ttl.or(file.turn_credential_ttl).unwrap_or(21600),
+                })
+            }
+            None => None,
+        };
         Ok(Config {
             http_addr: self.http_addr.or(file.http_addr).unwrap_or_else(|| SocketAddr::from(([0, 0, 0, 0], 8443))),
             data_dir,
@@ -215,10 +282,11 @@ impl ServerArgs {
             node_secret,
             generated_secrets: generated,
             tls,
-            public_ip: self.public_ip.clone().or(file.public_ip).unwrap_or_default(),
+            public_ip,
             open_join: self.open_join.or(file.open_join).unwrap_or(local_mode),
             default_max_participants: self.default_max_participants.or(file.default_max_participants).unwrap_or(0),
             auto_create_rooms: self.auto_create_rooms.or(file.auto_create_rooms).unwrap_or(true),
+            turn,
         })
     }
 }

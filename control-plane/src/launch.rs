@@ -51,6 +51,7 @@ pub fn prepare(cfg: &Config) -> anyhow::Result<Prepared> {
         default_max_participants: cfg.default_max_participants,
         open_join: cfg.open_join,
         demo_token_ttl: 6 * 3600,
+        turn: cfg.turn.clone(),
     };
     let app = App::new(settings, cfg.api_key.clone(), cfg.api_secret.clone(), cfg.node_secret.clone());
     let listener = TcpListener::bind(cfg.http_addr).with_context(|| format!("binding {}", cfg.http_addr))?;
@@ -68,6 +69,17 @@ impl Prepared {
     }
 }
 
+/// The development certificate paths, when generated ones are in use.
+impl Prepared {
+    /// Certificate and key files in use (generated development ones or real ones).
+    pub fn cert_paths(cfg: &Config) -> (PathBuf, PathBuf) {
+        match &cfg.tls {
+            Some((c, k)) => (c.clone(), k.clone()),
+            None => (cfg.data_dir.join("certs").join("server.pem"), cfg.data_dir.join("certs").join("server.key")),
+        }
+    }
+}
+
 /// Options of the media-plane child in `local` mode.
 #[derive(Debug, Clone)]
 pub struct ChildOptions {
@@ -81,36 +93,82 @@ pub struct ChildOptions {
     pub force_epoll: bool,
 }
 
-fn media_plane_bin(opts: &ChildOptions) -> anyhow::Result<PathBuf> {
-    if let Some(b) = &opts.bin {
+/// The sibling binary `name` next to this executable, built by cargo when missing.
+fn sibling_bin(name: &str, given: Option<&PathBuf>) -> anyhow::Result<PathBuf> {
+    if let Some(b) = given {
         return Ok(b.clone());
     }
     let exe = std::env::current_exe()?;
     let dir = exe.parent().map(Path::to_path_buf).unwrap_or_default();
-    let bin = dir.join("media-plane");
+    let bin = dir.join(name);
     if !bin.exists() {
         // Under `cargo run`, build the sibling binary with the same profile.
         let Ok(cargo) = std::env::var("CARGO") else {
-            bail!("{} not found: build it with `cargo build --release -p media-plane` or pass --media-plane-bin", bin.display());
+            bail!("{} not found: build it with `cargo build --release -p {name}`", bin.display());
         };
         let release = dir.ends_with("release");
-        println!("building media-plane ({})...", if release { "release" } else { "debug" });
+        println!("building {name} ({})...", if release { "release" } else { "debug" });
         let mut cmd = std::process::Command::new(cargo);
-        cmd.args(["build", "-p", "media-plane"]);
+        cmd.args(["build", "-p", name]);
         if release {
             cmd.arg("--release");
         }
-        let status = cmd.status().context("running cargo build -p media-plane")?;
+        let status = cmd.status().with_context(|| format!("running cargo build -p {name}"))?;
         if !status.success() {
-            bail!("building media-plane failed");
+            bail!("building {name} failed");
         }
     }
     Ok(bin)
 }
 
+/// Makes the child die with this launcher, even when the launcher is killed.
+fn die_with_parent(cmd: &mut tokio::process::Command) {
+    // SAFETY: prctl is async-signal-safe and only changes this child's own settings.
+    unsafe {
+        cmd.pre_exec(|| {
+            if libc::prctl(libc::PR_SET_PDEATHSIG, libc::SIGTERM) != 0 {
+                return Err(std::io::Error::last_os_error());
+            }
+            Ok(())
+        });
+    }
+}
+
+/// Spawns the TURN relay with the control plane's REST secret, on the configured ports.
+pub fn spawn_relay(cfg: &Config, relay_bin: Option<&PathBuf>) -> anyhow::Result<Option<tokio::process::Child>> {
+    let Some(turn) = &cfg.turn else { return Ok(None) };
+    let bin = sibling_bin("relay", relay_bin)?;
+    let (cert, key) = Prepared::cert_paths(cfg);
+    let mut cmd = tokio::process::Command::new(&bin);
+    cmd.env("TURN_STATIC_AUTH_SECRET", &turn.secret)
+        .args(["--use-auth-secret", "--realm", "conference"])
+        .args(["--listening-port", &turn.port.to_string(), "--tls-listening-port", &turn.tls_port.to_string()])
+        .arg("--cert")
+        .arg(cert)
+        .arg("--pkey")
+        .arg(key)
+        // The SFU runs on this machine, so the relay must reach loopback and local peers.
+        .arg("--allow-loopback-peers")
+        .stdin(Stdio::null())
+        .kill_on_drop(true);
+    for ip in &cfg.public_ip {
+        cmd.args(["--listening-ip", &ip.to_string(), "--relay-ip", &ip.to_string()]);
+        if !ip.is_loopback() {
+            cmd.args(["--allowed-peer-ip", &ip.to_string()]);
+        }
+    }
+    if cfg.public_ip.is_empty() {
+        if let Some(ip) = primary_ipv4() {
+            cmd.args(["--allowed-peer-ip", &ip.to_string()]);
+        }
+    }
+    die_with_parent(&mut cmd);
+    Ok(Some(cmd.spawn().with_context(|| format!("starting {}", bin.display()))?))
+}
+
 /// Spawns the media-plane node that connects back to this control plane.
 pub fn spawn_media_plane(cfg: &Config, prepared: &Prepared, opts: &ChildOptions) -> anyhow::Result<tokio::process::Child> {
-    let bin = media_plane_bin(opts)?;
+    let bin = sibling_bin("media-plane", opts.bin.as_ref())?;
     let mut cmd = tokio::process::Command::new(&bin);
     cmd.env("CONTROL_URL", format!("wss://127.0.0.1:{}{}", prepared.addr.port(), link::LINK_PATH))
         .env("NODE_SECRET", &cfg.node_secret)
@@ -129,15 +187,6 @@ pub fn spawn_media_plane(cfg: &Config, prepared: &Prepared, opts: &ChildOptions)
     if opts.force_epoll {
         cmd.env("FORCE_EPOLL", "true");
     }
-    // The node must not outlive this launcher, even when the launcher is killed.
-    // SAFETY: prctl is async-signal-safe and only changes this child's own settings.
-    unsafe {
-        cmd.pre_exec(|| {
-            if libc::prctl(libc::PR_SET_PDEATHSIG, libc::SIGTERM) != 0 {
-                return Err(std::io::Error::last_os_error());
-            }
-            Ok(())
-        });
-    }
+    die_with_parent(&mut cmd);
     cmd.spawn().with_context(|| format!("starting {}", bin.display()))
 }

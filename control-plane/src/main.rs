@@ -33,9 +33,15 @@ enum Cmd {
         /// Media cores to use [default: all].
         #[arg(long, env = "MEDIA_CORES")]
         media_cores: Option<usize>,
-        /// Run the media plane on epoll instead of io_uring.
+        /// Run the media plane and relay on epoll instead of io_uring.
         #[arg(long, env = "FORCE_EPOLL")]
         force_epoll: bool,
+        /// relay binary [default: next to this executable, built by cargo if missing].
+        #[arg(long, env = "RELAY_BIN")]
+        relay_bin: Option<std::path::PathBuf>,
+        /// Do not start the TURN relay.
+        #[arg(long, env = "NO_RELAY")]
+        no_relay: bool,
     },
     /// Run the control plane only; media-plane nodes connect to it.
     Serve {
@@ -101,6 +107,8 @@ async fn main() -> anyhow::Result<()> {
         media_port_base: 50000,
         media_cores: None,
         force_epoll: false,
+        relay_bin: None,
+        no_relay: false,
     }) {
         Cmd::Token { room, identity, ttl_seconds, no_publish, no_subscribe, server } => {
             let cfg = server.resolve(false)?;
@@ -118,12 +126,19 @@ async fn main() -> anyhow::Result<()> {
                 _ = tokio::signal::ctrl_c() => Ok(()),
             }
         }
-        Cmd::Local { server, media_plane_bin, media_port_base, media_cores, force_epoll } => {
-            let cfg = server.resolve(true)?;
+        Cmd::Local { server, media_plane_bin, media_port_base, media_cores, force_epoll, relay_bin, no_relay } => {
+            let mut cfg = server.resolve(true)?;
+            if no_relay {
+                cfg.turn = None;
+            }
             let prepared = launch::prepare(&cfg)?;
             let opts = ChildOptions { bin: media_plane_bin, port_base: media_port_base, cores: media_cores, force_epoll };
             let mut child = launch::spawn_media_plane(&cfg, &prepared, &opts).context("starting the media plane")?;
+            let relay = launch::spawn_relay(&cfg, relay_bin.as_ref()).context("starting the relay")?;
             banner(&cfg, prepared.addr.port(), true);
+            if let Some(t) = &cfg.turn {
+                println!("  TURN relay:  turn:{}:{} (udp, tcp), turns:{}:{}; REST secret in {}\n", t.host, t.port, t.host, t.tls_port, cfg.data_dir.join("secrets.toml").display());
+            }
             let mut term = tokio::signal::unix::signal(tokio::signal::unix::SignalKind::terminate())?;
             let result = tokio::select! {
                 r = prepared.serve() => r,
@@ -132,6 +147,9 @@ async fn main() -> anyhow::Result<()> {
                 _ = term.recv() => Ok(()),
             };
             let _ = child.kill().await;
+            if let Some(mut r) = relay {
+                let _ = r.kill().await;
+            }
             result
         }
     }

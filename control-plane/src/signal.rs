@@ -185,7 +185,7 @@ async fn handle(app: &Arc<App>, tx: &mpsc::UnboundedSender<ServerMsg>, session: 
                 session: adm.session.clone(),
                 grants: claims.grants,
                 participants: adm.others,
-                ice_servers: Vec::new(),
+                ice_servers: app.ice_servers(&claims.sub),
             });
             *session = Some(adm.session);
             Ok(())

@@ -29,6 +29,8 @@ pub struct Settings {
     pub open_join: bool,
     /// Lifetime of tokens minted for the web app.
     pub demo_token_ttl: u64,
+    /// TURN relay handed to clients.
+    pub turn: Option<crate::config::TurnConfig>,
 }
 
 /// How a participant is connected.
@@ -548,6 +550,27 @@ impl App {
         }))
     }
 
+    /// ICE servers for a client: STUN, and TURN over UDP, TCP and TLS with REST credentials
+    /// (`<expiry>:<identity>`, `base64(HMAC-SHA1(secret, username))`) valid for the configured TTL.
+    pub fn ice_servers(&self, identity: &str) -> Vec<serde_json::Value> {
+        let Some(t) = &self.settings.turn else { return Vec::new() };
+        let host = if t.host.contains(':') && !t.host.starts_with('[') { format!("[{}]", t.host) } else { t.host.clone() };
+        let username = format!("{}:{}", crate::token::unix_now() + t.ttl, identity.replace(':', "_"));
+        let credential = turn_password(&t.secret, &username);
+        vec![
+            serde_json::json!({ "urls": [format!("stun:{host}:{}", t.port)] }),
+            serde_json::json!({
+                "urls": [
+                    format!("turn:{host}:{}?transport=udp", t.port),
+                    format!("turn:{host}:{}?transport=tcp", t.port),
+                    format!("turns:{host}:{}?transport=tcp", t.tls_port),
+                ],
+                "username": username,
+                "credential": credential,
+            }),
+        ]
+    }
+
     /// Room name of a session.
     pub fn room_of(&self, session: &str) -> Option<String> {
         self.lock().sessions.get(session).cloned()
@@ -595,4 +618,13 @@ fn sessions_on_node(st: &State, node: &str) -> Vec<String> {
         .filter(|r| r.placement.as_ref().is_some_and(|(n, _)| n == node))
         .flat_map(|r| r.participants.keys().cloned())
         .collect()
+}
+
+/// `base64(HMAC-SHA1(secret, username))`, the TURN REST password coturn and our relay expect.
+pub fn turn_password(secret: &str, username: &str) -> String {
+    use base64::Engine;
+    use hmac::{Hmac, Mac};
+    let Ok(mut m) = Hmac::<sha1::Sha1>::new_from_slice(secret.as_bytes()) else { return String::new() };
+    m.update(username.as_bytes());
+    base64::engine::general_purpose::STANDARD.encode(m.finalize().into_bytes())
 }

@@ -82,10 +82,13 @@ export async function cpuPercent(pid, ms) {
 
 export async function startSystem({ forceEpoll = false } = {}) {
   const port = await freePort();
+  const turnPort = await freePort();
+  const turnsPort = await freePort();
   const dataDir = fs.mkdtempSync(path.join(os.tmpdir(), 'conf-e2e-'));
-  const args = ['local', '--http-addr', `127.0.0.1:${port}`, '--data-dir', dataDir, '--public-ip', '127.0.0.1', '--media-port-base', '0'];
+  const args = ['local', '--http-addr', `127.0.0.1:${port}`, '--data-dir', dataDir, '--public-ip', '127.0.0.1', '--media-port-base', '0',
+    '--turn-port', String(turnPort), '--turns-port', String(turnsPort)];
   if (forceEpoll) args.push('--force-epoll');
-  const env = { ...process.env, RUST_LOG: process.env.RUST_LOG || 'info,str0m=warn', MEDIA_PLANE_BIN: bin('media-plane') };
+  const env = { ...process.env, RUST_LOG: process.env.RUST_LOG || 'info,str0m=warn', MEDIA_PLANE_BIN: bin('media-plane'), RELAY_BIN: bin('relay') };
   const proc = spawn(bin('control-plane'), args, { env, stdio: ['ignore', 'pipe', 'pipe'] });
   let output = '';
   proc.stdout.on('data', (d) => { output += d; });
@@ -93,11 +96,13 @@ export async function startSystem({ forceEpoll = false } = {}) {
   const sys = {
     base: `https://127.0.0.1:${port}`,
     port,
+    turnPort,
+    turnsPort,
     dataDir,
     proc,
     output: () => output,
     async stop() {
-      proc.kill('SIGINT');
+      proc.kill('SIGTERM');
       await Promise.race([new Promise((r) => proc.once('exit', r)), sleep(3000)]);
       proc.kill('SIGKILL');
       fs.rmSync(dataDir, { recursive: true, force: true });
@@ -120,6 +125,7 @@ export async function startSystem({ forceEpoll = false } = {}) {
     const secrets = fs.readFileSync(path.join(dataDir, 'secrets.toml'), 'utf8');
     sys.apiKey = /api_key\s*=\s*"([^"]+)"/.exec(secrets)[1];
     sys.apiSecret = /api_secret\s*=\s*"([^"]+)"/.exec(secrets)[1];
+    sys.turnSecret = /turn_secret\s*=\s*"([^"]+)"/.exec(secrets)[1];
     await waitFor(async () => (await request(sys, 'GET', '/healthz')).json?.nodes >= 1, { what: 'a registered media-plane node', timeout: 30000 });
   } catch (e) {
     console.error(output);

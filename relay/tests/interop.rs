@@ -1,0 +1,142 @@
+//! Interop with coturn's own client, `turnutils_uclient`, and its echo peer
+//! `turnutils_peer` (Debian package `coturn`, client tools only): our relay on loopback.
+
+use std::net::{TcpListener, UdpSocket};
+use std::process::{Child, Command, Stdio};
+use std::time::{Duration, Instant};
+
+struct Kill(Child);
+
+impl Drop for Kill {
+    fn drop(&mut self) {
+        let _ = self.0.kill();
+        let _ = self.0.wait();
+    }
+}
+
+/// A port free for both UDP and TCP on loopback right now.
+fn free_port() -> u16 {
+    loop {
+        let u = UdpSocket::bind("127.0.0.1:0").unwrap();
+        let p = u.local_addr().unwrap().port();
+        if TcpListener::bind(("127.0.0.1", p)).is_ok() {
+            return p;
+        }
+    }
+}
+
+fn wait_udp(port: u16) {
+    // The relay answers a STUN Binding request once it is up.
+    let s = UdpSocket::bind("127.0.0.1:0").unwrap();
+    s.set_read_timeout(Some(Duration::from_millis(100))).unwrap();
+    let req = relay::stun::Builder::new(relay::stun::method::BINDING, relay::stun::Class::Request, [5; 12]).fingerprint();
+    let end = Instant::now() + Duration::from_secs(10);
+    let mut buf = [0u8; 512];
+    while Instant::now() < end {
+        let _ = s.send_to(&req, ("127.0.0.1", port));
+        if s.recv(&mut buf).is_ok() {
+            return;
+        }
+    }
+    panic!("relay did not come up on {port}");
+}
+
+struct Setup {
+    port: u16,
+    peer_port: u16,
+    _relay: Kill,
+    _peer: Kill,
+}
+
+fn setup(extra: &[&str]) -> Setup {
+    let port = free_port();
+    let peer_port = free_port();
+    let tls_port = free_port();
+    let min = 20000 + (port % 20000);
+    let relay = Command::new(env!("CARGO_BIN_EXE_relay"))
+        .args(["--listening-ip", "127.0.0.1", "--relay-ip", "127.0.0.1", "--realm", "north.gov", "--cores", "2"])
+        .args(["-p", &port.to_string(), "--tls-listening-port", &tls_port.to_string()])
+        .args(["--min-port", &min.to_string(), "--max-port", &(min + 999).to_string()])
+        .args(extra)
+        .stdout(Stdio::null())
+        .stderr(Stdio::inherit())
+        .spawn()
+        .expect("relay binary");
+    let peer = Command::new("turnutils_peer")
+        .args(["-p", &peer_port.to_string(), "-L", "127.0.0.1"])
+        .stdout(Stdio::null())
+        .stderr(Stdio::null())
+        .spawn()
+        .expect("turnutils_peer from the coturn package (bash .ci/test installs it)");
+    let s = Setup { port, peer_port, _relay: Kill(relay), _peer: Kill(peer) };
+    wait_udp(port);
+    s
+}
+
+/// Runs turnutils_uclient; returns (sent, received, lost, output).
+fn uclient(s: &Setup, flags: &[&str]) -> (u64, u64, Option<u64>, String) {
+    let out = Command::new("turnutils_uclient")
+        .args(flags)
+        .args(["-e", "127.0.0.1", "-r", &s.peer_port.to_string(), "-n", "200", "-m", "4", "-l", "170", "-z", "5", "-c"])
+        .args(["-p", &s.port.to_string(), "127.0.0.1"])
+        .output()
+        .expect("turnutils_uclient from the coturn package");
+    let text = format!("{}{}", String::from_utf8_lossy(&out.stdout), String::from_utf8_lossy(&out.stderr));
+    let grab = |key: &str| -> u64 {
+        text.lines()
+            .filter_map(|l| l.split(key).nth(1))
+            .filter_map(|r| r.split(|c: char| !c.is_ascii_digit()).next().and_then(|d| d.parse().ok()))
+            .last()
+            .unwrap_or(0)
+    };
+    let lost = text.lines().filter_map(|l| l.split("Total lost packets ").nth(1)).filter_map(|r| r.split(' ').next().and_then(|d| d.parse().ok())).last();
+    (grab("tot_send_msgs="), grab("tot_recv_msgs="), lost, text)
+}
+
+fn assert_clean(s: &Setup, flags: &[&str]) {
+    let (sent, recv, lost, text) = uclient(s, flags);
+    assert_eq!((sent, recv, lost), (800, 800, Some(0)), "flags {flags:?}:\n{text}");
+}
+
+#[test]
+fn udp_with_channels() {
+    let s = setup(&["--allow-loopback-peers", "--user", "test:secret"]);
+    assert_clean(&s, &["-u", "test", "-w", "secret"]);
+}
+
+#[test]
+fn udp_with_send_indications() {
+    let s = setup(&["--allow-loopback-peers", "--user", "test:secret"]);
+    assert_clean(&s, &["-s", "-u", "test", "-w", "secret"]);
+}
+
+#[test]
+fn tcp_transport() {
+    let s = setup(&["--allow-loopback-peers", "--user", "test:secret"]);
+    assert_clean(&s, &["-t", "-u", "test", "-w", "secret"]);
+}
+
+#[test]
+fn rest_credentials_and_a_wrong_secret() {
+    let s = setup(&["--allow-loopback-peers", "--use-auth-secret", "--static-auth-secret", "northsecret"]);
+    assert_clean(&s, &["-W", "northsecret", "-u", "alice"]);
+    let (_, recv, lost, text) = uclient(&s, &["-W", "wrongsecret", "-u", "alice"]);
+    assert_eq!((recv, lost), (0, None), "{text}");
+    assert!(text.contains("Cannot complete Allocation"), "{text}");
+}
+
+#[test]
+fn wrong_password_is_refused() {
+    let s = setup(&["--allow-loopback-peers", "--user", "test:secret"]);
+    let (_, recv, _, text) = uclient(&s, &["-u", "test", "-w", "nope"]);
+    assert_eq!(recv, 0, "{text}");
+    assert!(text.contains("Cannot complete Allocation"), "{text}");
+}
+
+#[test]
+fn default_policy_refuses_a_loopback_peer() {
+    let s = setup(&["--user", "test:secret"]);
+    let (_, recv, _, text) = uclient(&s, &["-u", "test", "-w", "secret"]);
+    assert_eq!(recv, 0, "{text}");
+    assert!(text.contains("403"), "the relay must answer 403 Forbidden:\n{text}");
+}
