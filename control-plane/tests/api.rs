@@ -42,7 +42,8 @@ fn app_with_node(settings: Settings) -> Arc<App> {
 }
 
 fn settings() -> Settings {
-    Settings { auto_create_rooms: true, default_max_participants: 0, open_join: true, demo_token_ttl: 600 }
+    let turn = control_plane::config::TurnConfig { secret: "turn-secret".into(), host: "turn.example.test".into(), port: 3478, tls_port: 5349, ttl: 600 };
+    Settings { auto_create_rooms: true, default_max_participants: 0, open_join: true, demo_token_ttl: 600, turn: Some(turn) }
 }
 
 fn basic() -> String {
@@ -324,6 +325,18 @@ async fn signaling_join_offer_and_errors() {
     ws.send(Message::text(serde_json::json!({"type":"join","token":t}).to_string())).await.unwrap();
     let joined = next(&mut ws).await;
     assert_eq!((joined["type"].as_str(), joined["identity"].as_str()), (Some("joined"), Some("alice")));
+    // ICE servers: STUN, then TURN over UDP, TCP and TLS with REST credentials for this identity.
+    let ice = joined["ice_servers"].as_array().unwrap();
+    assert_eq!(ice[0]["urls"][0], "stun:turn.example.test:3478");
+    let urls: Vec<&str> = ice[1]["urls"].as_array().unwrap().iter().filter_map(|u| u.as_str()).collect();
+    assert_eq!(urls, ["turn:turn.example.test:3478?transport=udp", "turn:turn.example.test:3478?transport=tcp", "turns:turn.example.test:5349?transport=tcp"]);
+    let username = ice[1]["username"].as_str().unwrap();
+    let (expiry, who) = username.split_once(':').unwrap();
+    assert_eq!(who, "alice");
+    let expiry: u64 = expiry.parse().unwrap();
+    let now = control_plane::token::unix_now();
+    assert!(expiry > now + 590 && expiry <= now + 600);
+    assert_eq!(ice[1]["credential"].as_str().unwrap(), control_plane::state::turn_password("turn-secret", username));
 
     // A second participant sees alice and alice is told.
     let (mut ws2, _) = tokio_tungstenite::connect_async(&url).await.unwrap();

@@ -221,6 +221,9 @@ struct Refusal {
     unknown: Vec<u16>,
 }
 
+/// A refusal and the key to sign it with, when the request was authenticated.
+type Refused = (Refusal, Option<[u8; 16]>);
+
 fn refuse(code: u16, reason: &'static str) -> Refusal {
     Refusal { code, reason, challenge: false, unknown: Vec::new() }
 }
@@ -360,6 +363,7 @@ impl Server {
                 match self.request(now, tuple, &msg, sockets) {
                     Ok(reply) => self.replies.push(Reply { tuple, data: reply }),
                     Err((refusal, key)) => {
+                        tracing::debug!(client = %tuple.client, method = m, code = refusal.code, "request refused");
                         let mut b = Builder::new(m, Class::Error, tid).error(refusal.code, refusal.reason);
                         if !refusal.unknown.is_empty() {
                             let v: Vec<u8> = refusal.unknown.iter().flat_map(|t| t.to_be_bytes()).collect();
@@ -420,7 +424,7 @@ impl Server {
     }
 
     /// Authenticates a request; returns (username, key).
-    fn authenticate(&self, now: Instant, msg: &Message<'_>) -> Result<(String, [u8; 16]), (Refusal, Option<[u8; 16]>)> {
+    fn authenticate(&self, now: Instant, msg: &Message<'_>) -> Result<(String, [u8; 16]), Refused> {
         let challenge = |code, reason| (Refusal { code, reason, challenge: true, unknown: Vec::new() }, None);
         if msg.integrity().is_none() {
             return Err(challenge(401, "Unauthorized"));
@@ -450,8 +454,7 @@ impl Server {
         b.integrity(key, msg.integrity().unwrap_or(Integrity::Sha1)).fingerprint()
     }
 
-    #[allow(clippy::type_complexity)]
-    fn request(&mut self, now: Instant, tuple: FiveTuple, msg: &Message<'_>, sockets: &mut dyn RelaySockets) -> Result<Vec<u8>, (Refusal, Option<[u8; 16]>)> {
+    fn request(&mut self, now: Instant, tuple: FiveTuple, msg: &Message<'_>, sockets: &mut dyn RelaySockets) -> Result<Vec<u8>, Refused> {
         let unknown = msg.unknown_required();
         if !unknown.is_empty() {
             return Err((Refusal { code: 420, reason: "Unknown Attribute", challenge: false, unknown }, None));
@@ -668,7 +671,7 @@ impl Server {
                 let mut end = HEADROOM + len;
                 if tuple.transport != Transport::Udp {
                     // Streams carry ChannelData padded to 4 bytes.
-                    while (end - start) % 4 != 0 {
+                    while !(end - start).is_multiple_of(4) {
                         buf[end] = 0;
                         end += 1;
                     }

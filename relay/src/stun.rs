@@ -229,7 +229,7 @@ pub fn decode(b: &[u8]) -> Result<Message<'_>, StunError> {
         return Err(StunError::NotStun);
     }
     let len = u16::from_be_bytes([b[2], b[3]]) as usize;
-    if len % 4 != 0 || 20 + len != b.len() {
+    if !len.is_multiple_of(4) || 20 + len != b.len() {
         return Err(StunError::Length);
     }
     let (method, class) = split_type(u16::from_be_bytes([b[0], b[1]]));
@@ -448,7 +448,7 @@ impl Builder {
         self.buf.extend_from_slice(&typ.to_be_bytes());
         self.buf.extend_from_slice(&(value.len() as u16).to_be_bytes());
         self.buf.extend_from_slice(value);
-        while self.buf.len() % 4 != 0 {
+        while !self.buf.len().is_multiple_of(4) {
             self.buf.push(0);
         }
         self.set_len();

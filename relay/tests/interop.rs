@@ -50,7 +50,13 @@ struct Setup {
 
 fn setup(extra: &[&str]) -> Setup {
     let port = free_port();
-    let peer_port = free_port();
+    // turnutils_peer also listens on peer_port + 1 with SO_REUSEPORT; keep the relay clear of it.
+    let peer_port = loop {
+        let p = free_port();
+        if p != port && p + 1 != port && p != port + 1 {
+            break p;
+        }
+    };
     let tls_port = free_port();
     let min = 20000 + (port % 20000);
     let relay = Command::new(env!("CARGO_BIN_EXE_relay"))
@@ -86,10 +92,10 @@ fn uclient(s: &Setup, flags: &[&str]) -> (u64, u64, Option<u64>, String) {
         text.lines()
             .filter_map(|l| l.split(key).nth(1))
             .filter_map(|r| r.split(|c: char| !c.is_ascii_digit()).next().and_then(|d| d.parse().ok()))
-            .last()
+            .next_back()
             .unwrap_or(0)
     };
-    let lost = text.lines().filter_map(|l| l.split("Total lost packets ").nth(1)).filter_map(|r| r.split(' ').next().and_then(|d| d.parse().ok())).last();
+    let lost = text.lines().filter_map(|l| l.split("Total lost packets ").nth(1)).filter_map(|r| r.split(' ').next().and_then(|d| d.parse().ok())).next_back();
     (grab("tot_send_msgs="), grab("tot_recv_msgs="), lost, text)
 }
 

@@ -136,7 +136,7 @@ impl World {
     }
 
     /// A peer sends `payload` to `relay`; returns what the client receives, if anything.
-    fn from_peer(&mut self, relay: SocketAddr, peer: &str, payload: &[u8]) -> Option<Vec<u8>> {
+    fn peer_sends(&mut self, relay: SocketAddr, peer: &str, payload: &[u8]) -> Option<Vec<u8>> {
         let mut buf = vec![0u8; HEADROOM + payload.len() + TAILROOM];
         buf[HEADROOM..HEADROOM + payload.len()].copy_from_slice(payload);
         let (_, range) = self.server.handle_peer(self.now, relay, peer.parse().unwrap(), &mut buf, payload.len())?;
@@ -227,7 +227,7 @@ fn send_indication_and_data_indication_need_a_permission() {
     let relay = w.allocate(&mut c).addr(attr::XOR_RELAYED_ADDRESS).unwrap();
     let ind = send_indication(PEER, b"hello");
     assert_eq!(w.server.handle_client(w.now, c.tuple, &ind, &mut w.sockets), ClientAction::None, "no permission yet");
-    assert!(w.from_peer(relay, PEER, b"back").is_none());
+    assert!(w.peer_sends(relay, PEER, b"back").is_none());
     assert_eq!(w.permit(&mut c, PEER).code, None);
     match w.server.handle_client(w.now, c.tuple, &ind, &mut w.sockets) {
         ClientAction::Relay { relay: r, peer, data } => {
@@ -235,14 +235,14 @@ fn send_indication_and_data_indication_need_a_permission() {
         }
         other => panic!("{other:?}"),
     }
-    let got = w.from_peer(relay, PEER, b"back").unwrap();
+    let got = w.peer_sends(relay, PEER, b"back").unwrap();
     let m = stun::decode(&got).unwrap();
     assert_eq!((m.method, m.class), (method::DATA, Class::Indication));
     assert_eq!(m.get(attr::DATA), Some(&b"back"[..]));
     assert_eq!(m.xor_addr(m.get(attr::XOR_PEER_ADDRESS).unwrap()), Some(PEER.parse().unwrap()));
     // Permissions are per IP: another port of the same peer IP is fine, another IP is not.
-    assert!(w.from_peer(relay, "198.51.100.7:6000", b"x").is_some());
-    assert!(w.from_peer(relay, "198.51.100.8:5000", b"x").is_none());
+    assert!(w.peer_sends(relay, "198.51.100.7:6000", b"x").is_some());
+    assert!(w.peer_sends(relay, "198.51.100.8:5000", b"x").is_none());
 }
 
 #[test]
@@ -256,7 +256,7 @@ fn channels_carry_channel_data_both_ways_and_reject_conflicts() {
         ClientAction::Relay { data, .. } => assert_eq!(data, b"abc"),
         other => panic!("{other:?}"),
     }
-    assert_eq!(w.from_peer(relay, PEER, b"xyz").unwrap(), vec![0x40, 0x01, 0x00, 0x03, b'x', b'y', b'z']);
+    assert_eq!(w.peer_sends(relay, PEER, b"xyz").unwrap(), vec![0x40, 0x01, 0x00, 0x03, b'x', b'y', b'z']);
     assert_eq!(w.bind(&mut c, 0x4002, PEER).code, Some(400), "peer already bound to another channel");
     assert_eq!(w.bind(&mut c, 0x4001, "198.51.100.9:1").code, Some(400), "channel bound to another peer");
     assert_eq!(w.bind(&mut c, 0x3FFF, "198.51.100.9:1").code, Some(400), "channel number out of range");
@@ -273,15 +273,15 @@ fn lifetimes_run_on_the_clock() {
     let relay = w.allocate(&mut c).addr(attr::XOR_RELAYED_ADDRESS).unwrap();
     assert_eq!(w.bind(&mut c, 0x4001, PEER).code, None);
     w.advance(299);
-    assert!(w.from_peer(relay, PEER, b"x").is_some(), "permission lasts 300 s");
+    assert!(w.peer_sends(relay, PEER, b"x").is_some(), "permission lasts 300 s");
     w.advance(2);
-    assert!(w.from_peer(relay, PEER, b"x").is_none(), "permission expired");
+    assert!(w.peer_sends(relay, PEER, b"x").is_none(), "permission expired");
     assert_eq!(w.permit(&mut c, PEER).code, None);
     // Refresh keeps the allocation past its first 600 s (now until 901 s).
     assert_eq!(w.request(&mut c, method::REFRESH, |b| b.u32(attr::LIFETIME, 600)).code, None);
     w.advance(300);
     // At 601 s the channel (600 s) and the permission from 301 s have both expired.
-    assert!(w.from_peer(relay, PEER, b"x").is_none());
+    assert!(w.peer_sends(relay, PEER, b"x").is_none());
     assert!(w.sockets.open.contains(&relay));
     w.advance(200);
     assert_eq!(w.server.allocation_count(), 1);
@@ -398,6 +398,6 @@ fn malformed_input_is_dropped_or_answered_400_and_others_are_undisturbed() {
     }
     let replies: Vec<_> = w.server.take_replies().collect();
     assert!(replies.iter().all(|r| stun::decode(&r.data).unwrap().get(attr::ERROR_CODE).is_some_and(|v| v[2] == 4 && v[3] == 0)));
-    assert!(w.from_peer(relay, PEER, b"still fine").is_some());
+    assert!(w.peer_sends(relay, PEER, b"still fine").is_some());
     assert!(w.server.counters().dropped >= 5);
 }
