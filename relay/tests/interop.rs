@@ -43,12 +43,18 @@ fn wait_udp(port: u16) {
 
 struct Setup {
     port: u16,
+    tls_port: u16,
     peer_port: u16,
+    _certs: Option<tempfile::TempDir>,
     _relay: Kill,
     _peer: Kill,
 }
 
 fn setup(extra: &[&str]) -> Setup {
+    setup_with(extra, false)
+}
+
+fn setup_with(extra: &[&str], tls: bool) -> Setup {
     let port = free_port();
     // turnutils_peer also listens on peer_port + 1 with SO_REUSEPORT; keep the relay clear of it.
     let peer_port = loop {
@@ -59,7 +65,14 @@ fn setup(extra: &[&str]) -> Setup {
     };
     let tls_port = free_port();
     let min = 20000 + (port % 20000);
+    let certs_dir = tls.then(|| tempfile::tempdir().unwrap());
+    let mut tls_args: Vec<String> = Vec::new();
+    if let Some(d) = &certs_dir {
+        let (paths, _) = certs::ensure_dev(d.path(), &certs::default_names(&[])).unwrap();
+        tls_args = vec!["--cert".into(), paths.cert.display().to_string(), "--pkey".into(), paths.key.display().to_string()];
+    }
     let relay = Command::new(env!("CARGO_BIN_EXE_relay"))
+        .args(&tls_args)
         .args(["--listening-ip", "127.0.0.1", "--relay-ip", "127.0.0.1", "--realm", "north.gov", "--cores", "2"])
         .args(["-p", &port.to_string(), "--tls-listening-port", &tls_port.to_string()])
         .args(["--min-port", &min.to_string(), "--max-port", &(min + 999).to_string()])
@@ -74,7 +87,7 @@ fn setup(extra: &[&str]) -> Setup {
         .stderr(Stdio::null())
         .spawn()
         .expect("turnutils_peer from the coturn package (bash .ci/test installs it)");
-    let s = Setup { port, peer_port, _relay: Kill(relay), _peer: Kill(peer) };
+    let s = Setup { port, tls_port, peer_port, _certs: certs_dir, _relay: Kill(relay), _peer: Kill(peer) };
     wait_udp(port);
     s
 }
@@ -84,7 +97,7 @@ fn uclient(s: &Setup, flags: &[&str]) -> (u64, u64, Option<u64>, String) {
     let out = Command::new("turnutils_uclient")
         .args(flags)
         .args(["-e", "127.0.0.1", "-r", &s.peer_port.to_string(), "-n", "200", "-m", "4", "-l", "170", "-z", "5", "-c"])
-        .args(["-p", &s.port.to_string(), "127.0.0.1"])
+        .args(["-p", &(if flags.contains(&"-S") { s.tls_port } else { s.port }).to_string(), "127.0.0.1"])
         .output()
         .expect("turnutils_uclient from the coturn package");
     let text = format!("{}{}", String::from_utf8_lossy(&out.stdout), String::from_utf8_lossy(&out.stderr));
@@ -120,6 +133,12 @@ fn udp_with_send_indications() {
 fn tcp_transport() {
     let s = setup(&["--allow-loopback-peers", "--user", "test:secret"]);
     assert_clean(&s, &["-t", "-u", "test", "-w", "secret"]);
+}
+
+#[test]
+fn tls_transport() {
+    let s = setup_with(&["--allow-loopback-peers", "--user", "test:secret"], true);
+    assert_clean(&s, &["-t", "-S", "-u", "test", "-w", "secret"]);
 }
 
 #[test]
