@@ -140,8 +140,15 @@ fn parse_args() -> anyhow::Result<Args> {
     Args::try_parse_from(all).map_err(|e| anyhow::anyhow!("{e}"))
 }
 
-fn primary_ip() -> Option<IpAddr> {
-    if_addrs::get_if_addrs().ok()?.into_iter().find(|i| !i.is_loopback() && i.ip().is_ipv4()).map(|i| i.ip())
+/// The host's first usable address of each family (IPv6: not link-local).
+fn primary_ips() -> Vec<IpAddr> {
+    let addrs = if_addrs::get_if_addrs().unwrap_or_default();
+    let v4 = addrs.iter().find(|i| !i.is_loopback() && i.ip().is_ipv4()).map(|i| i.ip());
+    let v6 = addrs
+        .iter()
+        .find(|i| matches!(i.ip(), IpAddr::V6(a) if !a.is_loopback() && (a.segments()[0] & 0xffc0) != 0xfe80))
+        .map(|i| i.ip());
+    v4.into_iter().chain(v6).collect()
 }
 
 fn main() -> anyhow::Result<()> {
@@ -174,13 +181,13 @@ fn main() -> anyhow::Result<()> {
     if relay_ips.is_empty() {
         for ip in &listening {
             if ip.is_unspecified() {
-                if let Some(p) = primary_ip() {
-                    relay_ips.push(p);
-                }
+                // Relay IPv4 and, where the host has it, IPv6 (REQUESTED-ADDRESS-FAMILY).
+                relay_ips.extend(primary_ips());
             } else {
                 relay_ips.push(*ip);
             }
         }
+        relay_ips.dedup();
     }
     if relay_ips.is_empty() {
         bail!("no relay address: give --relay-ip");

@@ -55,6 +55,10 @@ fn setup(extra: &[&str]) -> Setup {
 }
 
 fn setup_with(extra: &[&str], tls: bool) -> Setup {
+    setup_full(extra, tls, "127.0.0.1")
+}
+
+fn setup_full(extra: &[&str], tls: bool, peer_ip: &str) -> Setup {
     let port = free_port();
     // turnutils_peer also listens on peer_port + 1 with SO_REUSEPORT; keep the relay clear of it.
     let peer_port = loop {
@@ -82,7 +86,7 @@ fn setup_with(extra: &[&str], tls: bool) -> Setup {
         .spawn()
         .expect("relay binary");
     let peer = Command::new("turnutils_peer")
-        .args(["-p", &peer_port.to_string(), "-L", "127.0.0.1"])
+        .args(["-p", &peer_port.to_string(), "-L", peer_ip])
         .stdout(Stdio::null())
         .stderr(Stdio::null())
         .spawn()
@@ -96,7 +100,8 @@ fn setup_with(extra: &[&str], tls: bool) -> Setup {
 fn uclient(s: &Setup, flags: &[&str]) -> (u64, u64, Option<u64>, String) {
     let out = Command::new("turnutils_uclient")
         .args(flags)
-        .args(["-e", "127.0.0.1", "-r", &s.peer_port.to_string(), "-n", "200", "-m", "4", "-l", "170", "-z", "5", "-c"])
+        .args(["-e", if flags.contains(&"-x") { "::1" } else { "127.0.0.1" }])
+        .args(["-r", &s.peer_port.to_string(), "-n", "200", "-m", "4", "-l", "170", "-z", "5", "-c"])
         .args(["-p", &(if flags.contains(&"-S") { s.tls_port } else { s.port }).to_string(), "127.0.0.1"])
         .output()
         .expect("turnutils_uclient from the coturn package");
@@ -133,6 +138,12 @@ fn udp_with_send_indications() {
 fn tcp_transport() {
     let s = setup(&["--allow-loopback-peers", "--user", "test:secret"]);
     assert_clean(&s, &["-t", "-u", "test", "-w", "secret"]);
+}
+
+#[test]
+fn ipv6_relay_on_request() {
+    let s = setup_full(&["--allow-loopback-peers", "--user", "test:secret", "--relay-ip", "::1"], false, "::1");
+    assert_clean(&s, &["-x", "-u", "test", "-w", "secret"]);
 }
 
 #[test]
