@@ -1,16 +1,11 @@
 // Three browsers in one room through the web app, one leaves, a fourth is alone in another room.
 import { test } from 'node:test';
 import assert from 'node:assert/strict';
-import { basic, cpuPercent, dumpLog, joinApp, request, launchBrowser, remoteNames, remoteStats, sleep, startSystem, waitFor } from './harness.js';
+import { basic, cpuPercent, dumpLog, joinApp, remoteNames, remoteStats, request, sleep, waitFor, withSystem } from './harness.js';
 
 for (const mode of process.env.E2E_FORCE_EPOLL_ONLY ? ['epoll'] : ['io_uring', 'epoll']) {
   test(`group call in the web app (${mode})`, { timeout: 180000 }, async (t) => {
-    const sys = await startSystem({ forceEpoll: mode === 'epoll' });
-    const browser = await launchBrowser();
-    t.after(async () => {
-      await browser.close();
-      await sys.stop();
-    });
+    const { sys, browser } = await withSystem(t, { forceEpoll: mode === 'epoll' });
     try {
       const names = ['alice', 'bob', 'carol'];
       const pages = [];

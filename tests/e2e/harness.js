@@ -181,3 +181,34 @@ export function dumpLog(sys) {
     console.error(sys.output().split('\n').slice(-80).join('\n'));
   }
 }
+
+/// Starts the system and a browser for one test, and stops both when the test ends.
+export async function withSystem(t, options = {}) {
+  const sys = await startSystem(options);
+  const browser = await launchBrowser();
+  t.after(async () => {
+    await browser.close();
+    await sys.stop();
+  });
+  return { sys, browser };
+}
+
+/// Defines `window.sdpExchange(pc, url, token)` in the page: the WHIP/WHEP offer/answer
+/// exchange of RFC 9725 (POST the offer, apply the 201's answer).
+export async function installSdpExchange(page) {
+  await page.evaluate(() => {
+    window.sdpExchange = async (pc, url, token) => {
+      await pc.setLocalDescription(await pc.createOffer());
+      const res = await fetch(url, {
+        method: 'POST',
+        headers: { authorization: `Bearer ${token}`, 'content-type': 'application/sdp' },
+        body: pc.localDescription.sdp,
+      });
+      const answer = await res.text();
+      if (res.status !== 201) return { status: res.status, answer };
+      await pc.setRemoteDescription({ type: 'answer', sdp: answer });
+      window.pc = pc;
+      return { status: res.status, location: res.headers.get('location'), type: res.headers.get('content-type') };
+    };
+  });
+}

@@ -3,7 +3,7 @@
 import { test } from 'node:test';
 import assert from 'node:assert/strict';
 import crypto from 'node:crypto';
-import { dumpLog, joinApp, launchBrowser, newPage, remoteStats, sleep, startSystem, waitFor } from './harness.js';
+import { dumpLog, joinApp, newPage, remoteStats, sleep, waitFor, withSystem } from './harness.js';
 
 function restCredentials(secret, user, ttl = 600) {
   const username = `${Math.floor(Date.now() / 1000) + ttl}:${user}`;
@@ -39,12 +39,7 @@ async function loopThroughRelay({ url, username, credential }) {
 }
 
 test('two peer connections through the relay over UDP and TCP, and a group call with ?relay=1', { timeout: 150000 }, async (t) => {
-  const sys = await startSystem();
-  const browser = await launchBrowser();
-  t.after(async () => {
-    await browser.close();
-    await sys.stop();
-  });
+  const { sys, browser } = await withSystem(t);
   try {
     for (const transport of ['udp', 'tcp']) {
       const page = await newPage(browser, sys, '/healthz');

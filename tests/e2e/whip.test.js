@@ -2,7 +2,7 @@
 // end to end through the real control plane and media plane.
 import { test } from 'node:test';
 import assert from 'node:assert/strict';
-import { basic, dumpLog, launchBrowser, newPage, request, sleep, startSystem, waitFor } from './harness.js';
+import { basic, dumpLog, installSdpExchange, newPage, request, sleep, waitFor, withSystem } from './harness.js';
 
 async function mintToken(sys, room, identity, grants) {
   const r = await request(sys, 'POST', `/api/rooms/${room}/tokens`, {
@@ -14,12 +14,7 @@ async function mintToken(sys, room, identity, grants) {
 }
 
 for (const codec of ['VP8', 'H264']) test(`WHIP publish and WHEP playback in Chromium (${codec})`, { timeout: 120000 }, async (t) => {
-  const sys = await startSystem();
-  const browser = await launchBrowser();
-  t.after(async () => {
-    await browser.close();
-    await sys.stop();
-  });
+  const { sys, browser } = await withSystem(t);
   try {
     const room = `whip-${codec.toLowerCase()}`;
     const r = await request(sys, 'POST', '/api/rooms', {
@@ -31,6 +26,7 @@ for (const codec of ['VP8', 'H264']) test(`WHIP publish and WHEP playback in Chr
     const viewToken = await mintToken(sys, room, 'viewer', { can_publish: false });
 
     const publisher = await newPage(browser, sys, '/healthz');
+    await installSdpExchange(publisher);
     const pub = await publisher.evaluate(async ({ room, token, codec }) => {
       const pc = new RTCPeerConnection();
       const stream = await navigator.mediaDevices.getUserMedia({ audio: true, video: { width: 640, height: 480 } });
@@ -42,17 +38,7 @@ for (const codec of ['VP8', 'H264']) test(`WHIP publish and WHEP playback in Chr
           tr.setCodecPreferences(codecs);
         }
       }
-      await pc.setLocalDescription(await pc.createOffer());
-      const res = await fetch(`/whip/${room}`, {
-        method: 'POST',
-        headers: { authorization: `Bearer ${token}`, 'content-type': 'application/sdp' },
-        body: pc.localDescription.sdp,
-      });
-      const answer = await res.text();
-      if (res.status !== 201) return { status: res.status, answer };
-      await pc.setRemoteDescription({ type: 'answer', sdp: answer });
-      window.pc = pc;
-      return { status: res.status, location: res.headers.get('location'), type: res.headers.get('content-type') };
+      return window.sdpExchange(pc, `/whip/${room}`, token);
     }, { room, token: pubToken, codec });
     assert.equal(pub.status, 201, JSON.stringify(pub));
     assert.match(pub.location, new RegExp(`^/whip/${room}/`));
@@ -66,20 +52,13 @@ for (const codec of ['VP8', 'H264']) test(`WHIP publish and WHEP playback in Chr
     }, { what: 'the WHIP publisher and its two tracks in the room', timeout: 20000 });
 
     const player = await newPage(browser, sys, '/healthz');
+    await installSdpExchange(player);
     const play = await player.evaluate(async ({ room, token }) => {
       const pc = new RTCPeerConnection();
       pc.addTransceiver('audio', { direction: 'recvonly' });
       pc.addTransceiver('video', { direction: 'recvonly' });
-      await pc.setLocalDescription(await pc.createOffer());
-      const res = await fetch(`/whep/${room}`, {
-        method: 'POST',
-        headers: { authorization: `Bearer ${token}`, 'content-type': 'application/sdp' },
-        body: pc.localDescription.sdp,
-      });
-      const answer = await res.text();
-      if (res.status !== 201) return { status: res.status, answer };
-      await pc.setRemoteDescription({ type: 'answer', sdp: answer });
-      window.pc = pc;
+      const result = await window.sdpExchange(pc, `/whep/${room}`, token);
+      if (result.status !== 201) return result;
       window.framesDecoded = async () => {
         let frames = 0;
         (await pc.getStats()).forEach((s) => { if (s.type === 'inbound-rtp' && s.kind === 'video') frames = s.framesDecoded || 0; });
@@ -96,7 +75,7 @@ for (const codec of ['VP8', 'H264']) test(`WHIP publish and WHEP playback in Chr
         (await pc.getStats()).forEach((s) => { if (s.type === 'inbound-rtp' && s.kind === 'audio') n = s.packetsReceived || 0; });
         return n;
       };
-      return { status: res.status, location: res.headers.get('location') };
+      return result;
     }, { room, token: viewToken });
     assert.equal(play.status, 201, JSON.stringify(play));
     assert.match(play.location, new RegExp(`^/whep/${room}/`));
