@@ -52,6 +52,9 @@ struct Args {
     /// Server process to sample CPU and RSS from (repeatable).
     #[arg(long)]
     server_pid: Vec<u32>,
+    /// Server processes by name (as in /proc/PID/comm, e.g. media-plane), added to --server-pid.
+    #[arg(long)]
+    server_name: Vec<String>,
     /// Write the report as JSON.
     #[arg(long)]
     json: Option<PathBuf>,
@@ -67,6 +70,13 @@ fn proc_cpu_ticks(pid: u32) -> Option<u64> {
     let s = std::fs::read_to_string(format!("/proc/{pid}/stat")).ok()?;
     let f: Vec<&str> = s.rsplit_once(')')?.1.split_whitespace().collect();
     Some(f.get(11)?.parse::<u64>().ok()? + f.get(12)?.parse::<u64>().ok()?)
+}
+
+fn pids_named(name: &str) -> Vec<u32> {
+    let Ok(dir) = std::fs::read_dir("/proc") else { return Vec::new() };
+    dir.filter_map(|e| e.ok()?.file_name().to_str()?.parse::<u32>().ok())
+        .filter(|pid| std::fs::read_to_string(format!("/proc/{pid}/comm")).is_ok_and(|c| c.trim() == name))
+        .collect()
 }
 
 fn proc_peak_rss_kb(pid: u32) -> Option<u64> {
@@ -87,7 +97,14 @@ async fn main() -> anyhow::Result<()> {
     tracing_subscriber::fmt().with_env_filter(tracing_subscriber::EnvFilter::try_from_default_env().unwrap_or_else(|_| "warn".into())).init();
     let _ = rustls::crypto::aws_lc_rs::default_provider().install_default();
     str0m::crypto::from_feature_flags().install_process_default();
-    let args = Args::parse();
+    let mut args = Args::parse();
+    for name in args.server_name.clone() {
+        let pids = pids_named(&name);
+        if pids.is_empty() {
+            bail!("no process named {name:?}");
+        }
+        args.server_pid.extend(pids);
+    }
     if args.packet_size < 16 || args.packet_size > 1200 {
         bail!("--packet-size must be between 16 and 1200");
     }
@@ -164,6 +181,8 @@ async fn main() -> anyhow::Result<()> {
     let mut joins: Vec<u32> = results.iter().filter_map(|r| r.join_to_first_packet).map(|d| d.as_micros() as u32).collect();
     joins.sort_unstable();
     let connected = results.iter().filter(|r| r.connected).count();
+    let streams: Vec<&peer::StreamStats> = results.iter().flat_map(|r| r.streams.values()).collect();
+    let jitter_ms = if streams.is_empty() { 0.0 } else { streams.iter().map(|s| s.jitter_ns).sum::<f64>() / streams.len() as f64 / 1e6 };
 
     let report = serde_json::json!({
         "peers": results.len(),
@@ -177,6 +196,7 @@ async fn main() -> anyhow::Result<()> {
         "streams_expected": expected_streams,
         "streams_received": got_streams,
         "latency_ms": { "p50": percentile(&lat, 0.5), "p99": percentile(&lat, 0.99), "max": percentile(&lat, 1.0) },
+        "jitter_ms_mean": jitter_ms,
         "join_to_first_packet_ms": { "p50": percentile(&joins, 0.5), "max": percentile(&joins, 1.0) },
         "rx_pps": received as f64 / elapsed,
         "tx_pps": sent as f64 / elapsed,
@@ -189,6 +209,7 @@ async fn main() -> anyhow::Result<()> {
     println!("streams          {got_streams}/{expected_streams} received");
     println!("packets          sent {sent}, received {received}, loss {:.4}%", loss * 100.0);
     println!("latency          p50 {:.2} ms, p99 {:.2} ms, max {:.2} ms", percentile(&lat, 0.5), percentile(&lat, 0.99), percentile(&lat, 1.0));
+    println!("jitter           {jitter_ms:.3} ms (RFC 3550, mean over streams)");
     println!("join→first pkt   p50 {:.0} ms, max {:.0} ms", percentile(&joins, 0.5), percentile(&joins, 1.0));
     if !args.server_pid.is_empty() {
         println!("server           {cpu_secs:.2} CPU-s, {:.2} CPU-s per million forwarded, peak RSS {} MiB", report["server_cpu_s_per_million_forwarded"].as_f64().unwrap_or(0.0), peak_rss_kb / 1024);

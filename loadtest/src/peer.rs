@@ -68,6 +68,10 @@ pub struct StreamStats {
     pub received: u64,
     /// One-way latencies in microseconds (same host clock).
     pub latencies_us: Vec<u32>,
+    /// RFC 3550 interarrival jitter estimate, in nanoseconds.
+    pub jitter_ns: f64,
+    /// Arrival and send time (ns since the epoch) of the previous packet.
+    last: Option<(u64, u64)>,
 }
 
 /// What one peer measured.
@@ -217,6 +221,12 @@ fn on_event(_rtc: &mut Rtc, e: Event, r: &mut PeerResult, epoch: Instant, start:
             s.first_seq = s.first_seq.min(seq);
             s.last_seq = s.last_seq.max(seq);
             s.received += 1;
+            if let Some((prev_arrival, prev_sent)) = s.last {
+                // RFC 3550 §6.4.1: J += (|D| - J) / 16, D = (Rj - Ri) - (Sj - Si).
+                let d = (now_ns as i128 - prev_arrival as i128) - (sent_ns as i128 - prev_sent as i128);
+                s.jitter_ns += ((d.unsigned_abs() as f64) - s.jitter_ns) / 16.0;
+            }
+            s.last = Some((now_ns, sent_ns));
             s.latencies_us.push((now_ns.saturating_sub(sent_ns) / 1000).min(u32::MAX as u64) as u32);
             if r.join_to_first_packet.is_none() {
                 r.join_to_first_packet = Some(now - start);
