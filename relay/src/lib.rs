@@ -2,6 +2,7 @@
 //! authentication ([`auth`]) and peer policy ([`policy`]); [`runtime`] runs it on every core.
 
 pub mod auth;
+pub mod conf;
 pub mod policy;
 pub mod runtime;
 pub mod server;

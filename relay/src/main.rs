@@ -106,36 +106,13 @@ struct Args {
     no_cli: bool,
 }
 
-/// Turns a coturn configuration file into arguments placed before the command line's.
-fn file_args(path: &PathBuf) -> anyhow::Result<Vec<String>> {
-    let text = std::fs::read_to_string(path).with_context(|| format!("reading {}", path.display()))?;
-    let mut out = Vec::new();
-    for (n, line) in text.lines().enumerate() {
-        let line = line.split('#').next().unwrap_or("").trim();
-        if line.is_empty() {
-            continue;
-        }
-        let (k, v) = match line.split_once('=') {
-            Some((k, v)) => (k.trim(), Some(v.trim().trim_matches('"'))),
-            None => (line, None),
-        };
-        if k.is_empty() || k.contains(' ') {
-            bail!("{}:{}: expected `name=value` or `name`", path.display(), n + 1);
-        }
-        out.push(format!("--{k}"));
-        if let Some(v) = v {
-            out.push(v.to_string());
-        }
-    }
-    Ok(out)
-}
-
 fn parse_args() -> anyhow::Result<Args> {
     let cli: Vec<String> = std::env::args().collect();
     let first = Args::parse_from(&cli);
     let Some(path) = &first.config_file else { return Ok(first) };
     let mut all = vec![cli[0].clone()];
-    all.extend(file_args(path)?);
+    let text = std::fs::read_to_string(path).with_context(|| format!("reading {}", path.display()))?;
+    all.extend(relay::conf::file_args(&text).map_err(|e| anyhow::anyhow!("{}: {e}", path.display()))?);
     all.extend(cli.into_iter().skip(1));
     Args::try_parse_from(all).map_err(|e| anyhow::anyhow!("{e}"))
 }
