@@ -3,7 +3,8 @@
 //! Both take an SDP offer with `Authorization: Bearer <token>` and return `201 Created`, a
 //! `Location` for the session, and the SDP answer; `DELETE` on the Location ends it. The
 //! server is ICE-lite and puts all its candidates in the answer, so trickle ICE (`PATCH`)
-//! is answered 405 as the RFC allows.
+//! is answered 405 as the RFC allows. The 201 carries `Link: <url>; rel="ice-server"` headers
+//! for the STUN/TURN servers, with TURN credentials, as RFC 9725 §4.6 describes.
 
 use std::sync::Arc;
 
@@ -41,13 +42,34 @@ fn sdp_body(headers: &HeaderMap, body: Result<String, StringRejection>) -> Resul
     Ok(body)
 }
 
-fn created(kind: &str, room: &str, session: &str, answer: String) -> Response {
-    (
+/// RFC 9725 §4.6 `Link` headers announcing the STUN/TURN servers (with credentials).
+fn ice_links(ice_servers: &[serde_json::Value]) -> Vec<String> {
+    let mut links = Vec::new();
+    for server in ice_servers {
+        let creds = match (server["username"].as_str(), server["credential"].as_str()) {
+            (Some(u), Some(c)) => format!("; username=\"{u}\"; credential=\"{c}\"; credential-type=\"password\""),
+            _ => String::new(),
+        };
+        for url in server["urls"].as_array().into_iter().flatten().filter_map(|u| u.as_str()) {
+            links.push(format!("<{url}>; rel=\"ice-server\"{creds}"));
+        }
+    }
+    links
+}
+
+fn created(kind: &str, room: &str, session: &str, answer: String, ice_servers: &[serde_json::Value]) -> Response {
+    let mut res = (
         StatusCode::CREATED,
         [(header::LOCATION, format!("/{kind}/{room}/{session}")), (header::CONTENT_TYPE, "application/sdp".to_string())],
         answer,
     )
-        .into_response()
+        .into_response();
+    for link in ice_links(ice_servers) {
+        if let Ok(v) = header::HeaderValue::from_str(&link) {
+            res.headers_mut().append(header::LINK, v);
+        }
+    }
+    res
 }
 
 async fn start(app: &Arc<App>, claims: &Claims, via: Via, offer: String, sub: impl FnOnce() -> Result<Subscription, ApiError>) -> Result<(String, String), ApiError> {
@@ -70,7 +92,7 @@ pub async fn whip_post(State(app): State<Arc<App>>, Path(room): Path<String>, he
     }
     let offer = sdp_body(&headers, body)?;
     let (session, answer) = start(&app, &claims, Via::Whip, offer, || Ok(Subscription::None)).await?;
-    Ok(created("whip", &room, &session, answer))
+    Ok(created("whip", &room, &session, answer, &app.ice_servers(&claims.sub)))
 }
 
 /// Query of `POST /whep/{room}`.
@@ -98,7 +120,7 @@ pub async fn whep_post(
     let offer = sdp_body(&headers, body)?;
     let publisher = app.find_publisher(&room, q.participant.as_deref())?;
     let (session, answer) = start(&app, &claims, Via::Whep, offer, || Ok(Subscription::Only { publisher })).await?;
-    Ok(created("whep", &room, &session, answer))
+    Ok(created("whep", &room, &session, answer, &app.ice_servers(&claims.sub)))
 }
 
 /// `DELETE /whip/{room}/{session}` and `/whep/...`: ends the session.

@@ -231,6 +231,11 @@ async fn whip_and_whep_sessions_and_their_errors() {
     assert!(location.starts_with("/whip/live/"));
     assert_eq!(r.headers.get(header::CONTENT_TYPE).unwrap(), "application/sdp");
     assert!(r.body.starts_with("v=0") && r.body.contains("a=ice-lite") && r.body.contains("a=candidate"), "{}", r.body);
+    let links: Vec<&str> = r.headers.get_all(header::LINK).iter().filter_map(|v| v.to_str().ok()).collect();
+    assert_eq!(links.len(), 4, "{links:?}");
+    assert_eq!(links[0], "<stun:turn.example.test:3478>; rel=\"ice-server\"");
+    assert!(links[1].starts_with("<turn:turn.example.test:3478?transport=udp>; rel=\"ice-server\"; username=\""));
+    assert!(links[3].contains("credential-type=\"password\""));
     let room = call(&app, Method::GET, "/api/rooms/live", &[("authorization", &b)], Body::empty()).await.json();
     assert_eq!(room["participants"][0]["via"], "whip");
     // Tracks are announced once the publisher's DTLS is up (browser test), so the default
