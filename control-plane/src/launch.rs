@@ -69,7 +69,6 @@ impl Prepared {
     }
 }
 
-/// The development certificate paths, when generated ones are in use.
 impl Prepared {
     /// Certificate and key files in use (generated development ones or real ones).
     pub fn cert_paths(cfg: &Config) -> (PathBuf, PathBuf) {

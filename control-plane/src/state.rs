@@ -297,26 +297,21 @@ impl App {
             self.remove(&old, true, Some(ServerMsg::Error { code: "duplicate_identity".into(), message: "replaced by a new connection".into() }));
             st = self.lock();
         }
-        let placement = {
+        let placed = {
             let room = st.rooms.get(&claims.room).ok_or_else(|| ApiError::RoomNotFound(claims.room.clone()))?;
             if room.max_participants > 0 && room.participants.len() as u32 >= room.max_participants {
                 return Err(ApiError::RoomFull(claims.room.clone()));
             }
-            room.placement.clone()
+            room.placement.as_ref().is_some_and(|p| st.nodes.contains_key(&p.0))
         };
-        let placement = match placement {
-            Some(p) if st.nodes.contains_key(&p.0) => p,
-            _ => {
-                let loads = core_loads(&st);
-                let p = least_loaded(&loads).ok_or(ApiError::NoMediaNode)?;
-                if let Some(room) = st.rooms.get_mut(&claims.room) {
-                    room.placement = Some(p.clone());
-                }
-                tracing::info!(room = %claims.room, node = %p.0, core = p.1, "room placed");
-                p
+        // Place the room on first join, or again when its node went away.
+        if !placed {
+            let p = least_loaded(&core_loads(&st)).ok_or(ApiError::NoMediaNode)?;
+            tracing::info!(room = %claims.room, node = %p.0, core = p.1, "room placed");
+            if let Some(room) = st.rooms.get_mut(&claims.room) {
+                room.placement = Some(p);
             }
-        };
-        let _ = placement;
+        }
         let session = random_id("PA_");
         let p = Participant {
             session: session.clone(),

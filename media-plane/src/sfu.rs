@@ -487,16 +487,15 @@ impl Core {
         }
         let mut opened = Vec::new();
         for o in &mut s.tracks_out {
-            match o.state {
-                OutState::Negotiating(m) => match o.publisher {
+            if let OutState::Negotiating(m) = o.state {
+                match o.publisher {
                     Some(p) => {
                         o.state = OutState::Open(m);
                         opened.push((p, o.pub_mid, m));
                     }
+                    // The publisher left while this was negotiated: stop it next round.
                     None => o.state = OutState::ToStop(m),
-                },
-                OutState::NegotiatingStop(_) => {}
-                _ => {}
+                }
             }
         }
         s.tracks_out.retain(|o| !matches!(o.state, OutState::NegotiatingStop(_)));

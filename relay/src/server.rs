@@ -679,27 +679,24 @@ impl Server {
                 return Some((tuple, start..end));
             }
         }
-        // Data indication: header, XOR-PEER-ADDRESS, DATA, payload, padding.
+        // Data indication: header, XOR-PEER-ADDRESS, DATA, payload, padding, written in place.
         let tid: [u8; 12] = rand::random();
-        let mut head = Vec::with_capacity(HEADROOM);
-        head.extend_from_slice(&[0x00, 0x17, 0, 0]);
-        head.extend_from_slice(&stun::MAGIC_COOKIE.to_be_bytes());
-        head.extend_from_slice(&tid);
-        let mut addr = Vec::with_capacity(20);
-        stun::encode_xor_addr(&mut addr, peer, &tid);
-        head.extend_from_slice(&attr::XOR_PEER_ADDRESS.to_be_bytes());
-        head.extend_from_slice(&(addr.len() as u16).to_be_bytes());
-        head.extend_from_slice(&addr);
-        head.extend_from_slice(&attr::DATA.to_be_bytes());
-        head.extend_from_slice(&(len as u16).to_be_bytes());
+        let (addr, addr_len) = stun::xor_addr_value(peer, &tid);
+        let head_len = 20 + 4 + addr_len + 4;
         let pad = (4 - len % 4) % 4;
-        let body = head.len() - 20 + len + pad;
-        head[2..4].copy_from_slice(&(body as u16).to_be_bytes());
-        let start = HEADROOM - head.len();
-        buf[start..HEADROOM].copy_from_slice(&head);
-        for b in &mut buf[HEADROOM + len..HEADROOM + len + pad] {
-            *b = 0;
-        }
+        let body = head_len - 20 + len + pad;
+        let start = HEADROOM - head_len;
+        let h = &mut buf[start..HEADROOM];
+        h[0..2].copy_from_slice(&[0x00, 0x17]);
+        h[2..4].copy_from_slice(&(body as u16).to_be_bytes());
+        h[4..8].copy_from_slice(&stun::MAGIC_COOKIE.to_be_bytes());
+        h[8..20].copy_from_slice(&tid);
+        h[20..22].copy_from_slice(&attr::XOR_PEER_ADDRESS.to_be_bytes());
+        h[22..24].copy_from_slice(&(addr_len as u16).to_be_bytes());
+        h[24..24 + addr_len].copy_from_slice(&addr[..addr_len]);
+        h[24 + addr_len..26 + addr_len].copy_from_slice(&attr::DATA.to_be_bytes());
+        h[26 + addr_len..28 + addr_len].copy_from_slice(&(len as u16).to_be_bytes());
+        buf[HEADROOM + len..HEADROOM + len + pad].fill(0);
         Some((tuple, start..HEADROOM + len + pad))
     }
 }

@@ -398,25 +398,28 @@ fn decode_xor_addr(v: &[u8], tid: &[u8; 12]) -> Option<SocketAddr> {
     }
 }
 
-/// Writes an XOR-encoded address value.
-pub fn encode_xor_addr(out: &mut Vec<u8>, addr: SocketAddr, tid: &[u8; 12]) {
+/// An XOR-encoded address attribute value: the bytes and how many of them are used
+/// (8 for IPv4, 20 for IPv6). Fixed-size, so the relay's data path allocates nothing.
+pub fn xor_addr_value(addr: SocketAddr, tid: &[u8; 12]) -> ([u8; 20], usize) {
     let cookie = MAGIC_COOKIE.to_be_bytes();
-    let port = addr.port() ^ (MAGIC_COOKIE >> 16) as u16;
+    let port = (addr.port() ^ (MAGIC_COOKIE >> 16) as u16).to_be_bytes();
+    let mut v = [0u8; 20];
+    v[2..4].copy_from_slice(&port);
     match addr.ip() {
         IpAddr::V4(ip) => {
-            out.extend_from_slice(&[0, 1]);
-            out.extend_from_slice(&port.to_be_bytes());
+            v[1] = 1;
             for (k, o) in ip.octets().iter().enumerate() {
-                out.push(o ^ cookie[k]);
+                v[4 + k] = o ^ cookie[k];
             }
+            (v, 8)
         }
         IpAddr::V6(ip) => {
-            out.extend_from_slice(&[0, 2]);
-            out.extend_from_slice(&port.to_be_bytes());
+            v[1] = 2;
             for (k, o) in ip.octets().iter().enumerate() {
                 let x = if k < 4 { cookie[k] } else { tid[k - 4] };
-                out.push(o ^ x);
+                v[4 + k] = o ^ x;
             }
+            (v, 20)
         }
     }
 }
@@ -466,9 +469,8 @@ impl Builder {
 
     /// Appends an XOR-encoded address attribute.
     pub fn xor_addr(self, typ: u16, addr: SocketAddr) -> Self {
-        let mut v = Vec::with_capacity(20);
-        encode_xor_addr(&mut v, addr, &self.tid);
-        self.attr(typ, &v)
+        let (v, n) = xor_addr_value(addr, &self.tid);
+        self.attr(typ, &v[..n])
     }
 
     /// Appends ERROR-CODE.
