@@ -1,72 +1,197 @@
-//! `loadtest`: synthetic peers against the control plane; prints a table, writes JSON, and
-//! exits non-zero when loss or p99 latency exceed the given limits.
+//! `loadtest`: synthetic peers against our control plane, any WHIP/WHEP server, Janus
+//! VideoRoom, or a TURN server. Live progress, a final table, JSON, SVG plots, and a non-zero
+//! exit when loss or p99 latency exceed the given limits. `loadtest compare` puts reports
+//! side by side with ratios.
 
+mod engine;
 mod http;
 mod peer;
+mod plot;
+mod scenario;
+mod stats;
+mod target;
+mod turn;
 
 use std::path::PathBuf;
-use std::sync::Arc;
+use std::sync::{Arc, Mutex};
 use std::time::{Duration, Instant};
 
 use anyhow::{bail, Context};
 use base64::Engine;
-use clap::Parser;
+use clap::{Args as ClapArgs, Parser, Subcommand};
+use serde_json::json;
 
-/// Load test for the conferencing system.
+use crate::scenario::{Scenario, TargetKind, TurnTransport, VideoCodec};
+use crate::target::{Participant, Role, Shared};
+
+#[global_allocator]
+static GLOBAL: mimalloc::MiMalloc = mimalloc::MiMalloc;
+
+/// Load test for WebRTC SFUs and TURN servers.
 #[derive(Parser, Debug)]
-#[command(version, about)]
-struct Args {
+#[command(version, about, args_conflicts_with_subcommands = true)]
+struct Cli {
+    #[command(subcommand)]
+    cmd: Option<Cmd>,
+    #[command(flatten)]
+    run: RunArgs,
+}
+
+#[derive(Subcommand, Debug)]
+enum Cmd {
+    /// Prints reports (`--json` files) side by side with ratios to the first one.
+    Compare {
+        /// Reports as NAME=FILE (the first is the baseline).
+        #[arg(required = true, num_args = 2..)]
+        reports: Vec<String>,
+    },
+}
+
+#[derive(ClapArgs, Debug)]
+struct RunArgs {
+    /// Scenario file (TOML); flags override its values.
+    #[arg(long)]
+    scenario: Option<PathBuf>,
+    /// Target kind.
+    #[arg(long, value_enum)]
+    target: Option<TargetKind>,
     /// Control plane URL.
-    #[arg(long, default_value = "https://127.0.0.1:8443")]
-    url: String,
-    /// API key.
+    #[arg(long)]
+    url: Option<String>,
+    /// API key (ours; whip with our server).
     #[arg(long, env = "API_KEY")]
-    api_key: String,
+    api_key: Option<String>,
     /// API secret.
     #[arg(long, env = "API_SECRET", hide_env_values = true)]
-    api_secret: String,
-    /// CA certificate to trust (the development CA, data/certs/ca.pem).
+    api_secret: Option<String>,
+    /// CA certificate to trust for https/wss (e.g. data/certs/ca.pem).
     #[arg(long)]
-    ca: PathBuf,
+    ca: Option<PathBuf>,
+    /// WHIP endpoint with `{room}`.
+    #[arg(long)]
+    whip_url: Option<String>,
+    /// WHEP endpoint with `{room}` and `{publisher}`.
+    #[arg(long)]
+    whep_url: Option<String>,
+    /// Static bearer token for WHIP/WHEP.
+    #[arg(long, env = "WHIP_BEARER", hide_env_values = true)]
+    bearer: Option<String>,
+    /// Janus HTTP API base URL.
+    #[arg(long)]
+    janus_url: Option<String>,
     /// Rooms.
-    #[arg(long, default_value_t = 1)]
-    rooms: usize,
-    /// Video publishers per room (they also receive each other).
-    #[arg(long, default_value_t = 2)]
-    publishers: usize,
+    #[arg(long)]
+    rooms: Option<usize>,
+    /// Video publishers per room.
+    #[arg(long, alias = "publishers")]
+    video_publishers: Option<usize>,
+    /// Audio-only publishers per room.
+    #[arg(long)]
+    audio_publishers: Option<usize>,
     /// Receive-only participants per room.
-    #[arg(long, default_value_t = 2)]
-    subscribers: usize,
+    #[arg(long)]
+    subscribers: Option<usize>,
     /// Seconds of sending.
-    #[arg(long, default_value_t = 10)]
-    duration: u64,
-    /// Video bitrate per publisher, kbit/s.
-    #[arg(long, default_value_t = 500)]
-    video_kbps: u64,
-    /// RTP payload size in bytes.
-    #[arg(long, default_value_t = 1000)]
-    packet_size: usize,
+    #[arg(long)]
+    duration: Option<f64>,
     /// Joins per second.
-    #[arg(long, default_value_t = 20.0)]
-    join_rate: f64,
+    #[arg(long)]
+    join_rate: Option<f64>,
+    /// Video bitrate per publisher, kbit/s.
+    #[arg(long)]
+    video_kbps: Option<u64>,
+    /// Video frames per second.
+    #[arg(long)]
+    fps: Option<u32>,
+    /// Largest RTP payload in bytes.
+    #[arg(long)]
+    packet_size: Option<usize>,
+    /// Audio bitrate, kbit/s.
+    #[arg(long)]
+    audio_kbps: Option<u64>,
+    /// Video codec.
+    #[arg(long, value_enum)]
+    codec: Option<VideoCodec>,
+    /// Simulcast (where the target supports it).
+    #[arg(long)]
+    simulcast: Option<bool>,
+    /// Worker threads (default: one per core).
+    #[arg(long)]
+    threads: Option<usize>,
+    /// TURN server host:port.
+    #[arg(long)]
+    turn_server: Option<String>,
+    /// TURN transport.
+    #[arg(long, value_enum)]
+    turn_transport: Option<TurnTransport>,
+    /// TURN allocations.
+    #[arg(long)]
+    turn_allocations: Option<usize>,
+    /// Packets per second per allocation.
+    #[arg(long)]
+    turn_rate: Option<f64>,
+    /// TURN payload bytes.
+    #[arg(long)]
+    turn_packet_size: Option<usize>,
+    /// TURN long-term credentials user:password.
+    #[arg(long, env = "TURN_USER", hide_env_values = true)]
+    turn_user: Option<String>,
+    /// TURN REST secret.
+    #[arg(long, env = "TURN_SECRET", hide_env_values = true)]
+    turn_secret: Option<String>,
     /// Server process to sample CPU and RSS from (repeatable).
     #[arg(long)]
     server_pid: Vec<u32>,
-    /// Server processes by name (as in /proc/PID/comm, e.g. media-plane), added to --server-pid.
+    /// Server processes by name (as in /proc/PID/comm), added to --server-pid.
     #[arg(long)]
     server_name: Vec<String>,
     /// Write the report as JSON.
     #[arg(long)]
     json: Option<PathBuf>,
+    /// Write SVG plots into this directory.
+    #[arg(long)]
+    plots: Option<PathBuf>,
     /// Fail when loss exceeds this fraction.
     #[arg(long)]
     max_loss: Option<f64>,
     /// Fail when p99 latency exceeds this many milliseconds.
     #[arg(long)]
     max_p99_ms: Option<f64>,
+    /// No live progress display.
+    #[arg(long)]
+    quiet: bool,
 }
 
-fn proc_cpu_ticks(pid: u32) -> Option<u64> {
+fn scenario_from(a: &RunArgs) -> anyhow::Result<Scenario> {
+    let mut s = match &a.scenario {
+        Some(p) => Scenario::from_file(p)?,
+        None => Scenario::default(),
+    };
+    macro_rules! set {
+        ($($f:ident),*) => { $( if let Some(v) = a.$f.clone() { s.$f = v; } )* };
+    }
+    set!(target, url, whip_url, whep_url, janus_url, rooms, video_publishers, audio_publishers, subscribers, duration, join_rate, video_kbps, fps, packet_size, audio_kbps, codec, simulcast, threads);
+    if a.bearer.is_some() {
+        s.bearer = a.bearer.clone();
+    }
+    macro_rules! turn {
+        ($($f:ident => $t:ident),*) => { $( if let Some(v) = a.$f.clone() { s.turn.$t = v; } )* };
+    }
+    turn!(turn_server => server, turn_transport => transport, turn_allocations => allocations, turn_rate => rate_pps, turn_packet_size => packet_size);
+    if a.turn_user.is_some() {
+        s.turn.user = a.turn_user.clone();
+    }
+    if a.turn_secret.is_some() {
+        s.turn.secret = a.turn_secret.clone();
+    }
+    if s.threads == 0 {
+        s.threads = std::thread::available_parallelism().map(|n| n.get()).unwrap_or(1);
+    }
+    s.validate()?;
+    Ok(s)
+}
+
+fn proc_cpu_ticks(pid: &str) -> Option<u64> {
     let s = std::fs::read_to_string(format!("/proc/{pid}/stat")).ok()?;
     let f: Vec<&str> = s.rsplit_once(')')?.1.split_whitespace().collect();
     Some(f.get(11)?.parse::<u64>().ok()? + f.get(12)?.parse::<u64>().ok()?)
@@ -84,20 +209,41 @@ fn proc_peak_rss_kb(pid: u32) -> Option<u64> {
     s.lines().find(|l| l.starts_with("VmHWM:"))?.split_whitespace().nth(1)?.parse().ok()
 }
 
-fn percentile(sorted: &[u32], p: f64) -> f64 {
-    if sorted.is_empty() {
-        return 0.0;
+fn ticks_per_sec() -> f64 {
+    // SAFETY: sysconf has no preconditions.
+    let t = unsafe { libc::sysconf(libc::_SC_CLK_TCK) };
+    if t > 0 {
+        t as f64
+    } else {
+        100.0
     }
-    let i = ((sorted.len() - 1) as f64 * p).round() as usize;
-    sorted[i] as f64 / 1000.0
 }
 
-#[tokio::main]
-async fn main() -> anyhow::Result<()> {
-    tracing_subscriber::fmt().with_env_filter(tracing_subscriber::EnvFilter::try_from_default_env().unwrap_or_else(|_| "warn".into())).init();
+fn server_ticks(pids: &[u32]) -> u64 {
+    pids.iter().filter_map(|p| proc_cpu_ticks(&p.to_string())).sum()
+}
+
+fn main() {
+    let cli = Cli::parse();
+    let code = match cli.cmd {
+        Some(Cmd::Compare { reports }) => compare(&reports).map(|_| 0),
+        None => run(cli.run),
+    };
+    match code {
+        Ok(c) => std::process::exit(c),
+        Err(e) => {
+            eprintln!("loadtest: error: {e:#}");
+            std::process::exit(2);
+        }
+    }
+}
+
+fn run(mut args: RunArgs) -> anyhow::Result<i32> {
+    tracing_subscriber::fmt().with_env_filter(tracing_subscriber::EnvFilter::try_from_default_env().unwrap_or_else(|_| "warn".into())).with_writer(std::io::stderr).init();
     let _ = rustls::crypto::aws_lc_rs::default_provider().install_default();
     str0m::crypto::from_feature_flags().install_process_default();
-    let mut args = Args::parse();
+    engine::raise_fd_limit();
+    let s = scenario_from(&args)?;
     for name in args.server_name.clone() {
         let pids = pids_named(&name);
         if pids.is_empty() {
@@ -105,117 +251,161 @@ async fn main() -> anyhow::Result<()> {
         }
         args.server_pid.extend(pids);
     }
-    if args.packet_size < 16 || args.packet_size > 1200 {
-        bail!("--packet-size must be between 16 and 1200");
-    }
-    let rest = args.url.strip_prefix("https://").context("--url must start with https://")?;
-    let (host, port) = match rest.trim_end_matches('/').rsplit_once(':') {
-        Some((h, p)) => (h.to_string(), p.parse::<u16>().context("bad port in --url")?),
-        None => (rest.trim_end_matches('/').to_string(), 443),
+    let tls = match &args.ca {
+        Some(ca) => Some(Arc::new(certs::client_config(ca).with_context(|| format!("loading CA {}", ca.display()))?)),
+        None => None,
     };
-    let tls = Arc::new(certs::client_config(&args.ca).with_context(|| format!("loading CA {}", args.ca.display()))?);
-    let basic = format!("Basic {}", base64::engine::general_purpose::STANDARD.encode(format!("{}:{}", args.api_key, args.api_secret)));
-    let target = http::Target { host, port, tls, basic };
+    let rt = tokio::runtime::Builder::new_current_thread().enable_all().build()?;
+    let local = tokio::task::LocalSet::new();
+    let shared = local.block_on(&rt, setup(&s, &args, tls))?;
+    let shared = Arc::new(shared);
 
     let epoch = Instant::now();
-    let pps = args.video_kbps as f64 * 1000.0 / 8.0 / args.packet_size as f64;
-    let mut plans = Vec::new();
-    for r in 0..args.rooms {
-        let room = format!("load-{r}");
-        target.ensure_room(&room).await.context("creating rooms")?;
-        for p in 0..args.publishers + args.subscribers {
-            let publish = p < args.publishers;
-            plans.push(peer::PeerPlan {
-                room: room.clone(),
-                identity: format!("{}-{p}", if publish { "pub" } else { "sub" }),
-                publish,
-                pps,
-                packet_size: args.packet_size,
-                send_for: Duration::from_secs(args.duration),
-                drain: Duration::from_secs(2),
-            });
+    let gap = Duration::from_secs_f64(1.0 / s.join_rate);
+    let send = Duration::from_secs_f64(s.duration);
+    let drain = Duration::from_secs(2);
+    let (workers, expected_streams, total) = if s.target == TargetKind::Turn {
+        let n = s.turn.allocations;
+        let until = epoch + gap * n as u32 + send;
+        let jobs: Vec<(String, usize)> = (0..n).map(|i| (format!("allocation {i}"), i)).collect();
+        let sh = shared.clone();
+        let w = engine::Workers::start(s.threads, jobs, epoch, move |i, ctx| {
+            let sh = sh.clone();
+            async move { turn::allocation(&sh.scenario.turn, sh.local_ip, i, epoch + gap * i as u32, until, until + drain, &ctx).await }
+        })?;
+        (w, 2 * n, n)
+    } else {
+        let mut jobs = Vec::new();
+        let per_room = s.participants();
+        let total = s.rooms * per_room;
+        // Everyone stops together: late joiners send for correspondingly less time.
+        let until = epoch + gap * total as u32 + send;
+        for r in 0..s.rooms {
+            for i in 0..per_room {
+                let role = if i < s.video_publishers {
+                    Role::Video
+                } else if i < s.publishers() {
+                    Role::Audio
+                } else {
+                    Role::Subscriber
+                };
+                let n = jobs.len();
+                let identity = shared.publishers.get(i).cloned().unwrap_or_else(|| format!("sub-{i}"));
+                let p = Participant { room: r, identity: identity.clone(), role, start: epoch + gap * n as u32, until, end: until + drain };
+                jobs.push((format!("room {r} {identity}"), p));
+            }
         }
-    }
-    let cpu0: Vec<Option<u64>> = args.server_pid.iter().map(|p| proc_cpu_ticks(*p)).collect();
-    let started = Instant::now();
-    let mut tasks = Vec::new();
-    let gap = Duration::from_secs_f64(1.0 / args.join_rate.max(0.01));
-    let total_peers = plans.len();
-    for (i, plan) in plans.into_iter().enumerate() {
-        let t = target.clone();
-        // Peers that join later send for correspondingly less time, so all stop together.
-        let delay = gap * i as u32;
-        let mut plan = plan;
-        plan.send_for = plan.send_for.saturating_sub(delay) + gap * (total_peers as u32);
-        tasks.push(tokio::spawn(async move {
-            tokio::time::sleep(delay).await;
-            let who = plan.identity.clone();
-            (who, peer::run(t, plan, epoch).await)
-        }));
-    }
-    let mut results = Vec::new();
-    for t in tasks {
-        let (who, r) = t.await.context("peer task")?;
-        match r {
-            Ok(r) => results.push(r),
-            Err(e) => bail!("peer {who}: {e}"),
+        let sh = shared.clone();
+        let w = engine::Workers::start(s.threads, jobs, epoch, move |p, ctx| {
+            let sh = sh.clone();
+            async move { target::participant(&sh, &ctx, p).await }
+        })?;
+        (w, s.expected_streams(), total)
+    };
+
+    // Sample counters and CPU while the workers run.
+    let tck = ticks_per_sec();
+    let me = std::process::id();
+    let cpu0 = server_ticks(&args.server_pid);
+    let self0 = proc_cpu_ticks("self").unwrap_or(0);
+    let bar = if args.quiet { indicatif::ProgressBar::hidden() } else { indicatif::ProgressBar::new(total as u64) };
+    bar.set_style(indicatif::ProgressStyle::with_template("{elapsed:>4} [{bar:20}] {pos}/{len} up  {msg}").unwrap_or_else(|_| indicatif::ProgressStyle::default_bar()));
+    let mut series = Vec::new();
+    let mut last = (Instant::now(), stats::totals(&workers.counters), cpu0, self0);
+    while !workers.finished() {
+        std::thread::sleep(Duration::from_millis(100));
+        let now = Instant::now();
+        let dt = now.duration_since(last.0).as_secs_f64();
+        if dt < 1.0 && !workers.finished() {
+            continue;
         }
+        let t = stats::totals(&workers.counters);
+        let cpu = server_ticks(&args.server_pid);
+        let mine = proc_cpu_ticks(&me.to_string()).unwrap_or(0);
+        let rx = (t.received - last.1.received) as f64;
+        let lost = t.lost.saturating_sub(last.1.lost) as f64;
+        let sample = plot::Sample {
+            t: now.duration_since(epoch).as_secs_f64(),
+            tx_pps: (t.sent - last.1.sent) as f64 / dt,
+            rx_pps: rx / dt,
+            loss: if rx + lost > 0.0 { lost / (rx + lost) } else { 0.0 },
+            server_cpu_pct: (cpu.saturating_sub(last.2)) as f64 / tck / dt * 100.0,
+            loadtest_cpu_pct: (mine.saturating_sub(last.3)) as f64 / tck / dt * 100.0,
+            connected: t.connected,
+        };
+        bar.set_position(t.connected.min(total as u64));
+        bar.set_message(format!("in {:.0} pkt/s  out {:.0} pkt/s  loss {:.3}%  failed {}", sample.rx_pps, sample.tx_pps, sample.loss * 100.0, t.failed));
+        series.push(sample);
+        last = (now, t, cpu, mine);
     }
-    let elapsed = started.elapsed().as_secs_f64();
-    let cpu_secs: f64 = args
-        .server_pid
-        .iter()
-        .zip(&cpu0)
-        .filter_map(|(p, c0)| Some((proc_cpu_ticks(*p)? - (*c0)?) as f64 / 100.0))
-        .sum();
+    bar.finish_and_clear();
+    let elapsed = epoch.elapsed().as_secs_f64();
+    let cpu_secs = server_ticks(&args.server_pid).saturating_sub(cpu0) as f64 / tck;
+    let self_secs = proc_cpu_ticks("self").unwrap_or(0).saturating_sub(self0) as f64 / tck;
     let peak_rss_kb: u64 = args.server_pid.iter().filter_map(|p| proc_peak_rss_kb(*p)).sum();
+    let counters = stats::totals(&workers.counters);
+    let result = workers.join();
+    let sink = &result.sink;
 
-    let sent: u64 = results.iter().map(|r| r.sent).sum();
-    let received: u64 = results.iter().flat_map(|r| r.streams.values()).map(|s| s.received).sum();
-    let expected_in_window: u64 = results.iter().flat_map(|r| r.streams.values()).map(|s| s.last_seq - s.first_seq + 1).sum();
+    let received: u64 = sink.streams.iter().map(|s| s.received).sum();
+    let expected_in_window: u64 = sink.streams.iter().map(|s| s.expected()).sum();
     let loss = if expected_in_window > 0 { 1.0 - received as f64 / expected_in_window as f64 } else { 1.0 };
-    let expected_streams = args.rooms * (args.publishers * (args.publishers - usize::from(args.publishers > 0)) + args.subscribers * args.publishers);
-    let got_streams: usize = results.iter().map(|r| r.streams.values().filter(|s| s.received > 0).count()).sum();
-    let mut lat: Vec<u32> = results.iter().flat_map(|r| r.streams.values()).flat_map(|s| s.latencies_us.iter().copied()).collect();
-    lat.sort_unstable();
-    let mut joins: Vec<u32> = results.iter().filter_map(|r| r.join_to_first_packet).map(|d| d.as_micros() as u32).collect();
-    joins.sort_unstable();
-    let connected = results.iter().filter(|r| r.connected).count();
-    let streams: Vec<&peer::StreamStats> = results.iter().flat_map(|r| r.streams.values()).collect();
-    let jitter_ms = if streams.is_empty() { 0.0 } else { streams.iter().map(|s| s.jitter_ns).sum::<f64>() / streams.len() as f64 / 1e6 };
-
-    let report = serde_json::json!({
-        "peers": results.len(),
-        "connected": connected,
-        "rooms": args.rooms,
-        "publishers_per_room": args.publishers,
-        "subscribers_per_room": args.subscribers,
-        "packets_sent": sent,
+    let got_streams = sink.streams.iter().filter(|s| s.received > 0).count();
+    let jitter_ms = if sink.streams.is_empty() { 0.0 } else { sink.streams.iter().map(|s| s.jitter_ns).sum::<f64>() / sink.streams.len() as f64 / 1e6 };
+    let q = |h: &hdrhistogram::Histogram<u64>, p: f64| if h.is_empty() { 0.0 } else { h.value_at_quantile(p) as f64 / 1000.0 };
+    let lat = &sink.latency;
+    let cdf: Vec<(f64, f64)> = (0..=200).map(|i| i as f64 / 200.0).map(|p| (q(lat, p), p)).collect();
+    let per_million = |secs: f64| if received > 0 { secs * 1e6 / received as f64 } else { 0.0 };
+    let what = if s.target == TargetKind::Turn { "relayed" } else { "forwarded" };
+    let report = json!({
+        "target": s.target,
+        "scenario": s,
+        "peers": total,
+        "connected": counters.connected,
+        "failed": result.errors.len(),
+        "errors": result.errors.iter().take(20).collect::<Vec<_>>(),
+        "packets_sent": counters.sent,
         "packets_received": received,
-        "loss": loss,
+        "loss": loss.max(0.0),
         "streams_expected": expected_streams,
         "streams_received": got_streams,
-        "latency_ms": { "p50": percentile(&lat, 0.5), "p99": percentile(&lat, 0.99), "max": percentile(&lat, 1.0) },
+        "latency_ms": { "p50": q(lat, 0.5), "p90": q(lat, 0.9), "p99": q(lat, 0.99), "max": q(lat, 1.0), "mean": lat.mean() / 1000.0 },
+        "latency_cdf": cdf,
         "jitter_ms_mean": jitter_ms,
-        "join_to_first_packet_ms": { "p50": percentile(&joins, 0.5), "max": percentile(&joins, 1.0) },
+        "join_to_first_packet_ms": { "p50": q(&sink.join, 0.5), "p99": q(&sink.join, 0.99), "max": q(&sink.join, 1.0) },
         "rx_pps": received as f64 / elapsed,
-        "tx_pps": sent as f64 / elapsed,
+        "tx_pps": counters.sent as f64 / elapsed,
+        "rx_mbps": counters.bytes as f64 * 8.0 / elapsed / 1e6,
+        "server_pids": args.server_pid,
         "server_cpu_seconds": cpu_secs,
-        "server_cpu_s_per_million_forwarded": if received > 0 { cpu_secs * 1e6 / received as f64 } else { 0.0 },
+        "server_cpu_s_per_million_forwarded": per_million(cpu_secs),
         "server_peak_rss_kb": peak_rss_kb,
+        "loadtest_cpu_seconds": self_secs,
+        "loadtest_cpu_s_per_million_received": per_million(self_secs),
         "elapsed_s": elapsed,
+        "series": series,
     });
-    println!("peers            {connected}/{} connected", results.len());
+    println!("target           {:?} ({} threads)", s.target, s.threads);
+    println!("participants     {total}, {} failed; {} media connections up", result.errors.len(), counters.connected);
     println!("streams          {got_streams}/{expected_streams} received");
-    println!("packets          sent {sent}, received {received}, loss {:.4}%", loss * 100.0);
-    println!("latency          p50 {:.2} ms, p99 {:.2} ms, max {:.2} ms", percentile(&lat, 0.5), percentile(&lat, 0.99), percentile(&lat, 1.0));
+    println!("packets          sent {}, received {received}, loss {:.4}%", counters.sent, loss.max(0.0) * 100.0);
+    println!("throughput       {:.0} pkt/s in, {:.1} Mbit/s in", received as f64 / elapsed, counters.bytes as f64 * 8.0 / elapsed / 1e6);
+    println!("latency          p50 {:.2} ms, p99 {:.2} ms, max {:.2} ms", q(lat, 0.5), q(lat, 0.99), q(lat, 1.0));
     println!("jitter           {jitter_ms:.3} ms (RFC 3550, mean over streams)");
-    println!("join→first pkt   p50 {:.0} ms, max {:.0} ms", percentile(&joins, 0.5), percentile(&joins, 1.0));
+    println!("join→first pkt   p50 {:.0} ms, max {:.0} ms", q(&sink.join, 0.5), q(&sink.join, 1.0));
     if !args.server_pid.is_empty() {
-        println!("server           {cpu_secs:.2} CPU-s, {:.2} CPU-s per million forwarded, peak RSS {} MiB", report["server_cpu_s_per_million_forwarded"].as_f64().unwrap_or(0.0), peak_rss_kb / 1024);
+        println!("server           {cpu_secs:.2} CPU-s, {:.2} CPU-s per million {what}, peak RSS {} MiB", per_million(cpu_secs), peak_rss_kb / 1024);
+    }
+    println!("load tester      {self_secs:.2} CPU-s, {:.2} CPU-s per million received", per_million(self_secs));
+    for e in result.errors.iter().take(5) {
+        eprintln!("error: {e}");
     }
     if let Some(path) = &args.json {
         std::fs::write(path, serde_json::to_string_pretty(&report)?).with_context(|| format!("writing {}", path.display()))?;
+    }
+    if let Some(dir) = &args.plots {
+        let files = plot::write_all(dir, &format!("{:?}", s.target).to_lowercase(), &cdf, &report_series(&report))?;
+        println!("plots            {}", files.join(", "));
     }
     let mut failed = false;
     if got_streams < expected_streams {
@@ -229,13 +419,107 @@ async fn main() -> anyhow::Result<()> {
         }
     }
     if let Some(m) = args.max_p99_ms {
-        if percentile(&lat, 0.99) > m {
+        if q(lat, 0.99) > m {
             eprintln!("FAIL: p99 latency above {m} ms");
             failed = true;
         }
     }
-    if failed {
-        std::process::exit(1);
+    Ok(if failed { 1 } else { 0 })
+}
+
+fn report_series(report: &serde_json::Value) -> Vec<plot::Sample> {
+    serde_json::from_value(report["series"].clone()).unwrap_or_default()
+}
+
+async fn setup(s: &Scenario, args: &RunArgs, tls: Option<Arc<rustls::ClientConfig>>) -> anyhow::Result<Shared> {
+    let api = match (&args.api_key, &args.api_secret) {
+        (Some(k), Some(sec)) if matches!(s.target, TargetKind::Ours | TargetKind::Whip) => {
+            let (origin, _) = http::Origin::parse(&s.url, tls.clone())?;
+            let basic = format!("Basic {}", base64::engine::general_purpose::STANDARD.encode(format!("{k}:{sec}")));
+            Some(http::Api { origin, basic })
+        }
+        _ if s.target == TargetKind::Ours => bail!("the ours target needs --api-key and --api-secret"),
+        _ => None,
+    };
+    let probe = match s.target {
+        TargetKind::Ours => s.url.clone(),
+        TargetKind::Whip => s.whip_url.clone(),
+        TargetKind::Janus => s.janus_url.clone(),
+        TargetKind::Turn => format!("turn://{}", s.turn.server),
+    };
+    let (host, port) = match s.target {
+        TargetKind::Turn => s.turn.server.rsplit_once(':').map(|(h, p)| (h.trim_matches(|c| c == '[' || c == ']').to_string(), p.parse().unwrap_or(3478))).context("turn.server must be host:port")?,
+        _ => {
+            let (o, _) = http::Origin::parse(&probe, tls.clone())?;
+            (o.host, o.port)
+        }
+    };
+    let local_ip = peer::local_ip_for(&host, port).with_context(|| format!("no route to {host}"))?;
+    let rooms = match s.target {
+        TargetKind::Janus => target::janus_rooms(s).await?,
+        TargetKind::Turn => Vec::new(),
+        _ => {
+            let names: Vec<String> = (0..s.rooms).map(|r| format!("load-{r}")).collect();
+            if let Some(api) = &api {
+                for room in &names {
+                    api.ensure_room(room).await.context("creating rooms")?;
+                }
+            }
+            names
+        }
+    };
+    let publishers = (0..s.publishers()).map(|i| if i < s.video_publishers { format!("video-{i}") } else { format!("audio-{i}") }).collect();
+    Ok(Shared { scenario: s.clone(), spec: peer::MediaSpec::new(s), api, tls, local_ip, rooms, feeds: Mutex::new(Default::default()), publishers })
+}
+
+fn compare(reports: &[String]) -> anyhow::Result<()> {
+    let mut cols = Vec::new();
+    for r in reports {
+        let (name, file) = r.split_once('=').context("reports are NAME=FILE")?;
+        let text = std::fs::read_to_string(file).with_context(|| format!("reading {file}"))?;
+        let v: serde_json::Value = serde_json::from_str(&text).with_context(|| format!("{file} is not a loadtest report"))?;
+        cols.push((name.to_string(), v));
+    }
+    let rows: [(&str, &str); 9] = [
+        ("packets received", "/packets_received"),
+        ("received pkt/s", "/rx_pps"),
+        ("loss %", "/loss"),
+        ("latency p50 ms", "/latency_ms/p50"),
+        ("latency p99 ms", "/latency_ms/p99"),
+        ("server CPU-s", "/server_cpu_seconds"),
+        ("server CPU-s per M pkts", "/server_cpu_s_per_million_forwarded"),
+        ("server peak RSS MiB", "/server_peak_rss_kb"),
+        ("loadtest CPU-s per M pkts", "/loadtest_cpu_s_per_million_received"),
+    ];
+    print!("{:<28}", "");
+    for (name, _) in &cols {
+        print!("{name:>14}");
+    }
+    for (name, _) in cols.iter().skip(1) {
+        print!("{:>16}", format!("{name}/{}", cols[0].0));
+    }
+    println!();
+    for (label, ptr) in rows {
+        let vals: Vec<f64> = cols
+            .iter()
+            .map(|(_, v)| {
+                let x = v.pointer(ptr).and_then(|x| x.as_f64()).unwrap_or(f64::NAN);
+                match ptr {
+                    "/loss" => x * 100.0,
+                    "/server_peak_rss_kb" => x / 1024.0,
+                    _ => x,
+                }
+            })
+            .collect();
+        print!("{label:<28}");
+        for v in &vals {
+            print!("{v:>14.3}");
+        }
+        for v in vals.iter().skip(1) {
+            let ratio = if vals[0] != 0.0 { v / vals[0] } else { f64::NAN };
+            print!("{ratio:>16.2}");
+        }
+        println!();
     }
     Ok(())
 }

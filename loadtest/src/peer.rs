@@ -1,53 +1,42 @@
-//! One synthetic peer: joins like a browser (REST token, WebSocket signaling, one offer,
-//! answers the server's offers), publishes synthetic RTP whose payload carries a sequence
-//! number and the send time, and measures what it receives.
+//! One media connection: a str0m `Rtc` in RTP mode on its own UDP socket, sending synthetic
+//! RTP (whole video frames, 20 ms audio) and measuring what arrives. Signaling is not here;
+//! `target` sets the connection up and `run` drives it.
 
+use std::cell::RefCell;
 use std::collections::HashMap;
-use std::net::SocketAddr;
+use std::io::ErrorKind;
+use std::net::{IpAddr, SocketAddr};
+use std::pin::pin;
+use std::sync::Arc;
 use std::time::{Duration, Instant};
 
 use futures_util::{SinkExt, StreamExt};
-use str0m::change::{SdpAnswer, SdpOffer};
+use str0m::change::{SdpAnswer, SdpOffer, SdpPendingOffer};
 use str0m::format::Codec;
-use str0m::media::{Direction, MediaKind, Mid};
+use str0m::media::{Direction, MediaKind, Mid, Pt};
 use str0m::net::{Protocol, Receive};
 use str0m::rtp::RtpWrite;
 use str0m::{Candidate, Event, Input, Output, Rtc};
 use tokio::net::UdpSocket;
 use tokio_tungstenite::tungstenite::Message;
 
-use crate::http::{HttpError, Target};
+use crate::scenario::{Scenario, VideoCodec};
+use crate::stats::{self, Counters, Sink, Stream};
 
-/// What one peer does.
-#[derive(Debug, Clone)]
-pub struct PeerPlan {
-    /// Room.
-    pub room: String,
-    /// Identity.
-    pub identity: String,
-    /// Publishes video.
-    pub publish: bool,
-    /// Packets per second when publishing.
-    pub pps: f64,
-    /// RTP payload size in bytes (at least 16).
-    pub packet_size: usize,
-    /// Time to send media.
-    pub send_for: Duration,
-    /// Time to keep receiving after sending stops.
-    pub drain: Duration,
-}
+/// The WebSocket of our signaling protocol.
+pub type Ws = tokio_tungstenite::WebSocketStream<tokio_tungstenite::MaybeTlsStream<tokio::net::TcpStream>>;
 
-/// Why a peer failed.
+/// Why a connection failed.
 #[derive(Debug, thiserror::Error)]
 pub enum PeerError {
-    /// REST API.
+    /// HTTP signaling.
     #[error(transparent)]
-    Http(#[from] HttpError),
-    /// WebSocket.
+    Http(#[from] crate::http::HttpError),
+    /// WebSocket signaling.
     #[error("signaling: {0}")]
     Ws(String),
-    /// The server refused the join.
-    #[error("join refused: {0}")]
+    /// The server refused.
+    #[error("refused: {0}")]
     Refused(String),
     /// str0m refused an SDP.
     #[error("SDP: {0}")]
@@ -57,205 +46,317 @@ pub enum PeerError {
     Io(#[from] std::io::Error),
 }
 
-/// What one received stream looked like.
-#[derive(Debug, Default, Clone)]
-pub struct StreamStats {
-    /// Lowest sequence number seen.
-    pub first_seq: u64,
-    /// Highest sequence number seen.
-    pub last_seq: u64,
-    /// Packets received.
-    pub received: u64,
-    /// One-way latencies in microseconds (same host clock).
-    pub latencies_us: Vec<u32>,
-    /// RFC 3550 interarrival jitter estimate, in nanoseconds.
-    pub jitter_ns: f64,
-    /// Arrival and send time (ns since the epoch) of the previous packet.
-    last: Option<(u64, u64)>,
+/// State shared by all connections of one worker thread.
+pub struct Ctx {
+    /// Live counters of this thread.
+    pub counters: Arc<Counters>,
+    /// Latency, join time and stream results of this thread.
+    pub sink: RefCell<Sink>,
+    /// Clock origin of the payload timestamps (shared by all threads).
+    pub epoch: Instant,
 }
 
-/// What one peer measured.
-#[derive(Debug, Default, Clone)]
-pub struct PeerResult {
-    /// Packets sent.
-    pub sent: u64,
-    /// Received streams by SSRC.
-    pub streams: HashMap<u32, StreamStats>,
-    /// From starting to join to the first received media packet.
-    pub join_to_first_packet: Option<Duration>,
-    /// Whether DTLS connected.
-    pub connected: bool,
+/// What a connection sends and how long it lives.
+#[derive(Debug, Clone, Copy)]
+pub struct Sending {
+    /// Sends video.
+    pub video: bool,
+    /// Sends audio.
+    pub audio: bool,
+    /// Stop sending at.
+    pub until: Instant,
+    /// Stop receiving (and return) at.
+    pub end: Instant,
 }
 
-const HEADER: usize = 16;
+/// Synthetic media parameters derived from the scenario.
+#[derive(Debug, Clone, Copy)]
+pub struct MediaSpec {
+    /// Video codec.
+    pub codec: VideoCodec,
+    /// Video frames per second.
+    pub fps: u32,
+    /// Packets per video frame.
+    pub frame_packets: u32,
+    /// Bytes per video packet.
+    pub video_bytes: usize,
+    /// Bytes per 20 ms audio packet.
+    pub audio_bytes: usize,
+}
 
-/// Runs one peer to the end of its plan.
-pub async fn run(target: Target, plan: PeerPlan, epoch: Instant) -> Result<PeerResult, PeerError> {
-    let start = Instant::now();
-    let token = target.token(&plan.room, &plan.identity, plan.publish).await?;
-    let url = format!("wss://{}:{}/ws", target.host, target.port);
-    let connector = tokio_tungstenite::Connector::Rustls(target.tls.clone());
-    let (mut ws, _) = tokio_tungstenite::connect_async_tls_with_config(url.as_str(), None, false, Some(connector))
-        .await
-        .map_err(|e| PeerError::Ws(e.to_string()))?;
-    ws.send(Message::text(serde_json::json!({ "type": "join", "token": token }).to_string())).await.map_err(|e| PeerError::Ws(e.to_string()))?;
-    wait_for(&mut ws, "joined").await?;
-
-    let socket = UdpSocket::bind("127.0.0.1:0").await?;
-    let local = socket.local_addr()?;
-    let mut rtc = Rtc::builder().set_rtp_mode(true).build(Instant::now());
-    rtc.add_local_candidate(Candidate::host(local, "udp").map_err(|e| PeerError::Sdp(e.to_string()))?);
-    let mut api = rtc.sdp_api();
-    let dir = if plan.publish { Direction::SendOnly } else { Direction::RecvOnly };
-    let video = api.add_media(MediaKind::Video, dir, Some(plan.identity.clone()), None, None);
-    if !plan.publish {
-        api.add_media(MediaKind::Audio, Direction::RecvOnly, None, None, None);
+impl MediaSpec {
+    /// From a scenario.
+    pub fn new(s: &Scenario) -> Self {
+        let (frame_packets, video_bytes) = s.video_frame();
+        Self { codec: s.codec, fps: s.fps, frame_packets, video_bytes, audio_bytes: s.audio_packet() }
     }
-    let (offer, pending) = api.apply().ok_or_else(|| PeerError::Sdp("nothing to offer".into()))?;
-    ws.send(Message::text(serde_json::json!({ "type": "offer", "sdp": offer.to_sdp_string() }).to_string()))
-        .await
-        .map_err(|e| PeerError::Ws(e.to_string()))?;
-    let answer = wait_for(&mut ws, "answer").await?;
-    let answer = SdpAnswer::from_sdp_string(answer["sdp"].as_str().unwrap_or_default()).map_err(|e| PeerError::Sdp(e.to_string()))?;
-    rtc.sdp_api().accept_answer(pending, answer).map_err(|e| PeerError::Sdp(e.to_string()))?;
 
-    let mut result = PeerResult::default();
-    let interval = Duration::from_secs_f64(1.0 / plan.pps.max(0.1));
-    let send_until = Instant::now() + plan.send_for;
-    let end = send_until + plan.drain;
-    let mut next_send = Instant::now();
-    let mut seq: u64 = 1;
-    let mut buf = vec![0u8; 2048];
-    let payload_size = plan.packet_size.max(HEADER);
-    loop {
-        // Drain str0m's output.
-        let timeout = loop {
-            match rtc.poll_output() {
-                Ok(Output::Timeout(t)) => break t,
-                Ok(Output::Transmit(t)) => {
-                    let _ = socket.send_to(&t.contents, t.destination).await;
+    fn prefix(&self) -> [u8; 4] {
+        // A payload the SFU's codec parsers accept as a (non-key) frame start.
+        match self.codec {
+            VideoCodec::Vp8 => [0x10, 0x01, 0x00, 0x00],
+            VideoCodec::H264 => [0x41, 0x9a, 0x00, 0x00],
+            VideoCodec::Vp9 => [0x0c, 0x00, 0x00, 0x00],
+        }
+    }
+
+    fn str0m_codec(&self) -> Codec {
+        match self.codec {
+            VideoCodec::Vp8 => Codec::Vp8,
+            VideoCodec::H264 => Codec::H264,
+            VideoCodec::Vp9 => Codec::Vp9,
+        }
+    }
+}
+
+/// A media connection before and while it runs.
+pub struct Conn {
+    /// The str0m instance.
+    pub rtc: Rtc,
+    socket: UdpSocket,
+    local: SocketAddr,
+    video: Option<Mid>,
+    audio: Option<Mid>,
+    spec: MediaSpec,
+}
+
+/// Binds a UDP socket on `ip` for a connection.
+impl Conn {
+    /// A new connection with a host candidate on `ip`.
+    pub async fn new(ip: IpAddr, spec: MediaSpec) -> Result<Self, PeerError> {
+        let socket = UdpSocket::bind(SocketAddr::new(ip, 0)).await?;
+        let local = socket.local_addr()?;
+        let cfg = Rtc::builder().set_rtp_mode(true).clear_codecs().enable_opus(true, false);
+        let cfg = match spec.codec {
+            VideoCodec::Vp8 => cfg.enable_vp8(true),
+            VideoCodec::H264 => cfg.enable_h264(true),
+            VideoCodec::Vp9 => cfg.enable_vp9(true),
+        };
+        let mut rtc = cfg.build(Instant::now());
+        let cand = Candidate::host(local, "udp").map_err(|e| PeerError::Sdp(e.to_string()))?;
+        rtc.add_local_candidate(cand);
+        Ok(Self { rtc, socket, local, video: None, audio: None, spec })
+    }
+
+    /// Makes an offer that sends what `send` says and receives `recv_video`/`recv_audio` tracks.
+    pub fn offer(&mut self, name: &str, send: Sending, recv_video: usize, recv_audio: usize) -> Result<(String, SdpPendingOffer), PeerError> {
+        let mut api = self.rtc.sdp_api();
+        if send.video {
+            self.video = Some(api.add_media(MediaKind::Video, Direction::SendOnly, Some(name.into()), None, None));
+        }
+        if send.audio {
+            self.audio = Some(api.add_media(MediaKind::Audio, Direction::SendOnly, Some(name.into()), None, None));
+        }
+        for _ in 0..recv_video {
+            api.add_media(MediaKind::Video, Direction::RecvOnly, None, None, None);
+        }
+        for _ in 0..recv_audio {
+            api.add_media(MediaKind::Audio, Direction::RecvOnly, None, None, None);
+        }
+        let (offer, pending) = api.apply().ok_or_else(|| PeerError::Sdp("nothing to offer".into()))?;
+        Ok((offer.to_sdp_string(), pending))
+    }
+
+    /// Applies the answer to our offer.
+    pub fn accept_answer(&mut self, pending: SdpPendingOffer, sdp: &str) -> Result<(), PeerError> {
+        let answer = SdpAnswer::from_sdp_string(sdp).map_err(|e| PeerError::Sdp(e.to_string()))?;
+        self.rtc.sdp_api().accept_answer(pending, answer).map_err(|e| PeerError::Sdp(e.to_string()))
+    }
+
+    /// Answers a remote offer.
+    pub fn accept_offer(&mut self, sdp: &str) -> Result<String, PeerError> {
+        let offer = SdpOffer::from_sdp_string(sdp).map_err(|e| PeerError::Sdp(e.to_string()))?;
+        let answer = self.rtc.sdp_api().accept_offer(offer).map_err(|e| PeerError::Sdp(e.to_string()))?;
+        Ok(answer.to_sdp_string())
+    }
+
+    fn pt(&self, codec: Codec) -> Option<Pt> {
+        self.rtc.codec_config().find(|c| c.spec().codec == codec).map(|c| c.pt())
+    }
+
+    /// Runs until `send.end`: sends media once connected, answers offers arriving on `ws`
+    /// (our signaling), and records every received packet into `ctx`.
+    pub async fn run(mut self, send: Sending, mut ws: Option<&mut Ws>, ctx: &Ctx, join_start: Instant) -> Result<(), PeerError> {
+        let mut st = RunState { connected: false, first_packet: false, streams: HashMap::new(), join_start };
+        let mut buf = vec![0u8; 2048];
+        let frame_gap = Duration::from_secs_f64(1.0 / self.spec.fps as f64);
+        let audio_gap = Duration::from_millis(20);
+        let mut next_video = Instant::now();
+        let mut next_audio = Instant::now();
+        let (mut video_seq, mut audio_seq, mut rtp_seq_v, mut rtp_seq_a) = (0u64, 0u64, 0u64, 0u64);
+        let video_pt = self.pt(self.spec.str0m_codec());
+        let audio_pt = self.pt(Codec::Opus);
+        let prefix = self.spec.prefix();
+        let mut sleep = pin!(tokio::time::sleep_until(Instant::now().into()));
+        let mut armed = Instant::now();
+        let result = loop {
+            let timeout = match self.drain(ctx, &mut st).await {
+                Ok(t) => t,
+                Err(e) => break Err(e),
+            };
+            let now = Instant::now();
+            if now >= send.end {
+                break Ok(());
+            }
+            let mut wake = timeout.min(send.end);
+            let sending = st.connected && now < send.until;
+            if sending && send.video {
+                wake = wake.min(next_video);
+            }
+            if sending && send.audio {
+                wake = wake.min(next_audio);
+            }
+            if wake != armed {
+                sleep.as_mut().reset(wake.into());
+                armed = wake;
+            }
+            tokio::select! {
+                r = self.socket.readable() => {
+                    r?;
+                    // Drain the socket: one wake-up per burst, not per packet.
+                    loop {
+                        match self.socket.try_recv_from(&mut buf) {
+                            Ok((n, source)) => {
+                                if let Ok(contents) = buf[..n].try_into() {
+                                    let input = Input::Receive(Instant::now(), Receive { proto: Protocol::Udp, source, destination: self.local, contents });
+                                    let _ = self.rtc.handle_input(input);
+                                    self.drain(ctx, &mut st).await?;
+                                }
+                            }
+                            Err(e) if e.kind() == ErrorKind::WouldBlock => break,
+                            Err(e) => return Err(e.into()),
+                        }
+                    }
                 }
-                Ok(Output::Event(e)) => on_event(&mut rtc, e, &mut result, epoch, start),
-                Err(e) => return Err(PeerError::Sdp(e.to_string())),
+                m = next_ws(&mut ws) => match m {
+                    Some(Ok(Message::Text(t))) => {
+                        let v: serde_json::Value = serde_json::from_str(&t).unwrap_or_default();
+                        match v["type"].as_str() {
+                            Some("offer") => {
+                                let answer = self.accept_offer(v["sdp"].as_str().unwrap_or_default())?;
+                                if let Some(ws) = ws.as_mut() {
+                                    ws.send(Message::text(serde_json::json!({ "type": "answer", "sdp": answer }).to_string())).await.map_err(|e| PeerError::Ws(e.to_string()))?;
+                                }
+                            }
+                            Some("error") => tracing::warn!(message = %v, "server error"),
+                            _ => {}
+                        }
+                    }
+                    Some(Ok(_)) => {}
+                    None | Some(Err(_)) => break Err(PeerError::Ws("signaling closed".into())),
+                },
+                _ = &mut sleep => {
+                    let now = Instant::now();
+                    armed = now - Duration::from_nanos(1);
+                    if st.connected && now < send.until {
+                        if let (true, Some(mid), Some(pt)) = (send.video && now >= next_video, self.video, video_pt) {
+                            let ts = (video_seq * 90_000 / self.spec.fps as u64) as u32;
+                            for i in 0..self.spec.frame_packets {
+                                rtp_seq_v += 1;
+                                let payload = synth(self.spec.video_bytes, prefix, rtp_seq_v, ctx.epoch, now);
+                                if let Some(tx) = self.rtc.direct_api().stream_tx_by_mid(mid, None) {
+                                    tx.write_rtp(RtpWrite::new(pt, rtp_seq_v.into(), ts, now, payload).marker(i + 1 == self.spec.frame_packets));
+                                }
+                                self.drain(ctx, &mut st).await?;
+                            }
+                            Counters::bump(&ctx.counters.sent, self.spec.frame_packets as u64);
+                            video_seq += 1;
+                            next_video = if next_video + frame_gap < now { now + frame_gap } else { next_video + frame_gap };
+                        }
+                        if let (true, Some(mid), Some(pt)) = (send.audio && now >= next_audio, self.audio, audio_pt) {
+                            rtp_seq_a += 1;
+                            let payload = synth(self.spec.audio_bytes, [0xfc, 0xff, 0xfe, 0x00], rtp_seq_a, ctx.epoch, now);
+                            if let Some(tx) = self.rtc.direct_api().stream_tx_by_mid(mid, None) {
+                                tx.write_rtp(RtpWrite::new(pt, rtp_seq_a.into(), (audio_seq * 960) as u32, now, payload).marker(audio_seq == 0));
+                            }
+                            Counters::bump(&ctx.counters.sent, 1);
+                            audio_seq += 1;
+                            next_audio = if next_audio + audio_gap < now { now + audio_gap } else { next_audio + audio_gap };
+                        }
+                    }
+                    let _ = self.rtc.handle_input(Input::Timeout(now));
+                }
             }
         };
-        let now = Instant::now();
-        if now >= end {
-            break;
-        }
-        let mut wake = timeout.min(end);
-        if plan.publish && result.connected && now < send_until {
-            wake = wake.min(next_send);
-        }
-        tokio::select! {
-            r = socket.recv_from(&mut buf) => {
-                let (n, from): (usize, SocketAddr) = r?;
-                if let Ok(contents) = buf[..n].try_into() {
-                    let input = Input::Receive(Instant::now(), Receive { proto: Protocol::Udp, source: from, destination: local, contents });
-                    let _ = rtc.handle_input(input);
-                }
+        ctx.sink.borrow_mut().streams.extend(st.streams.into_values());
+        if !st.connected {
+            Counters::bump(&ctx.counters.failed, 1);
+            if result.is_ok() {
+                return Err(PeerError::Refused("never connected".into()));
             }
-            m = ws.next() => match m {
-                Some(Ok(Message::Text(t))) => {
-                    let v: serde_json::Value = serde_json::from_str(&t).unwrap_or_default();
-                    match v["type"].as_str() {
-                        Some("offer") => {
-                            let offer = SdpOffer::from_sdp_string(v["sdp"].as_str().unwrap_or_default()).map_err(|e| PeerError::Sdp(e.to_string()))?;
-                            let answer = rtc.sdp_api().accept_offer(offer).map_err(|e| PeerError::Sdp(e.to_string()))?;
-                            ws.send(Message::text(serde_json::json!({ "type": "answer", "sdp": answer.to_sdp_string() }).to_string()))
-                                .await
-                                .map_err(|e| PeerError::Ws(e.to_string()))?;
+        }
+        result
+    }
+
+    /// Handles str0m's output until it asks for time; returns that deadline.
+    async fn drain(&mut self, ctx: &Ctx, st: &mut RunState) -> Result<Instant, PeerError> {
+        loop {
+            match self.rtc.poll_output() {
+                Ok(Output::Timeout(t)) => return Ok(t),
+                Ok(Output::Transmit(t)) => match self.socket.try_send_to(&t.contents, t.destination) {
+                    Err(e) if e.kind() == ErrorKind::WouldBlock => {
+                        let _ = self.socket.send_to(&t.contents, t.destination).await;
+                    }
+                    _ => {}
+                },
+                Ok(Output::Event(e)) => match e {
+                    Event::Connected => {
+                        st.connected = true;
+                        Counters::bump(&ctx.counters.connected, 1);
+                    }
+                    Event::RtpPacket(p) => {
+                        let Some((seq, sent_ns)) = stats::read_stamp(&p.payload) else { continue };
+                        let now = Instant::now();
+                        let now_ns = stats::ns_since(ctx.epoch, now);
+                        let mut sink = ctx.sink.borrow_mut();
+                        if !st.first_packet {
+                            st.first_packet = true;
+                            let _ = sink.join.record((now - st.join_start).as_micros().max(1) as u64);
                         }
-                        Some("error") => tracing::warn!(identity = %plan.identity, message = %v, "server error"),
-                        _ => {}
+                        let stream = st.streams.entry(*p.header.ssrc).or_insert_with(|| Stream::new(seq, now_ns, sent_ns));
+                        let lost = sink.record(stream, seq, sent_ns, now_ns);
+                        let c = &ctx.counters;
+                        Counters::bump(&c.received, 1);
+                        Counters::bump(&c.bytes, p.payload.len() as u64);
+                        if lost > 0 {
+                            Counters::bump(&c.lost, lost as u64);
+                        }
                     }
-                }
-                Some(Ok(_)) => {}
-                None | Some(Err(_)) => return Err(PeerError::Ws("signaling closed".into())),
-            },
-            _ = tokio::time::sleep_until(wake.into()) => {
-                let now = Instant::now();
-                if plan.publish && result.connected && now >= next_send && now < send_until {
-                    send_packet(&mut rtc, video, seq, payload_size, epoch, now);
-                    result.sent += 1;
-                    seq += 1;
-                    next_send += interval;
-                    if next_send < now {
-                        next_send = now + interval;
-                    }
-                }
-                let _ = rtc.handle_input(Input::Timeout(now));
+                    _ => {}
+                },
+                Err(e) => return Err(PeerError::Sdp(e.to_string())),
             }
         }
     }
-    let _ = ws.send(Message::text(r#"{"type":"leave"}"#)).await;
-    Ok(result)
 }
 
-fn send_packet(rtc: &mut Rtc, mid: Mid, seq: u64, size: usize, epoch: Instant, now: Instant) {
-    let Some(pt) = rtc.codec_config().find(|c| c.spec().codec == Codec::Vp8).map(|c| c.pt()) else { return };
+struct RunState {
+    connected: bool,
+    first_packet: bool,
+    streams: HashMap<u32, Stream>,
+    join_start: Instant,
+}
+
+fn synth(size: usize, prefix: [u8; 4], seq: u64, epoch: Instant, now: Instant) -> Vec<u8> {
     let mut payload = vec![0u8; size];
-    payload[..8].copy_from_slice(&seq.to_be_bytes());
-    payload[8..16].copy_from_slice(&(now.duration_since(epoch).as_nanos() as u64).to_be_bytes());
-    let mut api = rtc.direct_api();
-    if let Some(tx) = api.stream_tx_by_mid(mid, None) {
-        tx.write_rtp(RtpWrite::new(pt, seq.into(), (seq * 3000) as u32, now, payload).marker(true));
+    stats::stamp(&mut payload, prefix, seq, stats::ns_since(epoch, now));
+    payload
+}
+
+async fn next_ws(ws: &mut Option<&mut Ws>) -> Option<Result<Message, tokio_tungstenite::tungstenite::Error>> {
+    match ws {
+        Some(ws) => ws.next().await,
+        None => std::future::pending().await,
     }
 }
 
-fn on_event(_rtc: &mut Rtc, e: Event, r: &mut PeerResult, epoch: Instant, start: Instant) {
-    match e {
-        Event::Connected => r.connected = true,
-        Event::RtpPacket(p) => {
-            if p.payload.len() < HEADER {
-                return;
-            }
-            let now = Instant::now();
-            let mut b = [0u8; 8];
-            b.copy_from_slice(&p.payload[..8]);
-            let seq = u64::from_be_bytes(b);
-            b.copy_from_slice(&p.payload[8..16]);
-            let sent_ns = u64::from_be_bytes(b);
-            let now_ns = now.duration_since(epoch).as_nanos() as u64;
-            let s = r.streams.entry(*p.header.ssrc).or_insert_with(|| StreamStats { first_seq: seq, last_seq: seq, ..Default::default() });
-            s.first_seq = s.first_seq.min(seq);
-            s.last_seq = s.last_seq.max(seq);
-            s.received += 1;
-            if let Some((prev_arrival, prev_sent)) = s.last {
-                // RFC 3550 §6.4.1: J += (|D| - J) / 16, D = (Rj - Ri) - (Sj - Si).
-                let d = (now_ns as i128 - prev_arrival as i128) - (sent_ns as i128 - prev_sent as i128);
-                s.jitter_ns += ((d.unsigned_abs() as f64) - s.jitter_ns) / 16.0;
-            }
-            s.last = Some((now_ns, sent_ns));
-            s.latencies_us.push((now_ns.saturating_sub(sent_ns) / 1000).min(u32::MAX as u64) as u32);
-            if r.join_to_first_packet.is_none() {
-                r.join_to_first_packet = Some(now - start);
-            }
-        }
-        _ => {}
-    }
+/// The local address the kernel would use to reach `host:port` (so candidates are reachable).
+pub fn local_ip_for(host: &str, port: u16) -> std::io::Result<IpAddr> {
+    let target = std::net::ToSocketAddrs::to_socket_addrs(&(host, port))?
+        .next()
+        .ok_or_else(|| std::io::Error::new(ErrorKind::NotFound, format!("{host} does not resolve")))?;
+    let bind: SocketAddr = if target.is_ipv4() { "0.0.0.0:0".parse() } else { "[::]:0".parse() }.map_err(|_| std::io::Error::from(ErrorKind::InvalidInput))?;
+    let s = std::net::UdpSocket::bind(bind)?;
+    s.connect(target)?;
+    Ok(s.local_addr()?.ip())
 }
-
-async fn wait_for<S>(ws: &mut S, kind: &str) -> Result<serde_json::Value, PeerError>
-where
-    S: StreamExt<Item = Result<Message, tokio_tungstenite::tungstenite::Error>> + Unpin,
-{
-    let deadline = tokio::time::Instant::now() + Duration::from_secs(15);
-    loop {
-        let msg = tokio::time::timeout_at(deadline, ws.next()).await.map_err(|_| PeerError::Ws(format!("no {kind} in time")))?;
-        match msg {
-            Some(Ok(Message::Text(t))) => {
-                let v: serde_json::Value = serde_json::from_str(&t).unwrap_or_default();
-                if v["type"] == kind {
-                    return Ok(v);
-                }
-                if v["type"] == "error" {
-                    return Err(PeerError::Refused(format!("{}: {}", v["code"], v["message"])));
-                }
-            }
-            Some(Ok(_)) => {}
-            _ => return Err(PeerError::Ws("signaling closed".into())),
-        }
-    }
-}
-

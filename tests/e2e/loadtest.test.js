@@ -1,43 +1,119 @@
-// The load tester's smoke scenario against our server: synthetic str0m peers join through
-// the REST API and WebSocket signaling, publish and subscribe; zero loss and every track.
+// The load tester against real servers: our system (REST + WebSocket, and WHIP/WHEP), our
+// TURN relay, and Janus 1.1.2 in a network namespace. Every run is small and bounded, and
+// asserts zero loss and that every expected track arrived.
 import { test } from 'node:test';
 import assert from 'node:assert/strict';
 import { spawnSync } from 'node:child_process';
 import fs from 'node:fs';
 import os from 'node:os';
 import path from 'node:path';
-import { bin, dumpLog, startSystem } from './harness.js';
+import { ROOT, bin, dumpLog, startSystem } from './harness.js';
 
-test('loadtest smoke scenario: 1 room, 2 publishers, 2 subscribers', { timeout: 120000 }, async (t) => {
-  const sys = await startSystem();
-  t.after(() => sys.stop());
-  const json = path.join(os.tmpdir(), `loadtest-${process.pid}.json`);
-  const args = ['--url', sys.base, '--api-key', sys.apiKey, '--api-secret', sys.apiSecret, '--ca', path.join(sys.dataDir, 'certs', 'ca.pem'),
-    '--rooms', '1', '--publishers', '2', '--subscribers', '2', '--duration', '5', '--max-loss', '0', '--json', json];
-  const mediaPid = sys.mediaPid();
-  if (mediaPid) args.push('--server-pid', String(mediaPid));
-  const r = spawnSync(bin('loadtest'), args, { encoding: 'utf8', timeout: 60000 });
+function loadtest(args, { sys, timeout = 90000 } = {}) {
+  const dir = fs.mkdtempSync(path.join(os.tmpdir(), 'loadtest-'));
+  const json = path.join(dir, 'report.json');
+  const r = spawnSync(bin('loadtest'), [...args, '--quiet', '--json', json], { encoding: 'utf8', timeout });
   console.log(r.stdout);
   if (r.status !== 0) {
     console.error(r.stderr);
-    dumpLog(sys);
+    if (sys) dumpLog(sys);
   }
-  assert.equal(r.status, 0, 'loadtest exits 0');
-  const report = JSON.parse(fs.readFileSync(json, 'utf8'));
-  fs.rmSync(json, { force: true });
-  assert.equal(report.connected, 4);
-  assert.equal(report.streams_received, report.streams_expected);
-  assert.equal(report.streams_expected, 6);
-  assert.equal(report.loss, 0);
-  assert.ok(report.packets_received > 1000, `received ${report.packets_received}`);
-  console.log(`FIGURE loadtest_smoke rx_pps=${report.rx_pps.toFixed(0)} p99_ms=${report.latency_ms.p99} server_cpu_s_per_million=${report.server_cpu_s_per_million_forwarded.toFixed(1)}`);
+  const report = fs.existsSync(json) ? JSON.parse(fs.readFileSync(json, 'utf8')) : null;
+  return { ...r, report, dir };
+}
 
-  // Bad input: an unreachable target and a rejected key each give one clear error and a non-zero exit.
-  const bad = spawnSync(bin('loadtest'), ['--url', 'https://127.0.0.1:1', '--api-key', 'k', '--api-secret', 's', '--ca', path.join(sys.dataDir, 'certs', 'ca.pem')], { encoding: 'utf8' });
+function ours(sys) {
+  return ['--url', sys.base, '--api-key', sys.apiKey, '--api-secret', sys.apiSecret, '--ca', path.join(sys.dataDir, 'certs', 'ca.pem')];
+}
+
+function assertClean(r, streams) {
+  assert.equal(r.status, 0, 'loadtest exits 0');
+  assert.equal(r.report.failed, 0);
+  assert.equal(r.report.streams_expected, streams);
+  assert.equal(r.report.streams_received, streams);
+  assert.equal(r.report.loss, 0);
+  assert.doesNotMatch(r.stderr, /panicked/);
+}
+
+test('loadtest against our server: video + audio publishers, subscribers, plots; WHIP/WHEP; bad input', { timeout: 240000 }, async (t) => {
+  const sys = await startSystem();
+  t.after(() => sys.stop());
+  const mediaPid = sys.mediaPid();
+  const r = loadtest([...ours(sys), '--rooms', '1', '--video-publishers', '2', '--audio-publishers', '1', '--subscribers', '2',
+    '--duration', '5', '--max-loss', '0', '--server-pid', String(mediaPid), '--plots', path.join(os.tmpdir(), `lt-plots-${process.pid}`)], { sys });
+  // 3 publishers each see 2 others; 2 subscribers see 3 each.
+  assertClean(r, 12);
+  assert.equal(r.report.connected, 5);
+  assert.ok(r.report.packets_received > 1500, `received ${r.report.packets_received}`);
+  assert.ok(r.report.server_cpu_seconds > 0, 'server CPU sampled');
+  assert.ok(r.report.series.length >= 4, 'time series sampled');
+  for (const f of ['latency-cdf.svg', 'throughput.svg', 'cpu.svg']) {
+    const svg = fs.readFileSync(path.join(os.tmpdir(), `lt-plots-${process.pid}`, f), 'utf8');
+    assert.match(svg, /<svg[\s\S]*<polyline|<svg[\s\S]*<path/, `${f} has a line`);
+  }
+  fs.rmSync(path.join(os.tmpdir(), `lt-plots-${process.pid}`), { recursive: true, force: true });
+  console.log(`FIGURE loadtest_smoke rx_pps=${r.report.rx_pps.toFixed(0)} p99_ms=${r.report.latency_ms.p99} server_cpu_s_per_million=${r.report.server_cpu_s_per_million_forwarded.toFixed(1)} loadtest_cpu_s_per_million=${r.report.loadtest_cpu_s_per_million_received.toFixed(1)}`);
+
+  // The same scenario over WHIP (publish) and WHEP (one session per publisher watched).
+  const w = loadtest([...ours(sys), '--target', 'whip', '--whip-url', `${sys.base}/whip/{room}`, '--whep-url', `${sys.base}/whep/{room}?participant={publisher}`,
+    '--video-publishers', '2', '--subscribers', '1', '--duration', '3', '--max-loss', '0'], { sys });
+  assertClean(w, 4);
+  // 2 WHIP sessions, 2 WHEP sessions between the publishers, 2 for the subscriber.
+  assert.equal(w.report.connected, 6);
+
+  // Bad input: one clear error line and a non-zero exit, never a panic.
+  const ca = path.join(sys.dataDir, 'certs', 'ca.pem');
+  const bad = spawnSync(bin('loadtest'), ['--url', 'https://127.0.0.1:1', '--api-key', 'k', '--api-secret', 's', '--ca', ca], { encoding: 'utf8' });
   assert.notEqual(bad.status, 0);
   assert.match(bad.stderr, /cannot reach/);
-  const rejected = spawnSync(bin('loadtest'), ['--url', sys.base, '--api-key', 'k', '--api-secret', 's', '--ca', path.join(sys.dataDir, 'certs', 'ca.pem')], { encoding: 'utf8' });
+  const rejected = spawnSync(bin('loadtest'), ['--url', sys.base, '--api-key', 'k', '--api-secret', 's', '--ca', ca], { encoding: 'utf8' });
   assert.notEqual(rejected.status, 0);
   assert.match(rejected.stderr, /401/);
-  assert.doesNotMatch(bad.stderr + rejected.stderr, /panicked/);
+  const file = path.join(r.dir, 'bad.toml');
+  fs.writeFileSync(file, 'rooms = "many"\n');
+  const malformed = spawnSync(bin('loadtest'), ['--scenario', file], { encoding: 'utf8' });
+  assert.equal(malformed.status, 2);
+  assert.match(malformed.stderr, /bad scenario .*bad\.toml/);
+  fs.writeFileSync(file, 'romos = 3\n');
+  const unknown = spawnSync(bin('loadtest'), ['--scenario', file], { encoding: 'utf8' });
+  assert.match(unknown.stderr, /unknown field `romos`/);
+  const range = spawnSync(bin('loadtest'), ['--packet-size', '4'], { encoding: 'utf8' });
+  assert.match(range.stderr, /packet_size must be between/);
+  for (const x of [bad, rejected, malformed, unknown, range]) {
+    assert.equal(x.stderr.trim().split('\n').filter((l) => l.includes('error')).length, 1, x.stderr);
+    assert.doesNotMatch(x.stderr, /panicked/);
+  }
+});
+
+test('loadtest TURN mode against our relay: UDP and TCP allocations, zero loss; wrong secret refused', { timeout: 120000 }, async (t) => {
+  const sys = await startSystem();
+  t.after(() => sys.stop());
+  const turn = ['--target', 'turn', '--turn-server', `127.0.0.1:${sys.turnPort}`, '--turn-secret', sys.turnSecret, '--duration', '3', '--max-loss', '0'];
+  const u = loadtest([...turn, '--turn-allocations', '8', '--turn-rate', '100'], { sys });
+  assertClean(u, 16);
+  assert.equal(u.report.connected, 8);
+  assert.ok(u.report.packets_received >= 8 * 2 * 250, `relayed ${u.report.packets_received}`);
+  const tcp = loadtest([...turn, '--turn-transport', 'tcp', '--turn-allocations', '4', '--turn-rate', '50'], { sys });
+  assertClean(tcp, 8);
+  const wrong = loadtest(['--target', 'turn', '--turn-server', `127.0.0.1:${sys.turnPort}`, '--turn-secret', 'not-the-secret', '--turn-allocations', '1', '--duration', '1']);
+  assert.equal(wrong.status, 1);
+  assert.match(wrong.stderr, /TURN error 401/);
+});
+
+test('loadtest against Janus VideoRoom (Debian janus in a network namespace): 1 publisher, 2 subscribers', { timeout: 180000 }, async (t) => {
+  const wd = fs.mkdtempSync(path.join(os.tmpdir(), 'janus-'));
+  const script = path.join(ROOT, 'tests', 'janus', 'janus.sh');
+  const env = { ...process.env, JANUS_NS: `ltj${process.pid % 100000}`, JANUS_HOST_IP: '10.78.0.1', JANUS_NS_IP: '10.78.0.2' };
+  t.after(() => { spawnSync('bash', [script, 'stop', wd], { env, stdio: 'inherit' }); fs.rmSync(wd, { recursive: true, force: true }); });
+  const start = spawnSync('bash', [script, 'start', wd], { env, encoding: 'utf8', timeout: 300000 });
+  if (start.status !== 0) console.error(start.stderr);
+  assert.equal(start.status, 0, 'janus starts');
+  const url = start.stdout.trim().split('\n').pop();
+  assert.match(url, /^http:\/\/10\.78\.0\.2:\d+\/janus$/);
+  const r = loadtest(['--target', 'janus', '--janus-url', url, '--video-publishers', '1', '--subscribers', '2', '--duration', '4', '--max-loss', '0', '--server-name', 'janus']);
+  if (r.status !== 0) console.error(fs.readFileSync(path.join(wd, 'janus.log'), 'utf8').slice(-4000));
+  assertClean(r, 2);
+  assert.ok(r.report.packets_received > 400, `received ${r.report.packets_received}`);
+  assert.ok(r.report.server_cpu_seconds > 0, 'Janus CPU sampled');
+  console.log(`FIGURE loadtest_janus_smoke rx_pps=${r.report.rx_pps.toFixed(0)} p99_ms=${r.report.latency_ms.p99} server_cpu_s_per_million=${r.report.server_cpu_s_per_million_forwarded.toFixed(1)}`);
 });
