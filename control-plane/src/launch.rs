@@ -36,6 +36,9 @@ pub fn prepare(cfg: &Config) -> anyhow::Result<Prepared> {
             if let Some(ip) = primary_ipv4() {
                 extra.push(ip.to_string());
             }
+            if !cfg.http_addr.ip().is_unspecified() {
+                extra.push(cfg.http_addr.ip().to_string());
+            }
             let (paths, generated) = certs::ensure_dev(&cfg.data_dir.join("certs"), &certs::default_names(&extra))?;
             if generated {
                 if let Some(ca) = &paths.ca {
@@ -169,7 +172,14 @@ pub fn spawn_relay(cfg: &Config, relay_bin: Option<&PathBuf>) -> anyhow::Result<
 pub fn spawn_media_plane(cfg: &Config, prepared: &Prepared, opts: &ChildOptions) -> anyhow::Result<tokio::process::Child> {
     let bin = sibling_bin("media-plane", opts.bin.as_ref())?;
     let mut cmd = tokio::process::Command::new(&bin);
-    cmd.env("CONTROL_URL", format!("wss://127.0.0.1:{}{}", prepared.addr.port(), link::LINK_PATH))
+    // The node dials the listener's own address (loopback when it listens on every address).
+    let host = match prepared.addr.ip() {
+        std::net::IpAddr::V4(ip) if ip.is_unspecified() => "127.0.0.1".to_string(),
+        std::net::IpAddr::V6(ip) if ip.is_unspecified() => "[::1]".to_string(),
+        std::net::IpAddr::V4(ip) => ip.to_string(),
+        std::net::IpAddr::V6(ip) => format!("[{ip}]"),
+    };
+    cmd.env("CONTROL_URL", format!("wss://{host}:{}{}", prepared.addr.port(), link::LINK_PATH))
         .env("NODE_SECRET", &cfg.node_secret)
         .env("PORT_BASE", opts.port_base.to_string())
         .stdin(Stdio::null())

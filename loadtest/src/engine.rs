@@ -40,9 +40,9 @@ pub fn raise_fd_limit() {
 }
 
 impl Workers {
-    /// Starts `threads` workers and gives job `i` to thread `i % threads`. `run` turns a job
+    /// Starts `threads` workers pinned to cores `first_core..` and gives job `i` to thread `i % threads`. `run` turns a job
     /// into a future on its thread's runtime.
-    pub fn start<J, F, Fut>(threads: usize, jobs: Vec<(String, J)>, epoch: Instant, run: F) -> std::io::Result<Self>
+    pub fn start<J, F, Fut>(threads: usize, first_core: usize, jobs: Vec<(String, J)>, epoch: Instant, run: F) -> std::io::Result<Self>
     where
         J: Send + 'static,
         F: Fn(J, Rc<Ctx>) -> Fut + Send + Sync + Clone + 'static,
@@ -59,7 +59,7 @@ impl Workers {
         for (i, jobs) in per.into_iter().enumerate() {
             let c = Arc::new(Counters::default());
             counters.push(c.clone());
-            let core = cores.get(i % cores.len().max(1)).copied();
+            let core = cores.get((first_core + i) % cores.len().max(1)).copied();
             let run = run.clone();
             let h = std::thread::Builder::new().name(format!("loadtest-{i}")).spawn(move || {
                 if let Some(core) = core {

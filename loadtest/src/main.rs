@@ -118,6 +118,9 @@ struct RunArgs {
     /// Worker threads (default: one per core).
     #[arg(long)]
     threads: Option<usize>,
+    /// Pin worker thread i to core first_core + i (e.g. keep the load tester off the server's cores).
+    #[arg(long, default_value_t = 0)]
+    first_core: usize,
     /// TURN server host:port.
     #[arg(long)]
     turn_server: Option<String>,
@@ -269,7 +272,7 @@ fn run(mut args: RunArgs) -> anyhow::Result<i32> {
         let until = epoch + gap * n as u32 + send;
         let jobs: Vec<(String, usize)> = (0..n).map(|i| (format!("allocation {i}"), i)).collect();
         let sh = shared.clone();
-        let w = engine::Workers::start(s.threads, jobs, epoch, move |i, ctx| {
+        let w = engine::Workers::start(s.threads, args.first_core, jobs, epoch, move |i, ctx| {
             let sh = sh.clone();
             async move { turn::allocation(&sh.scenario.turn, sh.local_ip, i, epoch + gap * i as u32, until, until + drain, &ctx).await }
         })?;
@@ -296,7 +299,7 @@ fn run(mut args: RunArgs) -> anyhow::Result<i32> {
             }
         }
         let sh = shared.clone();
-        let w = engine::Workers::start(s.threads, jobs, epoch, move |p, ctx| {
+        let w = engine::Workers::start(s.threads, args.first_core, jobs, epoch, move |p, ctx| {
             let sh = sh.clone();
             async move { target::participant(&sh, &ctx, p).await }
         })?;
@@ -357,6 +360,13 @@ fn run(mut args: RunArgs) -> anyhow::Result<i32> {
     let cdf: Vec<(f64, f64)> = (0..=200).map(|i| i as f64 / 200.0).map(|p| (q(lat, p), p)).collect();
     let per_million = |secs: f64| if received > 0 { secs * 1e6 / received as f64 } else { 0.0 };
     let what = if s.target == TargetKind::Turn { "relayed" } else { "forwarded" };
+    // Steady state: the seconds at >= 90% of the peak receive rate (no joins, no drain).
+    let peak = series.iter().map(|x| x.rx_pps).fold(0.0, f64::max);
+    let steady: Vec<&plot::Sample> = series.iter().filter(|x| peak > 0.0 && x.rx_pps >= 0.9 * peak).collect();
+    let steady_pps = steady.iter().map(|x| x.rx_pps).sum::<f64>();
+    let us_per = |f: fn(&plot::Sample) -> f64| if steady_pps > 0.0 { steady.iter().map(|x| f(x)).sum::<f64>() * 1e4 / steady_pps } else { 0.0 };
+    let steady_server_us = us_per(|x| x.server_cpu_pct);
+    let steady_self_us = us_per(|x| x.loadtest_cpu_pct);
     let report = json!({
         "target": s.target,
         "scenario": s,
@@ -383,6 +393,13 @@ fn run(mut args: RunArgs) -> anyhow::Result<i32> {
         "loadtest_cpu_seconds": self_secs,
         "loadtest_cpu_s_per_million_received": per_million(self_secs),
         "elapsed_s": elapsed,
+        "steady_state": {
+            "seconds": steady.len(),
+            "rx_pps": if steady.is_empty() { 0.0 } else { steady_pps / steady.len() as f64 },
+            "server_us_per_packet": steady_server_us,
+            "loadtest_us_per_packet": steady_self_us,
+            "loadtest_to_server": if steady_server_us > 0.0 { steady_self_us / steady_server_us } else { 0.0 },
+        },
         "series": series,
     });
     println!("target           {:?} ({} threads)", s.target, s.threads);
@@ -397,6 +414,10 @@ fn run(mut args: RunArgs) -> anyhow::Result<i32> {
         println!("server           {cpu_secs:.2} CPU-s, {:.2} CPU-s per million {what}, peak RSS {} MiB", per_million(cpu_secs), peak_rss_kb / 1024);
     }
     println!("load tester      {self_secs:.2} CPU-s, {:.2} CPU-s per million received", per_million(self_secs));
+    if !steady.is_empty() {
+        let server = if args.server_pid.is_empty() { String::new() } else { format!("server {steady_server_us:.2} µs per {what} packet, ") };
+        println!("steady state     {} s at {:.0} pkt/s: {server}load tester {steady_self_us:.2} µs per received packet", steady.len(), steady_pps / steady.len() as f64);
+    }
     for e in result.errors.iter().take(5) {
         eprintln!("error: {e}");
     }

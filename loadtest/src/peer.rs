@@ -10,7 +10,6 @@ use std::pin::pin;
 use std::sync::Arc;
 use std::time::{Duration, Instant};
 
-use futures_util::{SinkExt, StreamExt};
 use str0m::change::{SdpAnswer, SdpOffer, SdpPendingOffer};
 use str0m::format::Codec;
 use str0m::media::{Direction, MediaKind, Mid, Pt};
@@ -18,13 +17,22 @@ use str0m::net::{Protocol, Receive};
 use str0m::rtp::RtpWrite;
 use str0m::{Candidate, Event, Input, Output, Rtc};
 use tokio::net::UdpSocket;
-use tokio_tungstenite::tungstenite::Message;
 
 use crate::scenario::{Scenario, VideoCodec};
 use crate::stats::{self, Counters, Sink, Stream};
 
 /// The WebSocket of our signaling protocol.
 pub type Ws = tokio_tungstenite::WebSocketStream<tokio_tungstenite::MaybeTlsStream<tokio::net::TcpStream>>;
+
+/// Signaling messages to and from a running connection. The WebSocket is read by its own
+/// task, so the media loop only polls a channel (polling the socket itself on every turn
+/// cost a read syscall and a buffer fill per media packet).
+pub struct Signals {
+    /// Messages from the server.
+    pub rx: tokio::sync::mpsc::UnboundedReceiver<serde_json::Value>,
+    /// Messages to the server.
+    pub tx: tokio::sync::mpsc::UnboundedSender<serde_json::Value>,
+}
 
 /// Why a connection failed.
 #[derive(Debug, thiserror::Error)]
@@ -176,7 +184,7 @@ impl Conn {
 
     /// Runs until `send.end`: sends media once connected, answers offers arriving on `ws`
     /// (our signaling), and records every received packet into `ctx`.
-    pub async fn run(mut self, send: Sending, mut ws: Option<&mut Ws>, ctx: &Ctx, join_start: Instant) -> Result<(), PeerError> {
+    pub async fn run(mut self, send: Sending, mut signals: Option<&mut Signals>, ctx: &Ctx, join_start: Instant) -> Result<(), PeerError> {
         let mut st = RunState { connected: false, first_packet: false, streams: HashMap::new(), join_start };
         let mut buf = vec![0u8; 2048];
         let frame_gap = Duration::from_secs_f64(1.0 / self.spec.fps as f64);
@@ -228,22 +236,18 @@ impl Conn {
                         }
                     }
                 }
-                m = next_ws(&mut ws) => match m {
-                    Some(Ok(Message::Text(t))) => {
-                        let v: serde_json::Value = serde_json::from_str(&t).unwrap_or_default();
-                        match v["type"].as_str() {
-                            Some("offer") => {
-                                let answer = self.accept_offer(v["sdp"].as_str().unwrap_or_default())?;
-                                if let Some(ws) = ws.as_mut() {
-                                    ws.send(Message::text(serde_json::json!({ "type": "answer", "sdp": answer }).to_string())).await.map_err(|e| PeerError::Ws(e.to_string()))?;
-                                }
+                m = next_signal(&mut signals) => match m {
+                    Some(v) => match v["type"].as_str() {
+                        Some("offer") => {
+                            let answer = self.accept_offer(v["sdp"].as_str().unwrap_or_default())?;
+                            if let Some(sig) = signals.as_mut() {
+                                let _ = sig.tx.send(serde_json::json!({ "type": "answer", "sdp": answer }));
                             }
-                            Some("error") => tracing::warn!(message = %v, "server error"),
-                            _ => {}
                         }
-                    }
-                    Some(Ok(_)) => {}
-                    None | Some(Err(_)) => break Err(PeerError::Ws("signaling closed".into())),
+                        Some("error") => tracing::warn!(message = %v, "server error"),
+                        _ => {}
+                    },
+                    None => break Err(PeerError::Ws("signaling closed".into())),
                 },
                 _ = &mut sleep => {
                     let now = Instant::now();
@@ -343,9 +347,9 @@ fn synth(size: usize, prefix: [u8; 4], seq: u64, epoch: Instant, now: Instant) -
     payload
 }
 
-async fn next_ws(ws: &mut Option<&mut Ws>) -> Option<Result<Message, tokio_tungstenite::tungstenite::Error>> {
-    match ws {
-        Some(ws) => ws.next().await,
+async fn next_signal(s: &mut Option<&mut Signals>) -> Option<serde_json::Value> {
+    match s {
+        Some(s) => s.rx.recv().await,
         None => std::future::pending().await,
     }
 }

@@ -10,7 +10,7 @@ use futures_util::{SinkExt, StreamExt};
 use tokio_tungstenite::tungstenite::Message;
 
 use crate::http::{Api, HttpError, Origin};
-use crate::peer::{Conn, Ctx, MediaSpec, PeerError, Sending, Ws};
+use crate::peer::{Conn, Ctx, MediaSpec, PeerError, Sending, Signals, Ws};
 use crate::scenario::{Scenario, TargetKind, VideoCodec};
 
 /// Which track a participant publishes.
@@ -94,8 +94,35 @@ async fn ours(shared: &Shared, ctx: &Ctx, p: &Participant) -> Result<(), PeerErr
     ws_send(&mut ws, serde_json::json!({ "type": "offer", "sdp": offer })).await?;
     let answer = wait_for(&mut ws, "answer").await?;
     conn.accept_answer(pending, answer["sdp"].as_str().unwrap_or_default())?;
-    let r = conn.run(p.sending(), Some(&mut ws), ctx, join_start).await;
-    let _ = ws_send(&mut ws, serde_json::json!({ "type": "leave" })).await;
+    // The WebSocket gets its own reader and writer tasks; the media loop sees channels.
+    let (mut sink, mut stream) = ws.split();
+    let (in_tx, in_rx) = tokio::sync::mpsc::unbounded_channel();
+    let (out_tx, mut out_rx) = tokio::sync::mpsc::unbounded_channel::<serde_json::Value>();
+    let reader = tokio::task::spawn_local(async move {
+        while let Some(Ok(m)) = stream.next().await {
+            if let Message::Text(t) = m {
+                if let Ok(v) = serde_json::from_str::<serde_json::Value>(&t) {
+                    if in_tx.send(v).is_err() {
+                        break;
+                    }
+                }
+            }
+        }
+    });
+    let writer = tokio::task::spawn_local(async move {
+        while let Some(v) = out_rx.recv().await {
+            if sink.send(Message::text(v.to_string())).await.is_err() {
+                break;
+            }
+        }
+        let _ = sink.close().await;
+    });
+    let mut signals = Signals { rx: in_rx, tx: out_tx };
+    let r = conn.run(p.sending(), Some(&mut signals), ctx, join_start).await;
+    let _ = signals.tx.send(serde_json::json!({ "type": "leave" }));
+    drop(signals);
+    let _ = writer.await;
+    reader.abort();
     r
 }
 
