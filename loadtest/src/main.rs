@@ -367,9 +367,19 @@ fn run(mut args: RunArgs) -> anyhow::Result<i32> {
     let us_per = |f: fn(&plot::Sample) -> f64| if steady_pps > 0.0 { steady.iter().map(|x| f(x)).sum::<f64>() * 1e4 / steady_pps } else { 0.0 };
     let steady_server_us = us_per(|x| x.server_cpu_pct);
     let steady_self_us = us_per(|x| x.loadtest_cpu_pct);
+    // The report never carries secrets.
+    let mut shown = s.clone();
+    let hide = |v: &mut Option<String>| {
+        if v.is_some() {
+            *v = Some("<redacted>".into());
+        }
+    };
+    hide(&mut shown.bearer);
+    hide(&mut shown.turn.user);
+    hide(&mut shown.turn.secret);
     let report = json!({
         "target": s.target,
-        "scenario": s,
+        "scenario": shown,
         "peers": total,
         "connected": counters.connected,
         "failed": result.errors.len(),

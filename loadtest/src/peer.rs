@@ -133,6 +133,8 @@ impl Conn {
     /// A new connection with a host candidate on `ip`.
     pub async fn new(ip: IpAddr, spec: MediaSpec) -> Result<Self, PeerError> {
         let socket = UdpSocket::bind(SocketAddr::new(ip, 0)).await?;
+        // Room for bursts while this thread serves other connections.
+        percore::batch::set_buffers(&socket, 1 << 20);
         let local = socket.local_addr()?;
         let cfg = Rtc::builder().set_rtp_mode(true).clear_codecs().enable_opus(true, false);
         let cfg = match spec.codec {

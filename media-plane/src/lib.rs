@@ -1,8 +1,8 @@
 //! The media plane: a thread-per-core SFU built on str0m.
 //!
-//! Data path on one core: [`worker`] receives datagrams on the core's own UDP socket
-//! (io_uring via glommio, or epoll as a fallback, see the `percore` crate), feeds them to the sans-IO
-//! [`sfu::Core`], and sends what the core produces. [`link_client`] connects the node to
+//! Data path on one core: [`worker`] receives datagrams in batches on the core's own UDP
+//! socket (io_uring, or recvmmsg/sendmmsg as a fallback; `percore::batch`), feeds them to the
+//! sans-IO [`sfu::Core`], and sends what the core produces in one submission per turn. [`link_client`] connects the node to
 //! the control plane.
 
 pub mod demux;

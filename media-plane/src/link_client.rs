@@ -8,7 +8,9 @@ use std::time::Duration;
 
 use futures_util::{SinkExt, StreamExt};
 use link::{Command, CoreInfo, Event as LinkEvent, PROTOCOL_VERSION, SECRET_HEADER};
-use tokio::sync::mpsc::{UnboundedReceiver, UnboundedSender};
+use tokio::sync::mpsc::UnboundedReceiver;
+
+use crate::worker::CoreInbox;
 use tokio_tungstenite::tungstenite::client::IntoClientRequest;
 use tokio_tungstenite::tungstenite::http::HeaderValue;
 use tokio_tungstenite::tungstenite::Message;
@@ -50,7 +52,7 @@ pub struct LinkSettings {
 }
 
 /// Runs the link forever, reconnecting with backoff.
-pub async fn run(settings: LinkSettings, cores: Vec<UnboundedSender<Command>>, mut events: UnboundedReceiver<LinkEvent>) {
+pub async fn run(settings: LinkSettings, cores: Vec<CoreInbox>, mut events: UnboundedReceiver<LinkEvent>) {
     let mut backoff = Duration::from_millis(200);
     loop {
         match connect_and_serve(&settings, &cores, &mut events).await {
@@ -64,7 +66,7 @@ pub async fn run(settings: LinkSettings, cores: Vec<UnboundedSender<Command>>, m
 
 async fn connect_and_serve(
     s: &LinkSettings,
-    cores: &[UnboundedSender<Command>],
+    cores: &[CoreInbox],
     events: &mut UnboundedReceiver<LinkEvent>,
 ) -> Result<(), LinkError> {
     let mut req = s.url.as_str().into_client_request()?;
@@ -111,7 +113,7 @@ async fn connect_and_serve(
     }
 }
 
-fn route(cmd: Command, cores: &[UnboundedSender<Command>], session_core: &mut HashMap<String, usize>) {
+fn route(cmd: Command, cores: &[CoreInbox], session_core: &mut HashMap<String, usize>) {
     let target = match &cmd {
         Command::Join { core, session, .. } => {
             let c = *core as usize;
@@ -124,13 +126,13 @@ fn route(cmd: Command, cores: &[UnboundedSender<Command>], session_core: &mut Ha
     match target {
         Some(c) => match cores.get(c) {
             Some(tx) => {
-                let _ = tx.send(cmd);
+                tx.send(cmd);
             }
             None => tracing::warn!(core = c, "command for a core this node does not have"),
         },
         None if matches!(cmd, Command::CloseRoom { .. }) => {
             for tx in cores {
-                let _ = tx.send(cmd.clone());
+                tx.send(cmd.clone());
             }
         }
         None => tracing::debug!("command for an unknown session dropped"),

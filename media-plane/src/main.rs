@@ -60,6 +60,9 @@ fn primary_ipv4() -> Option<IpAddr> {
         .map(|i| i.ip())
 }
 
+/// Kernel socket buffer per core: bursts of fan-out must not overflow it.
+const SOCKET_BUFFER: usize = 8 << 20;
+
 fn main() -> anyhow::Result<()> {
     tracing_subscriber::fmt()
         .with_env_filter(tracing_subscriber::EnvFilter::try_from_default_env().unwrap_or_else(|_| "info,str0m=warn".into()))
@@ -91,9 +94,10 @@ fn main() -> anyhow::Result<()> {
         let socket = UdpSocket::bind(SocketAddr::new(args.bind_ip, port)).with_context(|| {
             format!("binding UDP port {port} for core {i} (is another media-plane running? choose another --port-base)")
         })?;
+        let granted = percore::batch::set_buffers(&socket, SOCKET_BUFFER);
+        tracing::debug!(core = i, granted, "socket buffers");
         let local = socket.local_addr()?;
         let candidates = addresses.iter().map(|ip| SocketAddr::new(*ip, local.port())).collect();
-        let (tx, rx) = tokio::sync::mpsc::unbounded_channel();
         let config = CoreConfig {
             index: i as u32,
             local,
@@ -101,7 +105,7 @@ fn main() -> anyhow::Result<()> {
             capacity: args.capacity_per_core,
             connect_timeout: Duration::from_secs(30),
         };
-        let (h, backend) = worker::spawn(CoreSetup { config, socket, cpu: i % cpus, commands: rx, events: ev_tx.clone(), force_epoll: args.force_epoll })?;
+        let (h, tx, backend) = worker::spawn(CoreSetup { config, socket, cpu: i % cpus, events: ev_tx.clone(), force_epoll: args.force_epoll })?;
         tracing::info!(core = i, port = local.port(), backend = ?backend, "core started");
         if backend == Backend::Epoll && !args.force_epoll {
             tracing::warn!(core = i, "running on epoll: expect lower throughput than io_uring");

@@ -9,7 +9,8 @@
 //! payload (`Arc<[u8]>`) is handed to every subscriber's send stream without a copy, and
 //! each subscriber costs a header rewrite (payload type, sequence number) and SRTP protect.
 
-use std::collections::HashMap;
+use std::cmp::Reverse;
+use std::collections::{BinaryHeap, HashMap};
 use std::net::SocketAddr;
 use std::time::{Duration, Instant};
 
@@ -154,6 +155,10 @@ pub struct Core {
     transmits: Vec<Transmit>,
     events: Vec<LinkEvent>,
     dirty: Vec<usize>,
+    /// Sessions that may have been marked as ending since the last drain.
+    maybe_ending: Vec<usize>,
+    /// Deadlines as (time, session key); entries whose session moved on are skipped lazily.
+    timers: BinaryHeap<Reverse<(Instant, usize)>>,
     counters: Counters,
 }
 
@@ -177,6 +182,8 @@ impl Core {
             transmits: Vec::new(),
             events: Vec::new(),
             dirty: Vec::new(),
+            maybe_ending: Vec::new(),
+            timers: BinaryHeap::new(),
             counters: Counters::default(),
         }
     }
@@ -206,12 +213,20 @@ impl Core {
         self.events.drain(..)
     }
 
-    /// Earliest time at which [`Core::handle_timeout`] must be called.
-    pub fn next_timeout(&self) -> Option<Instant> {
-        self.sessions
-            .iter()
-            .map(|(_, s)| if s.connected { s.next_timeout } else { s.next_timeout.min(s.created + self.cfg.connect_timeout) })
-            .min()
+    /// Earliest time at which [`Core::handle_timeout`] must be called (O(1) amortized:
+    /// stale heap entries are dropped as they surface).
+    pub fn next_timeout(&mut self) -> Option<Instant> {
+        while let Some(&Reverse((t, key))) = self.timers.peek() {
+            if self.timer_valid(t, key) {
+                return Some(t);
+            }
+            self.timers.pop();
+        }
+        None
+    }
+
+    fn timer_valid(&self, t: Instant, key: usize) -> bool {
+        self.sessions.get(key).is_some_and(|s| s.next_timeout == t || (!s.connected && s.created + self.cfg.connect_timeout == t))
     }
 
     /// Feeds one received datagram.
@@ -270,19 +285,29 @@ impl Core {
 
     /// Advances time: drives every session whose deadline has passed.
     pub fn handle_timeout(&mut self, now: Instant) {
-        let due: Vec<usize> = self
-            .sessions
-            .iter()
-            .filter(|(_, s)| s.next_timeout <= now || (!s.connected && s.created + self.cfg.connect_timeout <= now))
-            .map(|(k, _)| k)
-            .collect();
+        let mut due = Vec::new();
+        while let Some(&Reverse((t, key))) = self.timers.peek() {
+            if t > now {
+                break;
+            }
+            self.timers.pop();
+            if self.timer_valid(t, key) && !due.contains(&key) {
+                due.push(key);
+            }
+        }
         for key in due {
             let timeout = self.cfg.connect_timeout;
             let Some(s) = self.sessions.get_mut(key) else { continue };
             if !s.connected && s.created + timeout <= now {
                 s.ending = Some(LeaveReason::Timeout);
+                self.maybe_ending.push(key);
                 continue;
             }
+            if s.next_timeout > now {
+                continue;
+            }
+            // Forget the consumed deadline so that the next poll always re-arms one.
+            s.next_timeout = now + Duration::from_secs(3600);
             if let Err(e) = s.rtc.handle_input(Input::Timeout(now)) {
                 tracing::debug!(session = %s.id, error = %e, "timeout input failed");
                 s.ending = Some(LeaveReason::Closed);
@@ -309,11 +334,13 @@ impl Core {
             Command::Leave { session } => {
                 if let Some(&key) = self.by_id.get(&session) {
                     self.sessions[key].ending.get_or_insert(LeaveReason::Requested);
+                    self.maybe_ending.push(key);
                 }
             }
             Command::CloseRoom { room } => {
                 for &key in self.rooms.get(&room).into_iter().flatten() {
                     self.sessions[key].ending.get_or_insert(LeaveReason::Requested);
+                    self.maybe_ending.push(key);
                 }
             }
         }
@@ -393,6 +420,8 @@ impl Core {
             ending: None,
         };
         let key = self.sessions.insert(s);
+        self.timers.push(Reverse((now, key)));
+        self.timers.push(Reverse((now + self.cfg.connect_timeout, key)));
         self.by_id.insert(session.to_string(), key);
         self.by_ufrag.insert(ufrag, key);
         let members = self.rooms.entry(room.to_string()).or_default();
@@ -542,9 +571,17 @@ impl Core {
             while let Some(key) = self.dirty.pop() {
                 self.negotiate(key);
                 self.poll(now, key);
+                self.maybe_ending.push(key);
             }
-            let ending: Vec<(usize, LeaveReason)> =
-                self.sessions.iter().filter_map(|(k, s)| s.ending.map(|r| (k, r))).collect();
+            // Only sessions touched since the last drain can have started ending.
+            let mut ending: Vec<(usize, LeaveReason)> = Vec::new();
+            for key in self.maybe_ending.drain(..) {
+                if let Some(r) = self.sessions.get(key).and_then(|s| s.ending) {
+                    if !ending.iter().any(|(k, _)| *k == key) {
+                        ending.push((key, r));
+                    }
+                }
+            }
             if ending.is_empty() {
                 break;
             }
@@ -566,7 +603,10 @@ impl Core {
             }
             match s.rtc.poll_output() {
                 Ok(Output::Timeout(t)) => {
-                    s.next_timeout = t;
+                    if s.next_timeout != t {
+                        s.next_timeout = t;
+                        self.timers.push(Reverse((t, key)));
+                    }
                     return;
                 }
                 Ok(Output::Transmit(t)) => {

@@ -3,6 +3,7 @@
 //! io_uring cannot be set up or is refused on purpose. Tasks are written once against the
 //! small [`Driver`] trait and run on either.
 
+pub mod batch;
 mod driver;
 
 pub use driver::{Driver, Epoll, Glommio};
@@ -22,6 +23,14 @@ pub enum Backend {
 pub trait CoreTask: Send + 'static {
     /// Runs the core until it is done.
     fn run<D: Driver>(self) -> impl Future<Output = ()>;
+}
+
+/// Pins the calling thread to CPU `cpu` (modulo the CPUs available); false if it could not.
+pub fn pin(cpu: usize) -> bool {
+    match core_affinity::get_core_ids() {
+        Some(ids) if !ids.is_empty() => core_affinity::set_for_current(ids[cpu % ids.len()]),
+        _ => false,
+    }
 }
 
 /// Number of CPUs this process may be pinned to.

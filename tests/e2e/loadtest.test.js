@@ -92,6 +92,8 @@ test('loadtest TURN mode against our relay: UDP and TCP allocations, zero loss; 
   const u = loadtest([...turn, '--turn-allocations', '8', '--turn-rate', '100'], { sys });
   assertClean(u, 16);
   assert.equal(u.report.connected, 8);
+  assert.equal(u.report.scenario.turn.secret, '<redacted>');
+  assert.ok(!JSON.stringify(u.report).includes(sys.turnSecret), 'the report holds no secret');
   assert.ok(u.report.packets_received >= 8 * 2 * 250, `relayed ${u.report.packets_received}`);
   const tcp = loadtest([...turn, '--turn-transport', 'tcp', '--turn-allocations', '4', '--turn-rate', '50'], { sys });
   assertClean(tcp, 8);
