@@ -8,4 +8,5 @@
 pub mod demux;
 pub mod link_client;
 pub mod sfu;
+pub mod sim;
 pub mod worker;

@@ -11,6 +11,8 @@
 
 use std::cmp::Reverse;
 use std::collections::{BinaryHeap, HashMap};
+
+use rustc_hash::FxHashMap;
 use std::net::SocketAddr;
 use std::time::{Duration, Instant};
 
@@ -149,8 +151,10 @@ pub struct Core {
     cfg: CoreConfig,
     sessions: Slab<Session>,
     by_id: HashMap<String, usize>,
-    by_ufrag: HashMap<String, usize>,
-    by_addr: HashMap<SocketAddr, usize>,
+    by_ufrag: FxHashMap<String, usize>,
+    /// FxHash: 3× faster than SipHash here (bench `demux`). Only addresses that passed ICE with
+    /// valid credentials are inserted, so outsiders cannot flood it with colliding keys.
+    by_addr: FxHashMap<SocketAddr, usize>,
     rooms: HashMap<String, Vec<usize>>,
     transmits: Vec<Transmit>,
     events: Vec<LinkEvent>,
@@ -176,8 +180,8 @@ impl Core {
             cfg,
             sessions: Slab::new(),
             by_id: HashMap::new(),
-            by_ufrag: HashMap::new(),
-            by_addr: HashMap::new(),
+            by_ufrag: FxHashMap::default(),
+            by_addr: FxHashMap::default(),
             rooms: HashMap::new(),
             transmits: Vec::new(),
             events: Vec::new(),

@@ -1,0 +1,87 @@
+//! Shared pieces of the benchmarks: a connected room on one simulated core.
+
+use std::net::SocketAddr;
+use std::time::Duration;
+
+use media_plane::sim::World;
+use str0m::format::Codec;
+use str0m::media::MediaKind;
+use str0m::rtp::RtpWrite;
+use str0m::Output;
+
+/// One publisher and `subscribers` receivers, connected, on a simulated core.
+pub fn room(subscribers: usize) -> World {
+    let mut w = World::new();
+    w.join("pub", "bench", true);
+    for i in 0..subscribers {
+        w.join(&format!("sub{i}"), "bench", false);
+    }
+    w.connect_all();
+    // A few media steps so every subscriber's tracks are negotiated and open.
+    w.run_media(30);
+    w
+}
+
+/// `n` SRTP-protected video datagrams (1000-byte payload) from the publisher (peer 0),
+/// ready to feed to the core, with the address they come from.
+pub fn publisher_packets(w: &mut World, n: usize) -> (SocketAddr, Vec<Vec<u8>>) {
+    let now = w.now;
+    let p = &mut w.peers[0];
+    let addr = p.addr;
+    let mut out = Vec::with_capacity(n);
+    let Some(&(mid, _)) = p.send.iter().find(|(_, k)| *k == MediaKind::Video) else { return (addr, out) };
+    let Some(pt) = p.rtc.codec_config().find(|c| c.spec().codec == Codec::Vp8).map(|c| c.pt()) else { return (addr, out) };
+    let mut t = now;
+    for _ in 0..n {
+        let seq = p.seq;
+        p.seq += 1;
+        if let Some(tx) = p.rtc.direct_api().stream_tx_by_mid(mid, None) {
+            tx.write_rtp(RtpWrite::new(pt, seq.into(), (seq * 3000) as u32, t, vec![7u8; 1000]).marker(true));
+        }
+        // str0m releases written packets on its next timeout: 1 µs per packet.
+        t += Duration::from_micros(1);
+        let _ = p.rtc.handle_input(str0m::Input::Timeout(t));
+        while let Ok(o) = p.rtc.poll_output() {
+            match o {
+                Output::Transmit(t) => out.push(t.contents.to_vec()),
+                Output::Timeout(_) => break,
+                Output::Event(_) => {}
+            }
+        }
+    }
+    w.now = t;
+    (addr, out)
+}
+
+/// Feeds datagrams to the core and drops what it sends; returns the datagrams produced.
+pub fn feed(w: &mut World, from: SocketAddr, packets: &[Vec<u8>]) -> usize {
+    let mut produced = 0;
+    for p in packets {
+        // Time moves on as in the real loop, so pacers release what they hold.
+        w.now += Duration::from_micros(1);
+        w.core.handle_datagram(w.now, from, p);
+        // As the core loop does: str0m releases written packets on its next timeout.
+        if w.core.next_timeout().is_some_and(|t| t <= w.now) {
+            w.core.handle_timeout(w.now);
+        }
+        produced += w.core.take_transmits().count();
+    }
+    produced
+}
+
+#[cfg(test)]
+mod tests {
+    #[test]
+    fn every_subscriber_gets_every_packet() {
+        str0m::crypto::from_feature_flags().install_process_default();
+        let mut w = super::room(3);
+        let c0 = w.core.counters();
+        let (from, pk) = super::publisher_packets(&mut w, 10);
+        let produced = super::feed(&mut w, from, &pk);
+        let c1 = w.core.counters();
+        eprintln!("packets {} produced {produced} rx {} tx {}", pk.len(), c1.rx_rtp - c0.rx_rtp, c1.tx_rtp - c0.tx_rtp);
+        assert!(c1.rx_rtp - c0.rx_rtp >= 10);
+        assert_eq!(c1.tx_rtp - c0.tx_rtp, 3 * (c1.rx_rtp - c0.rx_rtp));
+        assert!(produced >= 30, "{produced}");
+    }
+}

@@ -1,0 +1,255 @@
+//! A virtual-clock world of real str0m clients around one [`Core`]: no sockets, no sleeps.
+//! Used by the integration tests and the benchmarks; it panics on protocol failures, which
+//! is what a test wants.
+
+use std::collections::HashMap;
+use std::net::SocketAddr;
+use std::time::{Duration, Instant};
+
+use link::{Command, Event as LinkEvent, Grants, LeaveReason, Subscription};
+use crate::sfu::{Core, CoreConfig};
+use str0m::change::{SdpAnswer, SdpOffer, SdpPendingOffer};
+use str0m::format::Codec;
+use str0m::media::{Direction, MediaKind, Mid};
+use str0m::net::{Protocol, Receive};
+use str0m::rtp::RtpWrite;
+use str0m::{Candidate, Event, Input, Output, Rtc};
+
+/// The SFU's address in the simulation.
+pub const SFU: &str = "10.0.0.1:5000";
+
+/// One simulated client.
+pub struct Peer {
+    pub identity: String,
+    pub session: String,
+    pub rtc: Rtc,
+    pub addr: SocketAddr,
+    pub pending: Option<SdpPendingOffer>,
+    /// Own sending mids by kind.
+    pub send: Vec<(Mid, MediaKind)>,
+    pub seq: u64,
+    pub connected: bool,
+    /// Received RTP packets per (stream id of the m-line, kind): count.
+    pub received: HashMap<Mid, u64>,
+    pub keyframe_requests: u64,
+    /// Whether this peer takes part in the exchange (false simulates a vanished client).
+    pub alive: bool,
+}
+
+/// The core and its clients on one virtual clock.
+pub struct World {
+    pub now: Instant,
+    pub core: Core,
+    pub peers: Vec<Peer>,
+    pub link: Vec<LinkEvent>,
+    pub next_req: u64,
+}
+
+impl Default for World {
+    fn default() -> Self {
+        Self::new()
+    }
+}
+
+impl World {
+    /// An empty world with one core.
+    pub fn new() -> World {
+        str0m::crypto::from_feature_flags().install_process_default();
+        let now = Instant::now();
+        let addr: SocketAddr = SFU.parse().unwrap();
+        let core = Core::new(CoreConfig { index: 0, local: addr, candidates: vec![addr], capacity: 5000, connect_timeout: Duration::from_secs(30) });
+        World { now, core, peers: Vec::new(), link: Vec::new(), next_req: 1 }
+    }
+
+    /// A client joins `room`, publishing audio and video (or only receiving), like a browser.
+    pub fn join(&mut self, identity: &str, room: &str, publish: bool) -> usize {
+        let i = self.peers.len();
+        let addr: SocketAddr = format!("10.0.1.{}:4000", i + 1).parse().unwrap();
+        let mut rtc = Rtc::builder().set_rtp_mode(true).build(self.now);
+        rtc.add_local_candidate(Candidate::host(addr, "udp").unwrap());
+        let mut api = rtc.sdp_api();
+        let dir = if publish { Direction::SendOnly } else { Direction::RecvOnly };
+        let a = api.add_media(MediaKind::Audio, dir, Some(identity.into()), None, None);
+        let v = api.add_media(MediaKind::Video, dir, Some(identity.into()), None, None);
+        let (offer, pending) = api.apply().unwrap();
+        let session = format!("S-{identity}");
+        let req = self.next_req;
+        self.next_req += 1;
+        self.core.handle_command(
+            self.now,
+            Command::Join {
+                req,
+                core: 0,
+                room: room.into(),
+                session: session.clone(),
+                identity: identity.into(),
+                grants: Grants { publish, subscribe: true },
+                subscription: Subscription::All,
+                offer: offer.to_sdp_string(),
+            },
+        );
+        let mut peer = Peer {
+            identity: identity.into(),
+            session,
+            rtc,
+            addr,
+            pending: Some(pending),
+            send: if publish { vec![(a, MediaKind::Audio), (v, MediaKind::Video)] } else { vec![] },
+            seq: 1,
+            connected: false,
+            received: HashMap::new(),
+            keyframe_requests: 0,
+            alive: true,
+        };
+        let events: Vec<LinkEvent> = self.core.take_events().collect();
+        let mut rest = Vec::new();
+        for e in events {
+            match e {
+                LinkEvent::Answer { req: r, sdp } if r == req => {
+                    let answer = SdpAnswer::from_sdp_string(&sdp).unwrap();
+                    peer.rtc.sdp_api().accept_answer(peer.pending.take().unwrap(), answer).unwrap();
+                }
+                other => rest.push(other),
+            }
+        }
+        assert!(peer.pending.is_none(), "join must be answered at once");
+        self.peers.push(peer);
+        self.route(rest);
+        i
+    }
+
+    /// The peer of a session.
+    pub fn peer_by_session(&mut self, session: &str) -> Option<&mut Peer> {
+        self.peers.iter_mut().find(|p| p.session == session)
+    }
+
+    /// Server offers go to their client, whose answer goes back to the core.
+    pub fn route_link_events(&mut self) {
+        let events: Vec<LinkEvent> = self.core.take_events().collect();
+        self.route(events);
+    }
+
+    /// Delivers link events (offers go to their client, answers back to the core).
+    pub fn route(&mut self, events: Vec<LinkEvent>) {
+        for e in events {
+            if let LinkEvent::Offer { session, sdp } = &e {
+                let now = self.now;
+                let answer = {
+                    let Some(p) = self.peer_by_session(session) else { continue };
+                    if !p.alive {
+                        continue;
+                    }
+                    let offer = SdpOffer::from_sdp_string(sdp).unwrap();
+                    p.rtc.sdp_api().accept_offer(offer).unwrap()
+                };
+                self.core.handle_command(now, Command::Answer { session: session.clone(), sdp: answer.to_sdp_string() });
+            }
+            self.link.push(e);
+        }
+        // Answers may make the core offer again.
+        let more: Vec<LinkEvent> = self.core.take_events().collect();
+        if !more.is_empty() {
+            self.route(more);
+        }
+    }
+
+    /// Polls a peer until it has nothing more; its datagrams go to the core.
+    pub fn poll_peer(core: &mut Core, now: Instant, p: &mut Peer) {
+        loop {
+            match p.rtc.poll_output().unwrap() {
+                Output::Timeout(_) => break,
+                Output::Transmit(t) => core.handle_datagram(now, p.addr, &t.contents),
+                Output::Event(e) => match e {
+                    Event::Connected => p.connected = true,
+                    Event::RtpPacket(pkt) => {
+                        let mid = p.rtc.direct_api().stream_rx(&pkt.header.ssrc).map(|s| s.mid());
+                        if let Some(mid) = mid {
+                            *p.received.entry(mid).or_default() += 1;
+                        }
+                    }
+                    Event::KeyframeRequest(_) => p.keyframe_requests += 1,
+                    _ => {}
+                },
+            }
+        }
+    }
+
+    /// One exchange round, then the clock moves by `dt`.
+    pub fn step(&mut self, dt: Duration) {
+        let sfu: SocketAddr = SFU.parse().unwrap();
+        for _ in 0..4 {
+            for p in self.peers.iter_mut().filter(|p| p.alive) {
+                Self::poll_peer(&mut self.core, self.now, p);
+            }
+            let out: Vec<_> = self.core.take_transmits().collect();
+            for t in out {
+                if let Some(p) = self.peers.iter_mut().find(|p| p.addr == t.destination && p.alive) {
+                    let input = Input::Receive(
+                        self.now,
+                        Receive { proto: Protocol::Udp, source: sfu, destination: p.addr, contents: t.contents.as_slice().try_into().unwrap() },
+                    );
+                    p.rtc.handle_input(input).unwrap();
+                    // str0m holds one received RTP packet at a time: poll after every input.
+                    Self::poll_peer(&mut self.core, self.now, p);
+                }
+            }
+            self.route_link_events();
+        }
+        self.now += dt;
+        self.core.handle_timeout(self.now);
+        for p in self.peers.iter_mut().filter(|p| p.alive) {
+            p.rtc.handle_input(Input::Timeout(self.now)).unwrap();
+        }
+        self.route_link_events();
+    }
+
+    /// Every publisher sends one audio and one video packet, then one 10 ms step.
+    pub fn media_step(&mut self) {
+        let now = self.now;
+        for p in self.peers.iter_mut().filter(|p| p.alive && p.connected) {
+            let seq = p.seq;
+            p.seq += 1;
+            for &(mid, kind) in &p.send {
+                let codec = if kind == MediaKind::Audio { Codec::Opus } else { Codec::Vp8 };
+                let Some(pt) = p.rtc.codec_config().find(|c| c.spec().codec == codec).map(|c| c.pt()) else { continue };
+                let mut api = p.rtc.direct_api();
+                let Some(tx) = api.stream_tx_by_mid(mid, None) else { continue };
+                let payload = vec![seq as u8; if kind == MediaKind::Video { 1000 } else { 100 }];
+                tx.write_rtp(RtpWrite::new(pt, seq.into(), (seq * 960) as u32, now, payload).marker(true));
+            }
+        }
+        self.step(Duration::from_millis(10));
+    }
+
+    /// Runs `steps` media steps.
+    pub fn run_media(&mut self, steps: usize) {
+        for _ in 0..steps {
+            self.media_step();
+        }
+    }
+
+    /// Steps until every live peer is connected.
+    pub fn connect_all(&mut self) {
+        for _ in 0..300 {
+            if self.peers.iter().filter(|p| p.alive).all(|p| p.connected) {
+                return;
+            }
+            self.step(Duration::from_millis(10));
+        }
+        panic!("peers did not connect");
+    }
+
+    /// Packets received by peer `i`.
+    pub fn received_total(&self, i: usize) -> u64 {
+        self.peers[i].received.values().sum()
+    }
+
+    /// Why a session ended, if it did.
+    pub fn ended(&self, session: &str) -> Option<LeaveReason> {
+        self.link.iter().find_map(|e| match e {
+            LinkEvent::SessionEnded { session: s, reason, .. } if s == session => Some(*reason),
+            _ => None,
+        })
+    }
+}
+
