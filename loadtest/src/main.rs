@@ -353,7 +353,13 @@ fn run(mut args: RunArgs) -> anyhow::Result<i32> {
     let received: u64 = sink.streams.iter().map(|s| s.received).sum();
     let expected_in_window: u64 = sink.streams.iter().map(|s| s.expected()).sum();
     let loss = if expected_in_window > 0 { 1.0 - received as f64 / expected_in_window as f64 } else { 1.0 };
-    let got_streams = sink.streams.iter().filter(|s| s.received > 0).count();
+    // A stream is one SSRC seen by one receiver; simulcast layer switches do not add streams.
+    let got_streams = {
+        let mut seen: Vec<u64> = sink.streams.iter().filter(|s| s.received > 0).map(|s| s.key).collect();
+        seen.sort_unstable();
+        seen.dedup();
+        seen.len()
+    };
     let jitter_ms = if sink.streams.is_empty() { 0.0 } else { sink.streams.iter().map(|s| s.jitter_ns).sum::<f64>() / sink.streams.len() as f64 / 1e6 };
     let q = |h: &hdrhistogram::Histogram<u64>, p: f64| if h.is_empty() { 0.0 } else { h.value_at_quantile(p) as f64 / 1000.0 };
     let lat = &sink.latency;

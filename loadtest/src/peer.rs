@@ -12,7 +12,7 @@ use std::time::{Duration, Instant};
 
 use str0m::change::{SdpAnswer, SdpOffer, SdpPendingOffer};
 use str0m::format::Codec;
-use str0m::media::{Direction, MediaKind, Mid, Pt};
+use str0m::media::{Direction, MediaKind, Mid, Pt, Rid, Simulcast, SimulcastLayer};
 use str0m::net::{Protocol, Receive};
 use str0m::rtp::RtpWrite;
 use str0m::{Candidate, Event, Input, Output, Rtc};
@@ -90,22 +90,44 @@ pub struct MediaSpec {
     pub video_bytes: usize,
     /// Bytes per 20 ms audio packet.
     pub audio_bytes: usize,
+    /// Largest payload per packet.
+    pub packet_size: usize,
+    /// Send three simulcast layers (rids h, m, l at 1, 1/4 and 1/16 of the bitrate).
+    pub simulcast: bool,
 }
+
+/// Simulcast layers: rid and bitrate divisor.
+const LAYERS: [(&str, usize); 3] = [("h", 1), ("m", 4), ("l", 16)];
 
 impl MediaSpec {
     /// From a scenario.
     pub fn new(s: &Scenario) -> Self {
         let (frame_packets, video_bytes) = s.video_frame();
-        Self { codec: s.codec, fps: s.fps, frame_packets, video_bytes, audio_bytes: s.audio_packet() }
+        Self { codec: s.codec, fps: s.fps, frame_packets, video_bytes, audio_bytes: s.audio_packet(), packet_size: s.packet_size, simulcast: s.simulcast }
     }
 
-    fn prefix(&self) -> [u8; 4] {
-        // A payload the SFU's codec parsers accept as a (non-key) frame start.
-        match self.codec {
-            VideoCodec::Vp8 => [0x10, 0x01, 0x00, 0x00],
-            VideoCodec::H264 => [0x41, 0x9a, 0x00, 0x00],
-            VideoCodec::Vp9 => [0x0c, 0x00, 0x00, 0x00],
+    /// A payload start the SFU's codec parsers accept: a delta frame, or for VP8 a keyframe
+    /// (descriptor, frame tag with P=0, start code, 640x480) that simulcast switching waits for.
+    /// The last byte carries the simulcast layer.
+    fn prefix(&self, keyframe: bool, layer: u8) -> [u8; stats::PREFIX] {
+        let mut p = match (self.codec, keyframe) {
+            (VideoCodec::Vp8, true) => [0x10, 0x50, 0x02, 0x00, 0x9d, 0x01, 0x2a, 0x80, 0x02, 0xe0, 0x01, 0x00],
+            (VideoCodec::Vp8, false) => [0x10, 0x01, 0x00, 0x00, 0, 0, 0, 0, 0, 0, 0, 0],
+            (VideoCodec::H264, _) => [0x41, 0x9a, 0x00, 0x00, 0, 0, 0, 0, 0, 0, 0, 0],
+            (VideoCodec::Vp9, _) => [0x0c, 0x00, 0x00, 0x00, 0, 0, 0, 0, 0, 0, 0, 0],
+        };
+        p[stats::PREFIX - 1] = layer;
+        p
+    }
+
+    /// (packets, bytes per packet) of one frame of a layer.
+    fn layer_frame(&self, divisor: usize) -> (u32, usize) {
+        if divisor == 1 {
+            return (self.frame_packets, self.video_bytes);
         }
+        let bytes = (self.frame_packets as usize * self.video_bytes / divisor).max(crate::scenario::PAYLOAD_HEADER);
+        let packets = bytes.div_ceil(self.packet_size).max(1);
+        (packets as u32, (bytes / packets).max(crate::scenario::PAYLOAD_HEADER))
     }
 
     fn str0m_codec(&self) -> Codec {
@@ -152,7 +174,8 @@ impl Conn {
     pub fn offer(&mut self, name: &str, send: Sending, recv_video: usize, recv_audio: usize) -> Result<(String, SdpPendingOffer), PeerError> {
         let mut api = self.rtc.sdp_api();
         if send.video {
-            self.video = Some(api.add_media(MediaKind::Video, Direction::SendOnly, Some(name.into()), None, None));
+            let simulcast = self.spec.simulcast.then(|| Simulcast { send: LAYERS.iter().map(|(rid, _)| SimulcastLayer::new(rid)).collect(), recv: Vec::new() });
+            self.video = Some(api.add_media(MediaKind::Video, Direction::SendOnly, Some(name.into()), None, simulcast));
         }
         if send.audio {
             self.audio = Some(api.add_media(MediaKind::Audio, Direction::SendOnly, Some(name.into()), None, None));
@@ -187,16 +210,19 @@ impl Conn {
     /// Runs until `send.end`: sends media once connected, answers offers arriving on `ws`
     /// (our signaling), and records every received packet into `ctx`.
     pub async fn run(mut self, send: Sending, mut signals: Option<&mut Signals>, ctx: &Ctx, join_start: Instant) -> Result<(), PeerError> {
-        let mut st = RunState { connected: false, first_packet: false, streams: HashMap::new(), join_start };
+        let mut st = RunState { connected: false, first_packet: false, streams: HashMap::new(), join_start, keyframe_wanted: true, serial: next_serial() };
         let mut buf = vec![0u8; 2048];
         let frame_gap = Duration::from_secs_f64(1.0 / self.spec.fps as f64);
         let audio_gap = Duration::from_millis(20);
         let mut next_video = Instant::now();
         let mut next_audio = Instant::now();
-        let (mut video_seq, mut audio_seq, mut rtp_seq_v, mut rtp_seq_a) = (0u64, 0u64, 0u64, 0u64);
+        let (mut video_seq, mut audio_seq, mut rtp_seq_a) = (0u64, 0u64, 0u64);
+        // Per simulcast layer (only [0] without simulcast): RTP and stamp sequence numbers.
+        let mut rtp_seq_v = [0u64; 3];
+        let layers: &[(&str, usize)] = if self.spec.simulcast { &LAYERS } else { &LAYERS[..1] };
+        let mut last_keyframe = Instant::now();
         let video_pt = self.pt(self.spec.str0m_codec());
         let audio_pt = self.pt(Codec::Opus);
-        let prefix = self.spec.prefix();
         let mut sleep = pin!(tokio::time::sleep_until(Instant::now().into()));
         let mut armed = Instant::now();
         let result = loop {
@@ -257,21 +283,34 @@ impl Conn {
                     if st.connected && now < send.until {
                         if let (true, Some(mid), Some(pt)) = (send.video && now >= next_video, self.video, video_pt) {
                             let ts = (video_seq * 90_000 / self.spec.fps as u64) as u32;
-                            for i in 0..self.spec.frame_packets {
-                                rtp_seq_v += 1;
-                                let payload = synth(self.spec.video_bytes, prefix, rtp_seq_v, ctx.epoch, now);
-                                if let Some(tx) = self.rtc.direct_api().stream_tx_by_mid(mid, None) {
-                                    tx.write_rtp(RtpWrite::new(pt, rtp_seq_v.into(), ts, now, payload).marker(i + 1 == self.spec.frame_packets));
-                                }
-                                self.drain(ctx, &mut st).await?;
+                            // Keyframes: on request (PLI/FIR) and, with simulcast, every second.
+                            let keyframe = st.keyframe_wanted || (self.spec.simulcast && now.duration_since(last_keyframe) >= Duration::from_secs(1));
+                            if keyframe {
+                                st.keyframe_wanted = false;
+                                last_keyframe = now;
                             }
-                            Counters::bump(&ctx.counters.sent, self.spec.frame_packets as u64);
+                            let mut sent = 0;
+                            for (layer, (rid, divisor)) in layers.iter().enumerate() {
+                                let (packets, bytes) = self.spec.layer_frame(*divisor);
+                                let rid = self.spec.simulcast.then(|| Rid::from(*rid));
+                                for i in 0..packets {
+                                    rtp_seq_v[layer] += 1;
+                                    let prefix = self.spec.prefix(keyframe && i == 0, layer as u8);
+                                    let payload = synth(bytes, &prefix, rtp_seq_v[layer], ctx.epoch, now);
+                                    if let Some(tx) = self.rtc.direct_api().stream_tx_by_mid(mid, rid) {
+                                        tx.write_rtp(RtpWrite::new(pt, rtp_seq_v[layer].into(), ts, now, payload).marker(i + 1 == packets));
+                                    }
+                                    self.drain(ctx, &mut st).await?;
+                                }
+                                sent += packets as u64;
+                            }
+                            Counters::bump(&ctx.counters.sent, sent);
                             video_seq += 1;
                             next_video = if next_video + frame_gap < now { now + frame_gap } else { next_video + frame_gap };
                         }
                         if let (true, Some(mid), Some(pt)) = (send.audio && now >= next_audio, self.audio, audio_pt) {
                             rtp_seq_a += 1;
-                            let payload = synth(self.spec.audio_bytes, [0xfc, 0xff, 0xfe, 0x00], rtp_seq_a, ctx.epoch, now);
+                            let payload = synth(self.spec.audio_bytes, &[0xfc, 0xff, 0xfe, 0, 0, 0, 0, 0, 0, 0, 0, 0], rtp_seq_a, ctx.epoch, now);
                             if let Some(tx) = self.rtc.direct_api().stream_tx_by_mid(mid, None) {
                                 tx.write_rtp(RtpWrite::new(pt, rtp_seq_a.into(), (audio_seq * 960) as u32, now, payload).marker(audio_seq == 0));
                             }
@@ -310,8 +349,9 @@ impl Conn {
                         st.connected = true;
                         Counters::bump(&ctx.counters.connected, 1);
                     }
+                    Event::KeyframeRequest(_) => st.keyframe_wanted = true,
                     Event::RtpPacket(p) => {
-                        let Some((seq, sent_ns)) = stats::read_stamp(&p.payload) else { continue };
+                        let Some((seq, sent_ns, layer)) = stats::read_stamp(&p.payload) else { continue };
                         let now = Instant::now();
                         let now_ns = stats::ns_since(ctx.epoch, now);
                         let mut sink = ctx.sink.borrow_mut();
@@ -319,7 +359,9 @@ impl Conn {
                             st.first_packet = true;
                             let _ = sink.join.record((now - st.join_start).as_micros().max(1) as u64);
                         }
-                        let stream = st.streams.entry(*p.header.ssrc).or_insert_with(|| Stream::new(seq, now_ns, sent_ns));
+                        let ssrc = *p.header.ssrc;
+                        let key = (st.serial << 32) | ssrc as u64;
+                        let stream = st.streams.entry((ssrc, layer)).or_insert_with(|| Stream::new(key, seq, now_ns, sent_ns));
                         let lost = sink.record(stream, seq, sent_ns, now_ns);
                         let c = &ctx.counters;
                         Counters::bump(&c.received, 1);
@@ -339,11 +381,22 @@ impl Conn {
 struct RunState {
     connected: bool,
     first_packet: bool,
-    streams: HashMap<u32, Stream>,
+    /// Received streams by (SSRC, simulcast layer).
+    streams: HashMap<(u32, u8), Stream>,
     join_start: Instant,
+    /// A keyframe was asked for (PLI/FIR) or none was sent yet.
+    keyframe_wanted: bool,
+    /// Unique number of this connection in the process.
+    serial: u64,
 }
 
-fn synth(size: usize, prefix: [u8; 4], seq: u64, epoch: Instant, now: Instant) -> Vec<u8> {
+fn next_serial() -> u64 {
+    use std::sync::atomic::{AtomicU64, Ordering};
+    static N: AtomicU64 = AtomicU64::new(1);
+    N.fetch_add(1, Ordering::Relaxed)
+}
+
+fn synth(size: usize, prefix: &[u8; stats::PREFIX], seq: u64, epoch: Instant, now: Instant) -> Vec<u8> {
     let mut payload = vec![0u8; size];
     stats::stamp(&mut payload, prefix, seq, stats::ns_since(epoch, now));
     payload

@@ -165,7 +165,7 @@ impl Default for Scenario {
 }
 
 /// Bytes every synthetic payload starts with: a codec prefix, then sequence and send time.
-pub const PAYLOAD_HEADER: usize = 20;
+pub const PAYLOAD_HEADER: usize = crate::stats::PREFIX + 16;
 
 impl Scenario {
     /// Reads a TOML scenario file.
@@ -208,8 +208,11 @@ impl Scenario {
         if self.rooms == 0 || self.video_publishers + self.audio_publishers == 0 {
             return bad("need at least one room and one publisher".into());
         }
-        if self.simulcast {
-            return bad(format!("simulcast is not supported by the {:?} target in this version", self.target).to_lowercase());
+        if self.simulcast && self.target != TargetKind::Janus {
+            return bad(format!("simulcast is only supported with the janus target (our SFU forwards one layer as sent; {:?} given)", self.target).to_lowercase());
+        }
+        if self.simulcast && self.codec != VideoCodec::Vp8 {
+            return bad("simulcast needs codec vp8".into());
         }
         match self.target {
             TargetKind::Whip if self.whip_url.is_empty() || self.whep_url.is_empty() => bad("the whip target needs whip_url and whep_url".into()),

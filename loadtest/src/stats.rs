@@ -69,26 +69,32 @@ pub fn latency_histogram() -> Histogram<u64> {
     Histogram::new_with_bounds(1, 60_000_000, 3).unwrap_or_else(|_| Histogram::new(3).unwrap_or_else(|_| unreachable!()))
 }
 
-/// Writes the synthetic payload header: codec prefix, sequence number, send time.
-pub fn stamp(payload: &mut [u8], prefix: [u8; 4], seq: u64, sent_ns: u64) {
-    payload[..4].copy_from_slice(&prefix);
-    payload[4..12].copy_from_slice(&seq.to_be_bytes());
-    payload[12..20].copy_from_slice(&sent_ns.to_be_bytes());
+/// Bytes of codec prefix in front of the stamp (room for a VP8 keyframe header).
+pub const PREFIX: usize = 12;
+
+/// Writes the synthetic payload header: codec prefix (its last byte is the simulcast
+/// layer), sequence number, send time.
+pub fn stamp(payload: &mut [u8], prefix: &[u8; PREFIX], seq: u64, sent_ns: u64) {
+    payload[..PREFIX].copy_from_slice(prefix);
+    payload[PREFIX..PREFIX + 8].copy_from_slice(&seq.to_be_bytes());
+    payload[PREFIX + 8..PREFIX + 16].copy_from_slice(&sent_ns.to_be_bytes());
 }
 
-/// Reads a synthetic payload header: (sequence number, send time in ns since the epoch).
-pub fn read_stamp(payload: &[u8]) -> Option<(u64, u64)> {
+/// Reads a synthetic payload header: (sequence number, send time in ns since the epoch, layer).
+pub fn read_stamp(payload: &[u8]) -> Option<(u64, u64, u8)> {
     if payload.len() < PAYLOAD_HEADER {
         return None;
     }
-    let seq = u64::from_be_bytes(payload[4..12].try_into().ok()?);
-    let sent = u64::from_be_bytes(payload[12..20].try_into().ok()?);
-    Some((seq, sent))
+    let seq = u64::from_be_bytes(payload[PREFIX..PREFIX + 8].try_into().ok()?);
+    let sent = u64::from_be_bytes(payload[PREFIX + 8..PREFIX + 16].try_into().ok()?);
+    Some((seq, sent, payload[PREFIX - 1]))
 }
 
-/// One received stream.
+/// One received stream (per SSRC, and per simulcast layer when the SFU switches layers).
 #[derive(Debug, Clone)]
 pub struct Stream {
+    /// Identifies the stream across layers: connection serial and SSRC (or allocation and direction).
+    pub key: u64,
     /// Lowest sequence number seen.
     pub first_seq: u64,
     /// Highest sequence number seen.
@@ -102,8 +108,8 @@ pub struct Stream {
 
 impl Stream {
     /// A stream whose first packet had this sequence number.
-    pub fn new(seq: u64, now_ns: u64, sent_ns: u64) -> Self {
-        Self { first_seq: seq, last_seq: seq, received: 0, jitter_ns: 0.0, last: (now_ns, sent_ns) }
+    pub fn new(key: u64, seq: u64, now_ns: u64, sent_ns: u64) -> Self {
+        Self { key, first_seq: seq, last_seq: seq, received: 0, jitter_ns: 0.0, last: (now_ns, sent_ns) }
     }
 
     /// Expected packets between the first and last sequence numbers seen.
@@ -176,15 +182,15 @@ mod tests {
     #[test]
     fn gaps_and_late_packets() {
         let mut sink = Sink::default();
-        let mut s = Stream::new(1, 0, 0);
+        let mut s = Stream::new(9, 1, 0, 0);
         assert_eq!(sink.record(&mut s, 1, 0, 1000), 0);
         assert_eq!(sink.record(&mut s, 4, 10, 2000), 2);
         assert_eq!(sink.record(&mut s, 3, 5, 3000), -1);
         assert_eq!(s.expected(), 4);
         assert_eq!(s.received, 3);
-        let mut buf = [0u8; 24];
-        stamp(&mut buf, [1, 2, 3, 4], 7, 99);
-        assert_eq!(read_stamp(&buf), Some((7, 99)));
+        let mut buf = [0u8; 32];
+        stamp(&mut buf, &[1, 2, 3, 4, 0, 0, 0, 0, 0, 0, 0, 2], 7, 99);
+        assert_eq!(read_stamp(&buf), Some((7, 99, 2)));
         assert_eq!(read_stamp(&buf[..10]), None);
     }
 }

@@ -223,6 +223,8 @@ pub struct JanusHandle {
     base: String,
     session: u64,
     handle: u64,
+    /// Events fetched for another handle of this session.
+    stash: std::cell::RefCell<Vec<serde_json::Value>>,
 }
 
 fn janus_tx() -> String {
@@ -248,7 +250,7 @@ impl JanusHandle {
         let base = base.trim_end_matches('/').to_string();
         let v = janus_post(&origin, &base, serde_json::json!({ "janus": "create" })).await?;
         let session = v["data"]["id"].as_u64().ok_or_else(|| PeerError::Refused(format!("Janus create: {v}")))?;
-        let mut h = Self { origin, base, session, handle: 0 };
+        let mut h = Self { origin, base, session, handle: 0, stash: Default::default() };
         h.handle = h.attach_plugin().await?;
         Ok(h)
     }
@@ -274,28 +276,41 @@ impl JanusHandle {
         Ok(v)
     }
 
-    /// Long-polls the session until an event from `handle` carries a JSEP.
+    /// Long-polls the session until an event from `handle` carries a JSEP. A publisher's two
+    /// handles wait at the same time on one session, so events for the other handle are kept
+    /// for it rather than dropped.
     async fn event_with_jsep(&self, handle: u64) -> Result<serde_json::Value, PeerError> {
-        let deadline = Instant::now() + Duration::from_secs(20);
+        let deadline = Instant::now() + Duration::from_secs(40);
         let path = format!("{}/{}?maxev=10", self.base, self.session);
-        while Instant::now() < deadline {
+        loop {
+            let stashed = {
+                let mut stash = self.stash.borrow_mut();
+                stash.iter().position(|e| e["sender"].as_u64() == Some(handle)).map(|i| stash.remove(i))
+            };
+            if let Some(e) = stashed {
+                let data = &e["plugindata"]["data"];
+                if data["error"].is_string() {
+                    return Err(PeerError::Refused(format!("Janus VideoRoom {}: {}", data["error_code"], data["error"])));
+                }
+                if e["jsep"]["sdp"].is_string() {
+                    return Ok(e);
+                }
+                continue;
+            }
+            if Instant::now() >= deadline {
+                return Err(PeerError::Refused("Janus sent no SDP in time".into()));
+            }
             let r = self.origin.send("GET", &path, &[], String::new()).await?;
             let v: serde_json::Value = serde_json::from_str(&r.body).unwrap_or_default();
             let events = match v {
                 serde_json::Value::Array(a) => a,
                 other => vec![other],
             };
-            for e in events {
-                let data = &e["plugindata"]["data"];
-                if data["error"].is_string() {
-                    return Err(PeerError::Refused(format!("Janus VideoRoom {}: {}", data["error_code"], data["error"])));
-                }
-                if e["sender"].as_u64() == Some(handle) && e["jsep"]["sdp"].is_string() {
-                    return Ok(e);
-                }
-            }
+            let mut stash = self.stash.borrow_mut();
+            stash.extend(events.into_iter().filter(|e| e["sender"].is_u64()));
+            // Keep the stash bounded: only events with an SDP or an error matter.
+            stash.retain(|e| e["jsep"]["sdp"].is_string() || e["plugindata"]["data"]["error"].is_string());
         }
-        Err(PeerError::Refused("Janus sent no SDP in time".into()))
     }
 
     async fn keepalive(&self) {

@@ -202,7 +202,7 @@ pub async fn allocation(t: &TurnScenario, local_ip: IpAddr, index: usize, start:
                 let now = Instant::now();
                 if now < until {
                     seq += 1;
-                    stats::stamp(&mut out[4..], [0; 4], seq, stats::ns_since(ctx.epoch, now));
+                    stats::stamp(&mut out[4..], &[0; stats::PREFIX], seq, stats::ns_since(ctx.epoch, now));
                     link.send(&out).await?;
                     Counters::bump(&ctx.counters.sent, 1);
                     next = if next + gap < now { now + gap } else { next + gap };
@@ -216,11 +216,11 @@ pub async fn allocation(t: &TurnScenario, local_ip: IpAddr, index: usize, start:
                 if from != relayed {
                     continue;
                 }
-                if let Some((s, sent)) = stats::read_stamp(&echo[..n]) {
+                if let Some((s, sent, _)) = stats::read_stamp(&echo[..n]) {
                     let now = Instant::now();
-                    record(ctx, &mut there, s, sent, now, join_start, &mut first, n);
+                    record(ctx, &mut there, (index as u64) << 1, s, sent, now, join_start, &mut first, n);
                     // Echo with a fresh stamp so the way back is measured on its own.
-                    stats::stamp(&mut echo[..n], [0; 4], s, stats::ns_since(ctx.epoch, now));
+                    stats::stamp(&mut echo[..n], &[0; stats::PREFIX], s, stats::ns_since(ctx.epoch, now));
                     let _ = peer.try_send_to(&echo[..n], relayed);
                     Counters::bump(&ctx.counters.sent, 1);
                 }
@@ -229,9 +229,9 @@ pub async fn allocation(t: &TurnScenario, local_ip: IpAddr, index: usize, start:
                 r?;
                 if let Some((ch, data)) = stun::channel_data(&buf) {
                     if ch == channel {
-                        if let Some((s, sent)) = stats::read_stamp(data) {
+                        if let Some((s, sent, _)) = stats::read_stamp(data) {
                             let n = data.len();
-                            record(ctx, &mut back, s, sent, Instant::now(), join_start, &mut first, n);
+                            record(ctx, &mut back, ((index as u64) << 1) | 1, s, sent, Instant::now(), join_start, &mut first, n);
                         }
                     }
                 }
@@ -246,14 +246,14 @@ pub async fn allocation(t: &TurnScenario, local_ip: IpAddr, index: usize, start:
 }
 
 #[allow(clippy::too_many_arguments)]
-fn record(ctx: &Ctx, stream: &mut Option<Stream>, seq: u64, sent: u64, now: Instant, join_start: Instant, first: &mut bool, bytes: usize) {
+fn record(ctx: &Ctx, stream: &mut Option<Stream>, key: u64, seq: u64, sent: u64, now: Instant, join_start: Instant, first: &mut bool, bytes: usize) {
     let now_ns = stats::ns_since(ctx.epoch, now);
     let mut sink = ctx.sink.borrow_mut();
     if *first {
         *first = false;
         let _ = sink.join.record((now - join_start).as_micros().max(1) as u64);
     }
-    let s = stream.get_or_insert_with(|| Stream::new(seq, now_ns, sent));
+    let s = stream.get_or_insert_with(|| Stream::new(key, seq, now_ns, sent));
     let lost = sink.record(s, seq, sent, now_ns);
     Counters::bump(&ctx.counters.received, 1);
     Counters::bump(&ctx.counters.bytes, bytes as u64);

@@ -117,5 +117,12 @@ test('loadtest against Janus VideoRoom (Debian janus in a network namespace): 1 
   assertClean(r, 2);
   assert.ok(r.report.packets_received > 400, `received ${r.report.packets_received}`);
   assert.ok(r.report.server_cpu_seconds > 0, 'Janus CPU sampled');
+  // Simulcast: three layers (rids h, m, l) with periodic keyframes; Janus forwards one.
+  const sim = loadtest(['--target', 'janus', '--janus-url', url, '--video-publishers', '1', '--subscribers', '2', '--duration', '4', '--simulcast', 'true', '--max-loss', '0.01']);
+  assert.equal(sim.status, 0, 'simulcast run exits 0');
+  assert.equal(sim.report.streams_received, 2);
+  assert.ok(sim.report.packets_received > 300, `simulcast received ${sim.report.packets_received}`);
+  const refused = spawnSync(bin('loadtest'), ['--simulcast', 'true', '--api-key', 'k', '--api-secret', 's'], { encoding: 'utf8' });
+  assert.match(refused.stderr, /simulcast is only supported with the janus target/);
   console.log(`FIGURE loadtest_janus_smoke rx_pps=${r.report.rx_pps.toFixed(0)} p99_ms=${r.report.latency_ms.p99} server_cpu_s_per_million=${r.report.server_cpu_s_per_million_forwarded.toFixed(1)}`);
 });
