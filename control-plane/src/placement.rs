@@ -19,13 +19,18 @@ impl CoreLoad {
     fn load(&self) -> u32 {
         self.assigned.max(self.reported)
     }
+
+    /// Whether one more session fits.
+    pub fn has_room(&self) -> bool {
+        self.load() < self.capacity
+    }
 }
 
 /// The core with the lowest load that still has room, ties broken by node id then core index.
 pub fn least_loaded(cores: &[CoreLoad]) -> Option<(String, u32)> {
     cores
         .iter()
-        .filter(|c| c.load() < c.capacity)
+        .filter(|c| c.has_room())
         .min_by(|a, b| a.load().cmp(&b.load()).then_with(|| a.node.cmp(&b.node)).then(a.core.cmp(&b.core)))
         .map(|c| (c.node.clone(), c.core))
 }

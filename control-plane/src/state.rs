@@ -73,6 +73,9 @@ pub struct Participant {
     pub joined_at: u64,
     /// Whether the media session was created on the node.
     pub media: bool,
+    /// Core of the room's node that hosts this participant: the room's core, or another
+    /// core of the same node once that one is full (the room then spans cores).
+    pub core: u32,
 }
 
 /// Public view of a participant.
@@ -312,6 +315,18 @@ impl App {
                 room.placement = Some(p);
             }
         }
+        // The participant goes to the room's core while it has room; then to the least-loaded
+        // core of the same node, and the room spans cores (the node forwards between them).
+        let (node_id, room_core) = st.rooms.get(&claims.room).and_then(|r| r.placement.clone()).ok_or(ApiError::NoMediaNode)?;
+        let loads: Vec<CoreLoad> = core_loads(&st).into_iter().filter(|c| c.node == node_id).collect();
+        let core = match loads.iter().find(|c| c.core == room_core) {
+            Some(c) if c.has_room() => room_core,
+            _ => {
+                let (_, c) = least_loaded(&loads).ok_or(ApiError::NoMediaNode)?;
+                tracing::info!(room = %claims.room, node = %node_id, core = c, "room spans another core");
+                c
+            }
+        };
         let session = random_id("PA_");
         let p = Participant {
             session: session.clone(),
@@ -322,6 +337,7 @@ impl App {
             tx,
             joined_at: unix_now(),
             media: false,
+            core,
         };
         let view = p.view();
         st.sessions.insert(session.clone(), claims.room.clone());
@@ -342,8 +358,9 @@ impl App {
             let mut st = self.lock();
             let room_name = st.sessions.get(session).cloned().ok_or_else(|| ApiError::NotFound(format!("session {session}")))?;
             let room = st.rooms.get_mut(&room_name).ok_or_else(|| ApiError::RoomNotFound(room_name.clone()))?;
-            let (node_id, core) = room.placement.clone().ok_or(ApiError::NoMediaNode)?;
+            let (node_id, _) = room.placement.clone().ok_or(ApiError::NoMediaNode)?;
             let p = room.participants.get_mut(session).ok_or_else(|| ApiError::NotFound(format!("session {session}")))?;
+            let core = p.core;
             if p.media {
                 return Err(ApiError::BadRequest("the media session already exists; answer the server's offers instead".into()));
             }
@@ -589,8 +606,8 @@ fn core_loads(st: &State) -> Vec<CoreLoad> {
             let assigned = st
                 .rooms
                 .values()
-                .filter(|r| r.placement.as_ref().is_some_and(|(pn, pc)| pn == id && *pc == i as u32))
-                .map(|r| r.participants.len() as u32)
+                .filter(|r| r.placement.as_ref().is_some_and(|(pn, _)| pn == id))
+                .map(|r| r.participants.values().filter(|p| p.core == i as u32).count() as u32)
                 .sum();
             loads.push(CoreLoad { node: id.clone(), core: i as u32, assigned, reported: *reported, capacity: n.capacity });
         }

@@ -89,6 +89,8 @@ fn main() -> anyhow::Result<()> {
     });
 
     let (ev_tx, ev_rx) = tokio::sync::mpsc::unbounded_channel();
+    // Every core can hand packets to every other core (rooms that span cores).
+    let mesh = worker::Mesh::new(n)?;
     let mut core_tx = Vec::new();
     let mut infos = Vec::new();
     let mut handles = Vec::new();
@@ -107,8 +109,9 @@ fn main() -> anyhow::Result<()> {
             candidates,
             capacity: args.capacity_per_core,
             connect_timeout: Duration::from_secs(30),
+            cores: n as u32,
         };
-        let (h, tx, backend) = worker::spawn(CoreSetup { config, socket, cpu: i % cpus, events: ev_tx.clone(), force_epoll: args.force_epoll })?;
+        let (h, tx, backend) = worker::spawn(CoreSetup { config, socket, cpu: i % cpus, events: ev_tx.clone(), force_epoll: args.force_epoll, mesh: mesh.clone() })?;
         tracing::info!(core = i, port = local.port(), backend = ?backend, "core started");
         if backend == Backend::Epoll && !args.force_epoll {
             tracing::warn!(core = i, "running on epoll: expect lower throughput than io_uring");

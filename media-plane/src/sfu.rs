@@ -21,9 +21,11 @@ use slab::Slab;
 use str0m::change::{SdpAnswer, SdpOffer, SdpPendingOffer};
 use str0m::media::{Direction, KeyframeRequestKind, MediaKind, Mid};
 use str0m::net::{Protocol, Receive};
+use str0m::format::PayloadParams;
 use str0m::rtp::{ExtensionValues, RtpPacket, RtpWrite};
 use str0m::{Candidate, Event, IceConnectionState, Input, Output, Rtc};
 
+use crate::cross::{CrossMsg, CrossRtp, PubRef};
 use crate::demux;
 
 /// Minimum interval between two keyframe requests relayed to one published track.
@@ -42,6 +44,8 @@ pub struct CoreConfig {
     pub capacity: u32,
     /// A session that has not connected (ICE + DTLS) within this time is removed.
     pub connect_timeout: Duration,
+    /// Cores on this node (rooms may span them).
+    pub cores: u32,
 }
 
 /// A datagram to send from this core's socket.
@@ -131,6 +135,11 @@ struct Session {
     created: Instant,
     connected: bool,
     ending: Option<LeaveReason>,
+    /// Unique on this core (slab keys are reused).
+    serial: u64,
+    /// For the shadow of a publisher on another core: that publisher. Shadows have no peer
+    /// connection; their tracks carry packets arriving from the other core.
+    shadow: Option<PubRef>,
 }
 
 impl Session {
@@ -164,6 +173,14 @@ pub struct Core {
     /// Deadlines as (time, session key); entries whose session moved on are skipped lazily.
     timers: BinaryHeap<Reverse<(Instant, usize)>>,
     counters: Counters,
+    /// Serial of the next session.
+    next_serial: u64,
+    /// Shadows of publishers on other cores.
+    shadows: FxHashMap<PubRef, usize>,
+    /// Other cores with members, by room.
+    room_cores: HashMap<String, Vec<u32>>,
+    /// Messages for other cores, as (core, message).
+    cross_out: Vec<(u32, CrossMsg)>,
 }
 
 fn kind_of(k: MediaKind) -> TrackKind {
@@ -189,6 +206,10 @@ impl Core {
             maybe_ending: Vec::new(),
             timers: BinaryHeap::new(),
             counters: Counters::default(),
+            next_serial: 1,
+            shadows: FxHashMap::default(),
+            room_cores: HashMap::new(),
+            cross_out: Vec::new(),
         }
     }
 
@@ -197,9 +218,112 @@ impl Core {
         &self.cfg
     }
 
-    /// Number of live sessions.
+    /// Number of live sessions (shadows of publishers on other cores not counted).
     pub fn session_count(&self) -> usize {
-        self.sessions.len()
+        self.sessions.len() - self.shadows.len()
+    }
+
+    /// Messages for other cores produced since the last call, as (core, message).
+    pub fn take_cross(&mut self) -> std::vec::Drain<'_, (u32, CrossMsg)> {
+        self.cross_out.drain(..)
+    }
+
+    /// Applies one message from another core of this node.
+    pub fn handle_cross(&mut self, now: Instant, msg: CrossMsg) {
+        match msg {
+            CrossMsg::Members { room, core, present } => {
+                if core == self.cfg.index {
+                    return;
+                }
+                let cores = self.room_cores.entry(room.clone()).or_default();
+                cores.retain(|c| *c != core);
+                if present {
+                    cores.push(core);
+                    // Tell the newcomer about every track published here.
+                    let members = self.rooms.get(&room).cloned().unwrap_or_default();
+                    for key in members {
+                        let s = &self.sessions[key];
+                        if s.shadow.is_some() {
+                            continue;
+                        }
+                        let from = PubRef { core: self.cfg.index, key, serial: s.serial };
+                        for t in &s.tracks_in {
+                            let msg = CrossMsg::Track { room: room.clone(), from, session: s.id.clone(), identity: s.identity.clone(), mid: t.mid, kind: t.kind };
+                            self.cross_out.push((core, msg));
+                        }
+                    }
+                } else if cores.is_empty() {
+                    self.room_cores.remove(&room);
+                }
+            }
+            CrossMsg::Track { room, from, session, identity, mid, kind } => {
+                if self.local_members(&room) == 0 {
+                    return;
+                }
+                let key = match self.shadows.get(&from) {
+                    Some(k) => *k,
+                    None => self.add_shadow(now, &room, from, &session, &identity),
+                };
+                self.add_track_in(now, key, mid, kind);
+            }
+            CrossMsg::PublisherLeft { from } => {
+                if let Some(key) = self.shadows.get(&from).copied() {
+                    self.sessions[key].ending = Some(LeaveReason::Requested);
+                    self.maybe_ending.push(key);
+                }
+            }
+            CrossMsg::Rtp(r) => {
+                let Some(&key) = self.shadows.get(&r.from) else { return };
+                let Some(kind) = self.sessions[key].tracks_in.iter().find(|t| t.mid == r.mid).map(|t| t.kind) else { return };
+                self.fan_out(key, r.mid, kind, r.params, r.pt, r.seq, r.ts, r.wallclock, r.marker, &r.ext, &r.payload);
+            }
+            CrossMsg::Keyframe { to, mid, kind } => {
+                if self.sessions.get(to.key).is_some_and(|s| s.serial == to.serial && s.shadow.is_none()) {
+                    self.request_keyframe(now, to.key, mid, kind);
+                }
+            }
+        }
+        self.drain(now);
+    }
+
+    fn local_members(&self, room: &str) -> usize {
+        self.rooms.get(room).map_or(0, |m| m.iter().filter(|k| self.sessions[**k].shadow.is_none()).count())
+    }
+
+    fn other_cores(&self) -> impl Iterator<Item = u32> + '_ {
+        (0..self.cfg.cores).filter(move |c| *c != self.cfg.index)
+    }
+
+    /// Creates the shadow of a publisher on another core and puts it in the room.
+    fn add_shadow(&mut self, now: Instant, room: &str, from: PubRef, session: &str, identity: &str) -> usize {
+        let serial = self.next_serial;
+        self.next_serial += 1;
+        let s = Session {
+            id: session.to_string(),
+            identity: identity.to_string(),
+            room: room.to_string(),
+            rtc: Rtc::builder().set_rtp_mode(true).build(now),
+            grants: Grants { publish: true, subscribe: false },
+            subscription: Subscription::None,
+            ufrag: String::new(),
+            addrs: Vec::new(),
+            tracks_in: Vec::new(),
+            tracks_out: Vec::new(),
+            free_slots: Vec::new(),
+            pending: None,
+            pending_answer: None,
+            next_timeout: now + Duration::from_secs(86_400 * 365),
+            created: now,
+            connected: true,
+            ending: None,
+            serial,
+            shadow: Some(from),
+        };
+        let key = self.sessions.insert(s);
+        self.shadows.insert(from, key);
+        self.by_id.insert(session.to_string(), key);
+        self.rooms.entry(room.to_string()).or_default().push(key);
+        key
     }
 
     /// Counters since start.
@@ -355,7 +479,7 @@ impl Core {
     pub fn load_event(&self, since: Counters) -> LinkEvent {
         LinkEvent::Load {
             core: self.cfg.index,
-            sessions: self.sessions.len() as u32,
+            sessions: self.session_count() as u32,
             rx_packets: self.counters.rx_rtp - since.rx_rtp,
             tx_packets: self.counters.tx_rtp - since.tx_rtp,
         }
@@ -375,7 +499,7 @@ impl Core {
         if self.by_id.contains_key(session) {
             return Err(("session_exists", format!("session {session} already exists")));
         }
-        if self.sessions.len() as u32 >= self.cfg.capacity {
+        if self.session_count() as u32 >= self.cfg.capacity {
             return Err(("core_full", format!("core {} is at capacity", self.cfg.index)));
         }
         let offer = SdpOffer::from_sdp_string(offer).map_err(|e| ("bad_sdp", format!("malformed SDP offer: {e}")))?;
@@ -422,15 +546,25 @@ impl Core {
             created: now,
             connected: false,
             ending: None,
+            serial: self.next_serial,
+            shadow: None,
         };
+        self.next_serial += 1;
         let key = self.sessions.insert(s);
         self.timers.push(Reverse((now, key)));
         self.timers.push(Reverse((now + self.cfg.connect_timeout, key)));
         self.by_id.insert(session.to_string(), key);
         self.by_ufrag.insert(ufrag, key);
+        let first_here = self.local_members(room) == 0;
         let members = self.rooms.entry(room.to_string()).or_default();
         let existing: Vec<usize> = members.clone();
         members.push(key);
+        if first_here {
+            let cores: Vec<u32> = self.other_cores().collect();
+            for c in cores {
+                self.cross_out.push((c, CrossMsg::Members { room: room.to_string(), core: self.cfg.index, present: true }));
+            }
+        }
         // Subscribe the newcomer to every track already published in the room.
         for pub_key in existing {
             let mids: Vec<Mid> = self.sessions[pub_key].tracks_in.iter().map(|t| t.mid).collect();
@@ -495,6 +629,10 @@ impl Core {
             return;
         }
         t.last_keyframe_request = Some(now);
+        if let Some(origin) = p.shadow {
+            self.cross_out.push((origin.core, CrossMsg::Keyframe { to: origin, mid, kind }));
+            return;
+        }
         let mut api = p.rtc.direct_api();
         if let Some(rx) = api.stream_rx_by_mid(mid, None) {
             rx.request_keyframe(kind);
@@ -671,45 +809,91 @@ impl Core {
         if !dir.is_receiving() || !s.grants.publish || s.tracks_in.iter().any(|t| t.mid == mid) {
             return;
         }
-        s.tracks_in.push(TrackIn { mid, kind, subscribers: Vec::new(), last_keyframe_request: None });
         self.events.push(LinkEvent::TrackPublished {
             room: s.room.clone(),
             session: s.id.clone(),
             track: mid.to_string(),
             kind: kind_of(kind),
         });
+        // Other cores with members of the room get the track too.
+        let from = PubRef { core: self.cfg.index, key, serial: s.serial };
+        for &c in self.room_cores.get(&s.room).into_iter().flatten() {
+            let msg = CrossMsg::Track { room: s.room.clone(), from, session: s.id.clone(), identity: s.identity.clone(), mid, kind };
+            self.cross_out.push((c, msg));
+        }
+        self.add_track_in(now, key, mid, kind);
+    }
+
+    /// Adds a published track to a session (local or shadow) and subscribes the room to it.
+    fn add_track_in(&mut self, now: Instant, key: usize, mid: Mid, kind: MediaKind) {
+        let s = &mut self.sessions[key];
+        if s.tracks_in.iter().any(|t| t.mid == mid) {
+            return;
+        }
+        s.tracks_in.push(TrackIn { mid, kind, subscribers: Vec::new(), last_keyframe_request: None });
         let members = self.rooms.get(&s.room).cloned().unwrap_or_default();
         for sub in members {
             self.attach(now, key, mid, sub);
         }
     }
 
-    /// Hands one received RTP packet to every subscriber of its track, sharing the payload.
+    /// Hands one received RTP packet to every subscriber of its track, sharing the payload,
+    /// here and on every other core with members of the room.
     fn forward(&mut self, key: usize, p: RtpPacket) {
         let s = &mut self.sessions[key];
         let ssrc = p.header.ssrc;
         let Some(mid) = s.rtc.direct_api().stream_rx(&ssrc).map(|rx| rx.mid()) else { return };
         let Some(params) = s.rtc.codec_config().find(|pp| pp.pt() == p.header.payload_type).copied() else { return };
-        let Some(track) = s.tracks_in.iter_mut().find(|t| t.mid == mid) else { return };
+        let Some(kind) = s.tracks_in.iter().find(|t| t.mid == mid).map(|t| t.kind) else { return };
+        let from = PubRef { core: self.cfg.index, key, serial: s.serial };
+        let room = s.room.clone();
         self.counters.rx_rtp += 1;
-        let kind = track.kind;
-        let subscribers = std::mem::take(&mut track.subscribers);
-        let in_seq: u64 = *p.seq_no;
         let ext = ExtensionValues {
             audio_level: p.header.ext_vals.audio_level,
             voice_activity: p.header.ext_vals.voice_activity,
             video_orientation: p.header.ext_vals.video_orientation,
             ..Default::default()
         };
+        let pt = *p.header.payload_type;
+        let seq: u64 = *p.seq_no;
+        if let Some(cores) = self.room_cores.get(&room) {
+            // One message per remote core, not per remote subscriber; the payload is shared.
+            for &c in cores {
+                let r = CrossRtp { from, mid, pt, params, seq, ts: p.header.timestamp, wallclock: p.timestamp, marker: p.header.marker, ext: ext.clone(), payload: p.payload.clone() };
+                self.cross_out.push((c, CrossMsg::Rtp(Box::new(r))));
+            }
+        }
+        self.fan_out(key, mid, kind, params, pt, seq, p.header.timestamp, p.timestamp, p.header.marker, &ext, &p.payload);
+    }
+
+    /// Writes one packet of track `mid` of session `key` to each of its local subscribers:
+    /// payload type mapping, sequence rebase, and the shared payload.
+    #[allow(clippy::too_many_arguments)]
+    fn fan_out(
+        &mut self,
+        key: usize,
+        mid: Mid,
+        kind: MediaKind,
+        params: PayloadParams,
+        pt_in: u8,
+        in_seq: u64,
+        ts: u32,
+        wallclock: Instant,
+        marker: bool,
+        ext: &ExtensionValues,
+        payload: &std::sync::Arc<[u8]>,
+    ) {
+        let Some(track) = self.sessions[key].tracks_in.iter_mut().find(|t| t.mid == mid) else { return };
+        let subscribers = std::mem::take(&mut track.subscribers);
         for &(sub_key, sub_mid) in &subscribers {
             let Some(sub) = self.sessions.get_mut(sub_key) else { continue };
             let Some(out) = sub.tracks_out.iter_mut().find(|o| o.state == OutState::Open(sub_mid)) else { continue };
-            let pt = match out.pt_map.iter().find(|(i, _)| *i == *p.header.payload_type) {
+            let pt = match out.pt_map.iter().find(|(i, _)| *i == pt_in) {
                 Some((_, o)) => *o,
                 None => {
                     let Some(local) = sub.rtc.codec_config().match_params(params) else { continue };
                     let o = *local.pt();
-                    out.pt_map.push((*p.header.payload_type, o));
+                    out.pt_map.push((pt_in, o));
                     o
                 }
             };
@@ -719,8 +903,8 @@ impl Core {
             let mut api = sub.rtc.direct_api();
             let Some(tx) = api.stream_tx_by_mid(sub_mid, None) else { continue };
             tx.write_rtp(
-                RtpWrite::new(pt.into(), seq.into(), p.header.timestamp, p.timestamp, p.payload.clone())
-                    .marker(p.header.marker)
+                RtpWrite::new(pt.into(), seq.into(), ts, wallclock, payload.clone())
+                    .marker(marker)
                     .ext_vals(ext.clone())
                     .nackable(kind == MediaKind::Video),
             );
@@ -738,7 +922,17 @@ impl Core {
     fn remove(&mut self, key: usize, reason: LeaveReason) {
         let s = self.sessions.remove(key);
         self.by_id.remove(&s.id);
-        self.by_ufrag.remove(&s.ufrag);
+        if !s.ufrag.is_empty() {
+            self.by_ufrag.remove(&s.ufrag);
+        }
+        if let Some(from) = s.shadow {
+            self.shadows.remove(&from);
+        } else if !s.tracks_in.is_empty() {
+            let from = PubRef { core: self.cfg.index, key, serial: s.serial };
+            for &c in self.room_cores.get(&s.room).into_iter().flatten() {
+                self.cross_out.push((c, CrossMsg::PublisherLeft { from }));
+            }
+        }
         for a in &s.addrs {
             self.by_addr.remove(a);
         }
@@ -778,6 +972,21 @@ impl Core {
             o.free_slots.extend(freed);
             if changed {
                 self.dirty.push(other);
+            }
+        }
+        if s.shadow.is_some() {
+            return;
+        }
+        // The last local member left: other cores stop sending, and shadows go.
+        if self.local_members(&s.room) == 0 {
+            let cores: Vec<u32> = self.other_cores().collect();
+            for c in cores {
+                self.cross_out.push((c, CrossMsg::Members { room: s.room.clone(), core: self.cfg.index, present: false }));
+            }
+            let shadows: Vec<usize> = self.rooms.get(&s.room).cloned().unwrap_or_default();
+            for k in shadows {
+                self.sessions[k].ending = Some(LeaveReason::Requested);
+                self.maybe_ending.push(k);
             }
         }
         tracing::info!(session = %s.id, identity = %s.identity, room = %s.room, ?reason, "session ended");

@@ -52,12 +52,21 @@ impl Default for World {
 }
 
 impl World {
+    /// An empty world with core `index` of a node with `cores` cores (for rooms that span
+    /// cores: move [`Core::take_cross`] output between worlds with [`shuttle`]).
+    pub fn new_core(index: u32, cores: u32) -> World {
+        let mut w = World::new();
+        let addr: SocketAddr = SFU.parse().unwrap();
+        w.core = Core::new(CoreConfig { index, local: addr, candidates: vec![addr], capacity: 5000, connect_timeout: Duration::from_secs(30), cores });
+        w
+    }
+
     /// An empty world with one core.
     pub fn new() -> World {
         str0m::crypto::from_feature_flags().install_process_default();
         let now = Instant::now();
         let addr: SocketAddr = SFU.parse().unwrap();
-        let core = Core::new(CoreConfig { index: 0, local: addr, candidates: vec![addr], capacity: 5000, connect_timeout: Duration::from_secs(30) });
+        let core = Core::new(CoreConfig { index: 0, local: addr, candidates: vec![addr], capacity: 5000, connect_timeout: Duration::from_secs(30), cores: 1 });
         World { now, core, peers: Vec::new(), link: Vec::new(), next_req: 1 }
     }
 
@@ -253,3 +262,23 @@ impl World {
     }
 }
 
+/// Delivers the cross-core messages of every world to the world of their target core,
+/// until none are left.
+pub fn shuttle(worlds: &mut [&mut World]) {
+    loop {
+        let mut moved = false;
+        for i in 0..worlds.len() {
+            let out: Vec<_> = worlds[i].core.take_cross().collect();
+            for (target, msg) in out {
+                moved = true;
+                if let Some(w) = worlds.iter_mut().find(|w| w.core.config().index == target) {
+                    let now = w.now;
+                    w.core.handle_cross(now, msg);
+                }
+            }
+        }
+        if !moved {
+            break;
+        }
+    }
+}

@@ -14,6 +14,7 @@ use percore::batch::{BatchIo, Outgoing, Waker};
 use percore::Backend;
 use tokio::sync::mpsc::{UnboundedReceiver, UnboundedSender};
 
+use crate::cross::CrossMsg;
 use crate::sfu::{Core, CoreConfig};
 
 /// Interval between two load reports of a core.
@@ -21,6 +22,27 @@ pub const LOAD_INTERVAL: Duration = Duration::from_secs(link::LOAD_INTERVAL_SECS
 
 /// Most datagrams handled in one turn before timers and commands get a look.
 pub const WORK_LIMIT: usize = 256;
+
+/// The channels between the cores of a node: core *i* reads `rx[i]`; anyone may send to
+/// `tx[i]` and then wake `wakers[i]`.
+#[derive(Clone)]
+pub struct Mesh {
+    tx: Vec<crossbeam_channel::Sender<CrossMsg>>,
+    rx: Vec<crossbeam_channel::Receiver<CrossMsg>>,
+    wakers: Vec<Arc<Waker>>,
+}
+
+impl Mesh {
+    /// Channels and wakers for `n` cores.
+    pub fn new(n: usize) -> std::io::Result<Self> {
+        let (tx, rx) = (0..n).map(|_| crossbeam_channel::unbounded()).unzip();
+        let wakers = (0..n).map(|_| Waker::new()).collect::<std::io::Result<_>>()?;
+        Ok(Self { tx, rx, wakers })
+    }
+}
+
+/// Most cross-core messages applied in one turn.
+pub const CROSS_LIMIT: usize = 1024;
 
 /// Sends commands to one core and wakes it.
 #[derive(Clone)]
@@ -50,13 +72,15 @@ pub struct CoreSetup {
     pub events: UnboundedSender<LinkEvent>,
     /// Skip io_uring and use recvmmsg/sendmmsg on epoll.
     pub force_epoll: bool,
+    /// Channels to and from the node's other cores.
+    pub mesh: Mesh,
 }
 
 /// Starts the core on its own pinned thread; returns its inbox and the I/O backend in use.
 /// The ring is created on the core's thread (io_uring with SINGLE_ISSUER belongs to it).
 pub fn spawn(setup: CoreSetup) -> std::io::Result<(std::thread::JoinHandle<()>, CoreInbox, Backend)> {
-    let CoreSetup { config, socket, cpu, events, force_epoll } = setup;
-    let waker = Waker::new()?;
+    let CoreSetup { config, socket, cpu, events, force_epoll, mesh } = setup;
+    let waker = mesh.wakers.get(config.index as usize).cloned().ok_or_else(|| std::io::Error::other("core index outside the mesh"))?;
     let (tx, rx) = tokio::sync::mpsc::unbounded_channel();
     let (ready_tx, ready_rx) = std::sync::mpsc::channel();
     let name = format!("core-{}", config.index);
@@ -68,7 +92,7 @@ pub fn spawn(setup: CoreSetup) -> std::io::Result<(std::thread::JoinHandle<()>, 
         match BatchIo::new(socket, w, force_epoll) {
             Ok((io, backend)) => {
                 let _ = ready_tx.send(Ok(backend));
-                run(config, io, rx, events);
+                run(config, io, rx, events, mesh);
             }
             Err(e) => {
                 let _ = ready_tx.send(Err(e));
@@ -80,8 +104,10 @@ pub fn spawn(setup: CoreSetup) -> std::io::Result<(std::thread::JoinHandle<()>, 
 }
 
 /// The core's loop; returns when the command channel closes.
-pub fn run(config: CoreConfig, mut io: BatchIo, mut commands: UnboundedReceiver<Command>, events: UnboundedSender<LinkEvent>) {
+pub fn run(config: CoreConfig, mut io: BatchIo, mut commands: UnboundedReceiver<Command>, events: UnboundedSender<LinkEvent>, mesh: Mesh) {
     let index = config.index;
+    let Some(cross_rx) = mesh.rx.get(index as usize).cloned() else { return };
+    let mut to_wake = vec![false; mesh.tx.len()];
     let mut core = Core::new(config);
     let mut out: Vec<Outgoing> = Vec::with_capacity(1024);
     let mut last_load = Instant::now();
@@ -98,6 +124,9 @@ pub fn run(config: CoreConfig, mut io: BatchIo, mut commands: UnboundedReceiver<
                 }
             }
         }
+        for msg in cross_rx.try_iter().take(CROSS_LIMIT) {
+            core.handle_cross(now, msg);
+        }
         if core.next_timeout().is_some_and(|t| t <= now) {
             core.handle_timeout(now);
         }
@@ -110,13 +139,31 @@ pub fn run(config: CoreConfig, mut io: BatchIo, mut commands: UnboundedReceiver<
         for e in core.take_events() {
             let _ = events.send(e);
         }
+        flush_cross(&mut core, &mesh, &mut to_wake);
         let deadline = core.next_timeout().unwrap_or(now + LOAD_INTERVAL).min(last_load + LOAD_INTERVAL);
+        // Messages already waiting from other cores: do not sleep on them.
+        let deadline = if cross_rx.is_empty() { deadline } else { now };
         let r = io.turn(&mut out, Some(deadline), WORK_LIMIT, &mut |from, data| {
             core.handle_datagram(Instant::now(), from, data);
         });
         if let Err(e) = r {
             tracing::warn!(core = index, error = %e, "socket turn failed");
             std::thread::sleep(Duration::from_millis(1));
+        }
+    }
+}
+
+/// Sends what the core produced for other cores and wakes each receiving core once.
+fn flush_cross(core: &mut Core, mesh: &Mesh, to_wake: &mut [bool]) {
+    for (c, msg) in core.take_cross() {
+        if let Some(tx) = mesh.tx.get(c as usize) {
+            let _ = tx.send(msg);
+            to_wake[c as usize] = true;
+        }
+    }
+    for (c, wake) in to_wake.iter_mut().enumerate() {
+        if std::mem::take(wake) {
+            mesh.wakers[c].wake();
         }
     }
 }

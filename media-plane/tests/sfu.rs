@@ -3,7 +3,7 @@
 use std::time::Duration;
 
 use link::{Command, Event as LinkEvent, Grants, LeaveReason, Subscription};
-use media_plane::sim::World;
+use media_plane::sim::{shuttle, World};
 use str0m::media::{KeyframeRequestKind, MediaKind, Mid};
 
 #[test]
@@ -160,3 +160,48 @@ fn bad_input_gets_typed_errors_and_disturbs_nobody() {
     assert!(w.core.counters().unroutable >= 4);
 }
 
+#[test]
+fn a_room_spans_two_cores_and_every_track_crosses() {
+    let mut a = World::new_core(0, 2);
+    let mut b = World::new_core(1, 2);
+    let alice = a.join("alice", "r", true);
+    shuttle(&mut [&mut a, &mut b]);
+    let bob = b.join("bob", "r", true);
+    let carol = b.join("carol", "r", false);
+    shuttle(&mut [&mut a, &mut b]);
+    for _ in 0..300 {
+        a.step(Duration::from_millis(10));
+        b.step(Duration::from_millis(10));
+        shuttle(&mut [&mut a, &mut b]);
+        if a.peers.iter().all(|p| p.connected) && b.peers.iter().all(|p| p.connected) {
+            break;
+        }
+    }
+    for _ in 0..60 {
+        a.media_step();
+        b.media_step();
+        shuttle(&mut [&mut a, &mut b]);
+    }
+    // Alice (core 0) gets Bob's audio and video from core 1; Bob and Carol get Alice's.
+    assert!(a.received_total(alice) > 40, "alice got {}", a.received_total(alice));
+    assert!(b.peers[bob].received.len() >= 2 && b.received_total(bob) > 40, "bob: {:?}", b.peers[bob].received);
+    assert!(b.peers[carol].received.len() >= 4, "carol sees both publishers' tracks: {:?}", b.peers[carol].received);
+    // Shadows are not sessions of their core.
+    assert_eq!(a.core.session_count(), 1);
+    assert_eq!(b.core.session_count(), 2);
+
+    // Alice leaves core 0: core 1 drops her shadow, and Carol's m-lines for her stop.
+    a.core.handle_command(a.now, Command::Leave { session: "S-alice".into() });
+    shuttle(&mut [&mut a, &mut b]);
+    for _ in 0..20 {
+        a.step(Duration::from_millis(10));
+        b.step(Duration::from_millis(10));
+        shuttle(&mut [&mut a, &mut b]);
+    }
+    let before = b.received_total(carol);
+    b.run_media(20);
+    let after = b.received_total(carol);
+    // Carol keeps receiving Bob only: 2 tracks × 20 steps.
+    assert!(after - before <= 40, "carol still gets alice's packets: {}", after - before);
+    assert!(after - before >= 20, "carol lost bob: {}", after - before);
+}

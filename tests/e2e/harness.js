@@ -80,7 +80,7 @@ export async function cpuPercent(pid, ms) {
   return ((b - a) / 100) / (ms / 1000) * 100; // USER_HZ = 100
 }
 
-export async function startSystem({ forceEpoll = false } = {}) {
+export async function startSystem({ forceEpoll = false, env: extraEnv = {} } = {}) {
   const port = await freePort();
   const turnPort = await freePort();
   const turnsPort = await freePort();
@@ -88,7 +88,7 @@ export async function startSystem({ forceEpoll = false } = {}) {
   const args = ['local', '--http-addr', `127.0.0.1:${port}`, '--data-dir', dataDir, '--public-ip', '127.0.0.1', '--media-port-base', '0',
     '--turn-port', String(turnPort), '--turns-port', String(turnsPort)];
   if (forceEpoll) args.push('--force-epoll');
-  const env = { ...process.env, RUST_LOG: process.env.RUST_LOG || 'info,str0m=warn', MEDIA_PLANE_BIN: bin('media-plane'), RELAY_BIN: bin('relay') };
+  const env = { ...process.env, RUST_LOG: process.env.RUST_LOG || 'info,str0m=warn', MEDIA_PLANE_BIN: bin('media-plane'), RELAY_BIN: bin('relay'), ...extraEnv };
   const proc = spawn(bin('control-plane'), args, { env, stdio: ['ignore', 'pipe', 'pipe'] });
   let output = '';
   proc.stdout.on('data', (d) => { output += d; });

@@ -7,7 +7,7 @@ import { spawnSync } from 'node:child_process';
 import fs from 'node:fs';
 import os from 'node:os';
 import path from 'node:path';
-import { ROOT, bin, dumpLog, startSystem } from './harness.js';
+import { ROOT, bin, dumpLog, startSystem, waitFor } from './harness.js';
 
 function loadtest(args, { sys, timeout = 90000 } = {}) {
   const dir = fs.mkdtempSync(path.join(os.tmpdir(), 'loadtest-'));
@@ -83,6 +83,19 @@ test('loadtest against our server: video + audio publishers, subscribers, plots;
     assert.equal(x.stderr.trim().split('\n').filter((l) => l.includes('error')).length, 1, x.stderr);
     assert.doesNotMatch(x.stderr, /panicked/);
   }
+});
+
+test('a room that spans both cores: publishers and subscribers on different cores receive every track', { timeout: 120000 }, async (t) => {
+  // Three sessions per core: the room starts on one core and spills onto the other.
+  const sys = await startSystem({ env: { CAPACITY_PER_CORE: '3', MEDIA_CORES: '2' } });
+  t.after(() => sys.stop());
+  const r = loadtest([...ours(sys), '--video-publishers', '2', '--audio-publishers', '1', '--subscribers', '3', '--duration', '4', '--join-rate', '10', '--max-loss', '0'], { sys });
+  // 3 publishers see 2 others; 3 subscribers see 3 each.
+  assertClean(r, 15);
+  // The control plane placed part of the room on the other core (its log is read once the
+  // synchronous load test has returned).
+  await waitFor(() => /room spans another core/.test(sys.output()), { what: 'a participant placed on the second core', timeout: 5000 });
+  console.log(`FIGURE cross_core_room rx_pps=${r.report.rx_pps.toFixed(0)} p99_ms=${r.report.latency_ms.p99}`);
 });
 
 test('loadtest TURN mode against our relay: UDP and TCP allocations, zero loss; wrong secret refused', { timeout: 120000 }, async (t) => {
