@@ -909,7 +909,12 @@ impl Core {
                     .nackable(kind == MediaKind::Video),
             );
             self.counters.tx_rtp += 1;
-            self.dirty.push(sub_key);
+            // str0m releases written packets on its next timeout, so rather than polling the
+            // subscriber now (which would only return that deadline) make it due at once.
+            if sub.next_timeout > wallclock {
+                sub.next_timeout = wallclock;
+                self.timers.push(Reverse((wallclock, sub_key)));
+            }
         }
         if let Some(s) = self.sessions.get_mut(key) {
             if let Some(track) = s.tracks_in.iter_mut().find(|t| t.mid == mid) {
