@@ -846,7 +846,9 @@ impl Core {
         let Some(params) = s.rtc.codec_config().find(|pp| pp.pt() == p.header.payload_type).copied() else { return };
         let Some(kind) = s.tracks_in.iter().find(|t| t.mid == mid).map(|t| t.kind) else { return };
         let from = PubRef { core: self.cfg.index, key, serial: s.serial };
-        let room = s.room.clone();
+        // Only rooms that span cores pay for the lookup (no per-packet allocation otherwise).
+        let remote: &[u32] = if self.room_cores.is_empty() { &[] } else { self.room_cores.get(&s.room).map_or(&[], |v| v.as_slice()) };
+        let remote = remote.to_vec();
         self.counters.rx_rtp += 1;
         let ext = ExtensionValues {
             audio_level: p.header.ext_vals.audio_level,
@@ -856,9 +858,9 @@ impl Core {
         };
         let pt = *p.header.payload_type;
         let seq: u64 = *p.seq_no;
-        if let Some(cores) = self.room_cores.get(&room) {
+        {
             // One message per remote core, not per remote subscriber; the payload is shared.
-            for &c in cores {
+            for &c in &remote {
                 let r = CrossRtp { from, mid, pt, params, seq, ts: p.header.timestamp, wallclock: p.timestamp, marker: p.header.marker, ext: ext.clone(), payload: p.payload.clone() };
                 self.cross_out.push((c, CrossMsg::Rtp(Box::new(r))));
             }
