@@ -3,11 +3,11 @@
 // asserts zero loss and that every expected track arrived.
 import { test } from 'node:test';
 import assert from 'node:assert/strict';
-import { spawnSync } from 'node:child_process';
+import { spawn, spawnSync } from 'node:child_process';
 import fs from 'node:fs';
 import os from 'node:os';
 import path from 'node:path';
-import { ROOT, bin, dumpLog, startSystem, waitFor } from './harness.js';
+import { ROOT, bin, dumpLog, freePort, startSystem, waitFor } from './harness.js';
 
 function loadtest(args, { sys, timeout = 90000 } = {}) {
   const dir = fs.mkdtempSync(path.join(os.tmpdir(), 'loadtest-'));
@@ -98,7 +98,7 @@ test('a room that spans both cores: publishers and subscribers on different core
   console.log(`FIGURE cross_core_room rx_pps=${r.report.rx_pps.toFixed(0)} p99_ms=${r.report.latency_ms.p99}`);
 });
 
-test('loadtest TURN mode against our relay: UDP and TCP allocations, zero loss; wrong secret refused', { timeout: 120000 }, async (t) => {
+test('loadtest TURN mode: our relay over UDP and TCP with REST credentials, coturn with long-term credentials; wrong ones refused', { timeout: 120000 }, async (t) => {
   const sys = await startSystem();
   t.after(() => sys.stop());
   const turn = ['--target', 'turn', '--turn-server', `127.0.0.1:${sys.turnPort}`, '--turn-secret', sys.turnSecret, '--duration', '3', '--max-loss', '0'];
@@ -113,6 +113,18 @@ test('loadtest TURN mode against our relay: UDP and TCP allocations, zero loss; 
   const wrong = loadtest(['--target', 'turn', '--turn-server', `127.0.0.1:${sys.turnPort}`, '--turn-secret', 'not-the-secret', '--turn-allocations', '1', '--duration', '1']);
   assert.equal(wrong.status, 1);
   assert.match(wrong.stderr, /TURN error 401/);
+
+  // The same client against coturn 4.6.1 with long-term credentials (user:password).
+  const port = await freePort();
+  const coturn = spawn('turnserver', ['-n', '--no-cli', '--listening-ip', '127.0.0.1', '--relay-ip', '127.0.0.1', '-p', String(port), '--no-tls', '--no-dtls',
+    '--allow-loopback-peers', '--user', 'lt:secret', '--realm', 'loadtest', '-a', '-f', '--min-port', '45000', '--max-port', '45999', '--log-file', 'stdout', '--simple-log'], { stdio: 'ignore' });
+  t.after(() => coturn.kill('SIGKILL'));
+  await new Promise((r) => setTimeout(r, 1000));
+  const c = loadtest(['--target', 'turn', '--turn-server', `127.0.0.1:${port}`, '--turn-user', 'lt:secret', '--turn-allocations', '4', '--turn-rate', '50', '--duration', '2', '--max-loss', '0']);
+  assertClean(c, 8);
+  const bad = loadtest(['--target', 'turn', '--turn-server', `127.0.0.1:${port}`, '--turn-user', 'lt:wrong', '--turn-allocations', '1', '--duration', '1']);
+  assert.equal(bad.status, 1);
+  assert.match(bad.stderr, /TURN error 401/);
 });
 
 test('loadtest against Janus VideoRoom (Debian janus in a network namespace): 1 publisher, 2 subscribers', { timeout: 180000 }, async (t) => {
