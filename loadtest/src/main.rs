@@ -308,7 +308,6 @@ fn run(mut args: RunArgs) -> anyhow::Result<i32> {
 
     // Sample counters and CPU while the workers run.
     let tck = ticks_per_sec();
-    let me = std::process::id();
     let cpu0 = server_ticks(&args.server_pid);
     let self0 = proc_cpu_ticks("self").unwrap_or(0);
     let bar = if args.quiet { indicatif::ProgressBar::hidden() } else { indicatif::ProgressBar::new(total as u64) };
@@ -324,7 +323,7 @@ fn run(mut args: RunArgs) -> anyhow::Result<i32> {
         }
         let t = stats::totals(&workers.counters);
         let cpu = server_ticks(&args.server_pid);
-        let mine = proc_cpu_ticks(&me.to_string()).unwrap_or(0);
+        let mine = proc_cpu_ticks("self").unwrap_or(0);
         let rx = (t.received - last.1.received) as f64;
         let lost = t.lost.saturating_sub(last.1.lost) as f64;
         let sample = plot::Sample {
@@ -441,7 +440,7 @@ fn run(mut args: RunArgs) -> anyhow::Result<i32> {
         std::fs::write(path, serde_json::to_string_pretty(&report)?).with_context(|| format!("writing {}", path.display()))?;
     }
     if let Some(dir) = &args.plots {
-        let files = plot::write_all(dir, &format!("{:?}", s.target).to_lowercase(), &cdf, &report_series(&report))?;
+        let files = plot::write_all(dir, &format!("{:?}", s.target).to_lowercase(), &cdf, &series)?;
         println!("plots            {}", files.join(", "));
     }
     let mut failed = false;
@@ -462,10 +461,6 @@ fn run(mut args: RunArgs) -> anyhow::Result<i32> {
         }
     }
     Ok(if failed { 1 } else { 0 })
-}
-
-fn report_series(report: &serde_json::Value) -> Vec<plot::Sample> {
-    serde_json::from_value(report["series"].clone()).unwrap_or_default()
 }
 
 async fn setup(s: &Scenario, args: &RunArgs, tls: Option<Arc<rustls::ClientConfig>>) -> anyhow::Result<Shared> {

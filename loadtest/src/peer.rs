@@ -150,7 +150,6 @@ pub struct Conn {
     spec: MediaSpec,
 }
 
-/// Binds a UDP socket on `ip` for a connection.
 impl Conn {
     /// A new connection with a host candidate on `ip`.
     pub async fn new(ip: IpAddr, spec: MediaSpec) -> Result<Self, PeerError> {
@@ -224,7 +223,8 @@ impl Conn {
         let video_pt = self.pt(self.spec.str0m_codec());
         let audio_pt = self.pt(Codec::Opus);
         let mut sleep = pin!(tokio::time::sleep_until(Instant::now().into()));
-        let mut armed = Instant::now();
+        // Deadline the sleep is armed for; `None` once it has fired.
+        let mut armed: Option<Instant> = None;
         let result = loop {
             let timeout = match self.drain(ctx, &mut st).await {
                 Ok(t) => t,
@@ -242,9 +242,9 @@ impl Conn {
             if sending && send.audio {
                 wake = wake.min(next_audio);
             }
-            if wake != armed {
+            if armed != Some(wake) {
                 sleep.as_mut().reset(wake.into());
-                armed = wake;
+                armed = Some(wake);
             }
             tokio::select! {
                 r = self.socket.readable() => {
@@ -279,7 +279,7 @@ impl Conn {
                 },
                 _ = &mut sleep => {
                     let now = Instant::now();
-                    armed = now - Duration::from_nanos(1);
+                    armed = None;
                     if st.connected && now < send.until {
                         if let (true, Some(mid), Some(pt)) = (send.video && now >= next_video, self.video, video_pt) {
                             let ts = (video_seq * 90_000 / self.spec.fps as u64) as u32;

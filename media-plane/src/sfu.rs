@@ -419,10 +419,13 @@ impl Core {
                 break;
             }
             self.timers.pop();
-            if self.timer_valid(t, key) && !due.contains(&key) {
+            if self.timer_valid(t, key) {
                 due.push(key);
             }
         }
+        // A session can have two valid entries (its deadline and its connect deadline).
+        due.sort_unstable();
+        due.dedup();
         for key in due {
             let timeout = self.cfg.connect_timeout;
             let Some(s) = self.sessions.get_mut(key) else { continue };
@@ -846,9 +849,15 @@ impl Core {
         let Some(params) = s.rtc.codec_config().find(|pp| pp.pt() == p.header.payload_type).copied() else { return };
         let Some(kind) = s.tracks_in.iter().find(|t| t.mid == mid).map(|t| t.kind) else { return };
         let from = PubRef { core: self.cfg.index, key, serial: s.serial };
-        // Only rooms that span cores pay for the lookup (no per-packet allocation otherwise).
-        let remote: &[u32] = if self.room_cores.is_empty() { &[] } else { self.room_cores.get(&s.room).map_or(&[], |v| v.as_slice()) };
-        let remote = remote.to_vec();
+        // Only rooms that span cores pay for the lookup; the core list is copied to the stack
+        // (a node has far fewer than 256 cores), so no per-packet allocation either way.
+        let mut remote = [0u32; 256];
+        let spanning = if self.room_cores.is_empty() { None } else { self.room_cores.get(&s.room) };
+        let n = spanning.map_or(0, |v| {
+            let n = v.len().min(remote.len());
+            remote[..n].copy_from_slice(&v[..n]);
+            n
+        });
         self.counters.rx_rtp += 1;
         let ext = ExtensionValues {
             audio_level: p.header.ext_vals.audio_level,
@@ -858,12 +867,10 @@ impl Core {
         };
         let pt = *p.header.payload_type;
         let seq: u64 = *p.seq_no;
-        {
-            // One message per remote core, not per remote subscriber; the payload is shared.
-            for &c in &remote {
-                let r = CrossRtp { from, mid, pt, params, seq, ts: p.header.timestamp, wallclock: p.timestamp, marker: p.header.marker, ext: ext.clone(), payload: p.payload.clone() };
-                self.cross_out.push((c, CrossMsg::Rtp(Box::new(r))));
-            }
+        // One message per remote core, not per remote subscriber; the payload is shared.
+        for &c in &remote[..n] {
+            let r = CrossRtp { from, mid, pt, params, seq, ts: p.header.timestamp, wallclock: p.timestamp, marker: p.header.marker, ext: ext.clone(), payload: p.payload.clone() };
+            self.cross_out.push((c, CrossMsg::Rtp(Box::new(r))));
         }
         self.fan_out(key, mid, kind, params, pt, seq, p.header.timestamp, p.timestamp, p.header.marker, &ext, &p.payload);
     }

@@ -55,19 +55,16 @@ impl World {
     /// An empty world with core `index` of a node with `cores` cores (for rooms that span
     /// cores: move [`Core::take_cross`] output between worlds with [`shuttle`]).
     pub fn new_core(index: u32, cores: u32) -> World {
-        let mut w = World::new();
+        str0m::crypto::from_feature_flags().install_process_default();
+        let now = Instant::now();
         let addr: SocketAddr = SFU.parse().unwrap();
-        w.core = Core::new(CoreConfig { index, local: addr, candidates: vec![addr], capacity: 5000, connect_timeout: Duration::from_secs(30), cores });
-        w
+        let core = Core::new(CoreConfig { index, local: addr, candidates: vec![addr], capacity: 5000, connect_timeout: Duration::from_secs(30), cores });
+        World { now, core, peers: Vec::new(), link: Vec::new(), next_req: 1 }
     }
 
     /// An empty world with one core.
     pub fn new() -> World {
-        str0m::crypto::from_feature_flags().install_process_default();
-        let now = Instant::now();
-        let addr: SocketAddr = SFU.parse().unwrap();
-        let core = Core::new(CoreConfig { index: 0, local: addr, candidates: vec![addr], capacity: 5000, connect_timeout: Duration::from_secs(30), cores: 1 });
-        World { now, core, peers: Vec::new(), link: Vec::new(), next_req: 1 }
+        Self::new_core(0, 1)
     }
 
     /// A client joins `room`, publishing audio and video (or only receiving), like a browser.

@@ -38,38 +38,51 @@ struct Args {
     json: bool,
 }
 
-fn sinks(n: usize) -> anyhow::Result<Vec<UdpSocket>> {
-    (0..n)
-        .map(|_| {
-            let s = UdpSocket::bind("127.0.0.1:0")?;
-            s.set_read_timeout(Some(Duration::from_millis(50)))?;
-            Ok(s)
-        })
-        .collect()
+/// `n` bound sink sockets drained by a thread on core `core`, so sends include delivery.
+struct Sinks {
+    dests: Vec<SocketAddr>,
+    stop: Arc<AtomicBool>,
+    drain: std::thread::JoinHandle<()>,
 }
 
-fn drain(socks: Vec<UdpSocket>, stop: Arc<AtomicBool>, core: usize) -> std::thread::JoinHandle<u64> {
-    std::thread::spawn(move || {
-        percore::pin(core);
+impl Sinks {
+    fn start(n: usize, core: usize) -> anyhow::Result<Self> {
+        let socks = (0..n).map(|_| UdpSocket::bind("127.0.0.1:0")).collect::<std::io::Result<Vec<_>>>()?;
+        let dests = socks.iter().map(|s| s.local_addr()).collect::<std::io::Result<Vec<_>>>()?;
         for s in &socks {
-            let _ = s.set_nonblocking(true);
+            s.set_nonblocking(true)?;
         }
-        let mut buf = [0u8; 2048];
-        let mut n = 0u64;
-        while !stop.load(Ordering::Relaxed) {
-            let mut idle = true;
-            for s in &socks {
-                while s.recv(&mut buf).is_ok() {
-                    n += 1;
-                    idle = false;
+        let stop = Arc::new(AtomicBool::new(false));
+        let flag = stop.clone();
+        let drain = std::thread::spawn(move || {
+            percore::pin(core);
+            let mut buf = [0u8; 2048];
+            while !flag.load(Ordering::Relaxed) {
+                let mut idle = true;
+                for s in &socks {
+                    while s.recv(&mut buf).is_ok() {
+                        idle = false;
+                    }
+                }
+                if idle {
+                    std::thread::sleep(Duration::from_micros(50));
                 }
             }
-            if idle {
-                std::thread::sleep(Duration::from_micros(50));
-            }
-        }
-        n
-    })
+        });
+        Ok(Self { dests, stop, drain })
+    }
+
+    fn stop(self) {
+        self.stop.store(true, Ordering::Relaxed);
+        let _ = self.drain.join();
+    }
+}
+
+/// A sending socket with large kernel buffers.
+fn sender() -> anyhow::Result<UdpSocket> {
+    let tx = UdpSocket::bind("127.0.0.1:0")?;
+    percore::batch::set_buffers(&tx, 8 << 20);
+    Ok(tx)
 }
 
 /// Sends for `secs`, returns (datagrams sent per second, CPU seconds used by this thread).
@@ -98,65 +111,44 @@ fn main() -> anyhow::Result<()> {
     let mut rows = Vec::new();
 
     // 1. Plain send_to(), one syscall per datagram, round-robin over the sinks.
-    let socks = sinks(a.sinks)?;
-    let dests: Vec<SocketAddr> = socks.iter().filter_map(|s| s.local_addr().ok()).collect();
-    let stop = Arc::new(AtomicBool::new(false));
-    let d = drain(socks, stop.clone(), a.core + 1);
-    let tx = UdpSocket::bind("127.0.0.1:0")?;
-    percore::batch::set_buffers(&tx, 8 << 20);
+    let sinks = Sinks::start(a.sinks, a.core + 1)?;
+    let tx = sender()?;
     let mut i = 0;
     let (pps, cpu) = measure(a.seconds, || {
-        let mut n = 0;
-        for _ in 0..64 {
-            i = (i + 1) % dests.len();
-            if tx.send_to(&payload, dests[i]).is_ok() {
-                n += 1;
-            }
-        }
-        n
+        (0..64)
+            .filter(|_| {
+                i = (i + 1) % sinks.dests.len();
+                tx.send_to(&payload, sinks.dests[i]).is_ok()
+            })
+            .count()
     });
-    stop.store(true, Ordering::Relaxed);
-    let _ = d.join();
+    sinks.stop();
     rows.push(("send_to, one syscall per datagram", pps, cpu));
 
     // 1b. Plain send() on a connected socket to one destination.
-    let socks = sinks(1)?;
-    let dest = socks[0].local_addr()?;
-    let stop = Arc::new(AtomicBool::new(false));
-    let d = drain(socks, stop.clone(), a.core + 1);
-    let tx = UdpSocket::bind("127.0.0.1:0")?;
-    percore::batch::set_buffers(&tx, 8 << 20);
-    tx.connect(dest)?;
+    let sinks = Sinks::start(1, a.core + 1)?;
+    let tx = sender()?;
+    tx.connect(sinks.dests[0])?;
     let (pps, cpu) = measure(a.seconds, || (0..64).filter(|_| tx.send(&payload).is_ok()).count());
-    stop.store(true, Ordering::Relaxed);
-    let _ = d.join();
+    sinks.stop();
     rows.push(("send on a connected socket, one destination", pps, cpu));
 
     // 2. Batched io_uring sends to distinct destinations (64 per submission).
     // 3. The same with every datagram to one destination, so GSO coalesces them.
     for (label, one_dest) in [("io_uring batch of 64, distinct destinations", false), ("io_uring batch of 64, GSO to one destination", true)] {
-        let socks = sinks(a.sinks)?;
-        let dests: Vec<SocketAddr> = socks.iter().filter_map(|s| s.local_addr().ok()).collect();
-        let stop = Arc::new(AtomicBool::new(false));
-        let d = drain(socks, stop.clone(), a.core + 1);
-        let sock = UdpSocket::bind("127.0.0.1:0")?;
-        percore::batch::set_buffers(&sock, 8 << 20);
-        let (mut io, backend) = BatchIo::new(sock, Waker::new()?, false)?;
+        let sinks = Sinks::start(a.sinks, a.core + 1)?;
+        let (mut io, backend) = BatchIo::new(sender()?, Waker::new()?, false)?;
         let mut out: Vec<Outgoing> = Vec::with_capacity(64);
         let mut j = 0;
         let (pps, cpu) = measure(a.seconds, || {
             for _ in 0..64 {
-                j = (j + 1) % dests.len();
-                let destination = if one_dest { dests[0] } else { dests[j] };
+                j = (j + 1) % sinks.dests.len();
+                let destination = if one_dest { sinks.dests[0] } else { sinks.dests[j] };
                 out.push(Outgoing { destination, contents: payload.clone() });
             }
-            match io.turn(&mut out, Some(Instant::now()), 64, &mut |_, _| {}) {
-                Ok(st) => st.sent,
-                Err(_) => 0,
-            }
+            io.turn(&mut out, Some(Instant::now()), 64, &mut |_, _| {}).map_or(0, |st| st.sent)
         });
-        stop.store(true, Ordering::Relaxed);
-        let _ = d.join();
+        sinks.stop();
         rows.push((if backend == percore::Backend::IoUring { label } else { "recvmmsg/sendmmsg fallback (io_uring refused)" }, pps, cpu));
     }
 
