@@ -7,7 +7,7 @@ import { spawn, spawnSync } from 'node:child_process';
 import fs from 'node:fs';
 import os from 'node:os';
 import path from 'node:path';
-import { ROOT, bin, dumpLog, freePort, startSystem, waitFor } from './harness.js';
+import { ROOT, basic, bin, dumpLog, freePort, request, startSystem, waitFor } from './harness.js';
 
 function loadtest(args, { sys, timeout = 90000 } = {}) {
   const dir = fs.mkdtempSync(path.join(os.tmpdir(), 'loadtest-'));
@@ -96,6 +96,20 @@ test('a room that spans both cores: publishers and subscribers on different core
   // synchronous load test has returned).
   await waitFor(() => /room spans another core/.test(sys.output()), { what: 'a participant placed on the second core', timeout: 5000 });
   console.log(`FIGURE cross_core_room rx_pps=${r.report.rx_pps.toFixed(0)} p99_ms=${r.report.latency_ms.p99}`);
+
+  // WHIP publishers and WHEP viewers, 6 sessions in the room once the first run has left: at 3 per core, some WHEP
+  // sessions watch a publisher that lives on the other core.
+  // The cores report their sessions once a second; the first run's end when their peers go.
+  await waitFor(async () => {
+    const nodes = (await request(sys, 'GET', '/api/nodes', { headers: { authorization: basic(sys) } })).json;
+    return nodes?.[0]?.cores?.every((c) => c.sessions === 0);
+  }, { what: 'both cores empty again', timeout: 30000 });
+  const before = (sys.output().match(/room spans another core/g) || []).length;
+  const w = loadtest([...ours(sys), '--target', 'whip', '--whip-url', `${sys.base}/whip/{room}`, '--whep-url', `${sys.base}/whep/{room}?participant={publisher}`,
+    '--video-publishers', '2', '--subscribers', '1', '--duration', '3', '--join-rate', '10', '--max-loss', '0'], { sys });
+  assertClean(w, 4);
+  assert.equal(w.report.connected, 6);
+  await waitFor(() => (sys.output().match(/room spans another core/g) || []).length > before, { what: 'a WHIP/WHEP session on the second core', timeout: 5000 });
 });
 
 test('loadtest TURN mode: our relay over UDP and TCP with REST credentials, coturn with long-term credentials; wrong ones refused', { timeout: 120000 }, async (t) => {

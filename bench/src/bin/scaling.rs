@@ -1,0 +1,239 @@
+//! Core scaling of the media plane without a load generator competing for the cores: one
+//! independent room per pinned core, each forwarding through the real `sfu::Core` (SRTP
+//! unprotect once, fan-out, protect per subscriber) and sending every datagram through the
+//! real batched io_uring path to loopback sinks. Rounds alternate 1 and 2 cores so that both
+//! are measured in the same run; the ratio is aggregate packets/s on 2 cores over 1 core.
+//!
+//! What it leaves out, on purpose: the publisher's receive syscall (one ingress datagram per
+//! `subscribers` egress ones, fed from memory) and the subscribers' own work (the sinks are
+//! never read; the kernel drops at their full buffers after delivering to them).
+//!
+//! `cargo run --release -p bench --bin scaling -- --subscribers 100 --packets 6000 --rounds 3`
+
+use std::collections::HashMap;
+use std::net::{SocketAddr, UdpSocket};
+use std::sync::{Arc, Barrier};
+use std::time::{Duration, Instant};
+
+use anyhow::Context;
+use clap::Parser;
+use percore::batch::{BatchIo, Outgoing, Waker};
+
+/// Media-plane scaling from one core to several.
+#[derive(Parser, Debug)]
+struct Args {
+    /// Subscribers per room (one room per core).
+    #[arg(long, default_value_t = 100)]
+    subscribers: usize,
+    /// Publisher packets forwarded per core per round (at 10 ms apart, sessions outlive a
+    /// round only up to about 1400: the sinks never refresh ICE consent).
+    #[arg(long, default_value_t = 1000)]
+    packets: usize,
+    /// Rounds; each round measures 1 core, then all of `--cores`.
+    #[arg(long, default_value_t = 9)]
+    rounds: usize,
+    /// Cores to use (the first one alone, then all of them).
+    #[arg(long, value_delimiter = ',', default_value = "0,1")]
+    cores: Vec<usize>,
+    /// Virtual time between publisher packets (10 ms: one 1 Mbit/s video stream), which sets
+    /// how much each subscriber's retransmission cache holds (str0m keeps 3 s).
+    #[arg(long, default_value_t = 10_000)]
+    interval_us: u64,
+    /// Print one JSON object instead of a table.
+    #[arg(long)]
+    json: bool,
+}
+
+/// What one core did in one round.
+#[derive(Debug, Clone, Copy)]
+struct CoreRun {
+    forwarded: u64,
+    elapsed: Duration,
+    cpu: Duration,
+}
+
+/// One core's room, its sinks and its socket, set up before the clock starts.
+struct Rig {
+    world: media_plane::sim::World,
+    from: SocketAddr,
+    packets: Vec<Vec<u8>>,
+    sinks: HashMap<SocketAddr, SocketAddr>,
+    _sink_sockets: Vec<UdpSocket>,
+    io: BatchIo,
+}
+
+impl Rig {
+    fn new(subscribers: usize, packets: usize) -> anyhow::Result<Self> {
+        let mut world = bench::room(subscribers);
+        let mut sinks = HashMap::new();
+        let mut socks = Vec::new();
+        for p in &world.peers {
+            let s = UdpSocket::bind("127.0.0.1:0")?;
+            sinks.insert(p.addr, s.local_addr()?);
+            socks.push(s);
+        }
+        let (from, packets) = bench::publisher_packets(&mut world, packets);
+        let sock = UdpSocket::bind("127.0.0.1:0")?;
+        percore::batch::set_buffers(&sock, 8 << 20);
+        let (io, _) = BatchIo::new(sock, Waker::new()?, false)?;
+        Ok(Rig { world, from, packets, sinks, _sink_sockets: socks, io })
+    }
+
+    /// Forwards every prepared packet, sending what the core produces; the same loop shape
+    /// as `media_plane::worker` (a batch of input, then one submission).
+    fn run(&mut self, interval: Duration) -> anyhow::Result<CoreRun> {
+        let before = self.world.core.counters().tx_rtp;
+        let cpu0 = thread_cpu();
+        let t0 = Instant::now();
+        let mut out: Vec<Outgoing> = Vec::with_capacity(4096);
+        let mut nothing = |_: SocketAddr, _: &mut [u8]| {};
+        for chunk in self.packets.chunks(16) {
+            for p in chunk {
+                self.world.now += interval;
+                let now = self.world.now;
+                self.world.core.handle_datagram(now, self.from, p);
+                if self.world.core.next_timeout().is_some_and(|t| t <= now) {
+                    self.world.core.handle_timeout(now);
+                }
+            }
+            for t in self.world.core.take_transmits() {
+                if let Some(&d) = self.sinks.get(&t.destination) {
+                    out.push(Outgoing { destination: d, contents: t.contents });
+                }
+            }
+            self.io.turn(&mut out, Some(Instant::now()), 256, &mut nothing)?;
+        }
+        while !out.is_empty() {
+            self.io.turn(&mut out, Some(Instant::now()), 256, &mut nothing)?;
+        }
+        Ok(CoreRun { forwarded: self.world.core.counters().tx_rtp - before, elapsed: t0.elapsed(), cpu: thread_cpu() - cpu0 })
+    }
+
+    /// The reference: as many 1200-byte datagrams as `run` forwards, through the same batched
+    /// send path to the same sinks, with no media work at all (the machine's own scaling).
+    fn raw(&mut self) -> anyhow::Result<CoreRun> {
+        let dests: Vec<SocketAddr> = self.sinks.values().copied().collect();
+        let n = self.packets.len() * dests.len().saturating_sub(1);
+        let template = vec![0x80u8; 1200];
+        let cpu0 = thread_cpu();
+        let t0 = Instant::now();
+        let mut out: Vec<Outgoing> = Vec::with_capacity(4096);
+        let mut nothing = |_: SocketAddr, _: &mut [u8]| {};
+        for i in 0..n {
+            out.push(Outgoing { destination: dests[i % dests.len()], contents: template.clone() });
+            if out.len() >= 1024 {
+                self.io.turn(&mut out, Some(Instant::now()), 256, &mut nothing)?;
+            }
+        }
+        while !out.is_empty() {
+            self.io.turn(&mut out, Some(Instant::now()), 256, &mut nothing)?;
+        }
+        Ok(CoreRun { forwarded: n as u64, elapsed: t0.elapsed(), cpu: thread_cpu() - cpu0 })
+    }
+}
+
+/// CPU time of the calling thread.
+fn thread_cpu() -> Duration {
+    let mut ts = libc::timespec { tv_sec: 0, tv_nsec: 0 };
+    // SAFETY: ts is a valid out-pointer.
+    unsafe { libc::clock_gettime(libc::CLOCK_THREAD_CPUTIME_ID, &mut ts) };
+    Duration::new(ts.tv_sec as u64, ts.tv_nsec as u32)
+}
+
+/// Runs one round on `cores` at once; every core sets up first, then all start together.
+fn round(cores: &[usize], args: &Args, raw: bool) -> anyhow::Result<Vec<CoreRun>> {
+    let start = Arc::new(Barrier::new(cores.len()));
+    let handles: Vec<_> = cores
+        .iter()
+        .map(|&c| {
+            let start = start.clone();
+            let (subs, pkts, interval) = (args.subscribers, args.packets, Duration::from_micros(args.interval_us));
+            std::thread::spawn(move || -> anyhow::Result<CoreRun> {
+                percore::pin(c);
+                let rig = Rig::new(subs, pkts);
+                start.wait();
+                let mut rig = rig?;
+                if raw {
+                    rig.raw()
+                } else {
+                    rig.run(interval)
+                }
+            })
+        })
+        .collect();
+    handles.into_iter().map(|h| h.join().map_err(|_| anyhow::anyhow!("a core's thread panicked"))?).collect()
+}
+
+/// Aggregate packets/s of one round: everything forwarded over the slowest core's time.
+fn rate(runs: &[CoreRun]) -> f64 {
+    let total: u64 = runs.iter().map(|r| r.forwarded).sum();
+    let slowest = runs.iter().map(|r| r.elapsed).max().unwrap_or_default();
+    total as f64 / slowest.as_secs_f64().max(1e-9)
+}
+
+fn main() -> anyhow::Result<()> {
+    let args = Args::parse();
+    anyhow::ensure!(!args.cores.is_empty(), "--cores is empty");
+    anyhow::ensure!(args.rounds > 0, "--rounds must be at least 1");
+    anyhow::ensure!((1..=250).contains(&args.subscribers), "--subscribers must be 1..=250");
+    str0m::crypto::from_feature_flags().install_process_default();
+    let (mut one, mut all, mut raw_one, mut raw_all) = (Vec::new(), Vec::new(), Vec::new(), Vec::new());
+    for _ in 0..args.rounds {
+        raw_one.push(rate(&round(&args.cores[..1], &args, true).context("reference, one core")?));
+        one.push(round(&args.cores[..1], &args, false).context("one core")?);
+        raw_all.push(rate(&round(&args.cores, &args, true).context("reference, all cores")?));
+        all.push(round(&args.cores, &args, false).context("all cores")?);
+    }
+    let raw_ratios: Vec<f64> = raw_one.iter().zip(&raw_all).map(|(a, b)| b / a).collect();
+    let expected = (args.packets * args.subscribers) as u64;
+    for r in one.iter().chain(&all).flatten() {
+        anyhow::ensure!(r.forwarded >= expected * 99 / 100, "a core forwarded {} of {expected} packets", r.forwarded);
+    }
+    let r1: Vec<f64> = one.iter().map(|r| rate(r)).collect();
+    let rn: Vec<f64> = all.iter().map(|r| rate(r)).collect();
+    let ratios: Vec<f64> = r1.iter().zip(&rn).map(|(a, b)| b / a).collect();
+    let us = |rs: &[Vec<CoreRun>]| {
+        let cpu: f64 = rs.iter().flatten().map(|r| r.cpu.as_secs_f64()).sum();
+        let n: u64 = rs.iter().flatten().map(|r| r.forwarded).sum();
+        cpu * 1e6 / n.max(1) as f64
+    };
+    let busy = |rs: &[Vec<CoreRun>]| {
+        let v: Vec<f64> = rs.iter().flatten().map(|r| r.cpu.as_secs_f64() / r.elapsed.as_secs_f64().max(1e-9)).collect();
+        v.iter().sum::<f64>() / v.len().max(1) as f64
+    };
+    let median = |v: &[f64]| {
+        let mut s = v.to_vec();
+        s.sort_by(f64::total_cmp);
+        s[s.len() / 2]
+    };
+    let relative: Vec<f64> = ratios.iter().zip(&raw_ratios).map(|(m, r)| m / r).collect();
+    let n = args.cores.len();
+    if args.json {
+        println!(
+            "{{\"cores\":{n},\"subscribers\":{},\"one_core_pps\":{r1:?},\"all_cores_pps\":{rn:?},\"ratios\":{ratios:?},\"median_ratio\":{:.3},\"reference_ratios\":{raw_ratios:?},\"median_reference_ratio\":{:.3},\"median_relative\":{:.3},\"us_per_packet_one\":{:.3},\"us_per_packet_all\":{:.3}}}",
+            args.subscribers,
+            median(&ratios),
+            median(&raw_ratios),
+            median(&relative),
+            us(&one),
+            us(&all)
+        );
+    } else {
+        println!("{} subscribers per core, {} publisher packets per core per round", args.subscribers, args.packets);
+        for i in 0..ratios.len() {
+            println!(
+                "round {i}: media 1 core {:>7.0} pkt/s, {n} cores {:>7.0} pkt/s, ratio {:.2} | raw sends {:>8.0} / {:>8.0} pkt/s, ratio {:.2}",
+                r1[i], rn[i], ratios[i], raw_one[i], raw_all[i], raw_ratios[i]
+            );
+        }
+        println!(
+            "median {n}-core/1-core ratio: media {:.2}, raw sends {:.2}; media over raw, per round: {:.2}",
+            median(&ratios),
+            median(&raw_ratios),
+            median(&relative)
+        );
+        println!("CPU per forwarded packet {:.2} µs on 1 core, {:.2} µs on {n} cores", us(&one), us(&all));
+        println!("share of its core each thread had: 1 core {:.2}, {n} cores {:.2}", busy(&one), busy(&all));
+    }
+    Ok(())
+}
