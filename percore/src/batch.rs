@@ -2,7 +2,8 @@
 //!
 //! [`BatchIo::turn`] sends every queued datagram and receives up to a work limit, with one
 //! `io_uring_enter` per turn on io_uring. Sends to one destination are coalesced with UDP GSO.
-//! Receives use a fixed pool of receive slots that are re-armed in place. A [`Waker`]
+//! Receives use one multishot `recvmsg` fed from a ring of provided buffers (one poll entry
+//! on the socket however many datagrams are in flight; buffers recycled in place). A [`Waker`]
 //! (eventfd) interrupts a waiting turn from other threads (control commands, cross-core
 //! packets). Where io_uring is refused, the same interface runs on `recvmmsg`/`sendmmsg` and
 //! `ppoll`: one syscall per batch, never one per packet.
@@ -20,8 +21,16 @@ use crate::Backend;
 
 /// Largest datagram received.
 pub const MAX_DATAGRAM: usize = 2048;
-/// Receive slots kept armed on io_uring (and the `recvmmsg` batch size).
+/// The `recvmmsg` batch size of the fallback.
 pub const RECV_SLOTS: usize = 64;
+/// Provided receive buffers in the io_uring buffer ring (a power of two).
+const RING_BUFFERS: u16 = 512;
+/// Buffer group id of that ring.
+const RING_GROUP: u16 = 0;
+/// Source address room in each provided buffer (fits IPv4 and IPv6).
+const NAME_LEN: usize = std::mem::size_of::<libc::sockaddr_in6>();
+/// Each provided buffer: the kernel's `io_uring_recvmsg_out` header, the name, the datagram.
+const RING_BUF_LEN: usize = 16 + NAME_LEN + MAX_DATAGRAM;
 /// Most segments in one GSO send (the kernel allows 64).
 const MAX_GSO_SEGMENTS: usize = 64;
 /// Most bytes in one GSO send.
@@ -196,6 +205,24 @@ fn from_sockaddr(s: &libc::sockaddr_storage) -> Option<SocketAddr> {
     }
 }
 
+/// Source and datagram of one multishot `recvmsg` buffer; `None` when truncated or malformed.
+fn parse_recv<'a>(buf: &'a mut [u8], msg: &libc::msghdr) -> Option<(SocketAddr, &'a mut [u8])> {
+    let (name, payload_len, truncated) = {
+        let out = types::RecvMsgOut::parse(buf, msg).ok()?;
+        let mut addr: libc::sockaddr_storage = zeroed();
+        let name = out.name_data();
+        let n = name.len().min(out.incoming_name_len() as usize).min(std::mem::size_of::<libc::sockaddr_storage>());
+        // SAFETY: copies at most the storage's size of plain bytes into it.
+        unsafe { std::ptr::copy_nonoverlapping(name.as_ptr(), (&mut addr as *mut libc::sockaddr_storage).cast::<u8>(), n) };
+        (from_sockaddr(&addr)?, out.payload_data().len(), out.is_payload_truncated())
+    };
+    if truncated {
+        return None;
+    }
+    let start = 16 + msg.msg_namelen as usize + msg.msg_controllen;
+    buf.get_mut(start..start + payload_len).map(|d| (name, d))
+}
+
 /// Splits `out` into send groups: runs to one destination, equal-sized except the last,
 /// within the GSO limits. Returns (start, end, segment size) per group.
 fn gso_groups(out: &[Outgoing], gso: bool, groups: &mut Vec<(usize, usize, usize)>) {
@@ -240,12 +267,67 @@ const KIND_SEND: u64 = 2 << 60;
 const KIND_WAKE: u64 = 3 << 60;
 const KIND_MASK: u64 = 0xF << 60;
 
-struct RecvSlot {
-    buf: [u8; MAX_DATAGRAM],
-    iov: libc::iovec,
-    msg: libc::msghdr,
-    addr: libc::sockaddr_storage,
-    armed: bool,
+/// Provided buffers for the multishot receive: a page-aligned ring of entries the kernel
+/// takes buffers from, and the buffers themselves.
+struct BufRing {
+    entries: *mut types::BufRingEntry,
+    layout: std::alloc::Layout,
+    data: Vec<u8>,
+    /// Local tail; published to the kernel by [`BufRing::publish`].
+    tail: u16,
+}
+
+impl BufRing {
+    fn new() -> io::Result<Self> {
+        let layout = std::alloc::Layout::from_size_align(RING_BUFFERS as usize * std::mem::size_of::<types::BufRingEntry>(), 4096)
+            .map_err(|e| io::Error::other(e.to_string()))?;
+        // SAFETY: the layout has a non-zero size.
+        let entries = unsafe { std::alloc::alloc_zeroed(layout) }.cast::<types::BufRingEntry>();
+        if entries.is_null() {
+            return Err(io::Error::new(io::ErrorKind::OutOfMemory, "buffer ring"));
+        }
+        let mut ring = BufRing { entries, layout, data: vec![0; RING_BUFFERS as usize * RING_BUF_LEN], tail: 0 };
+        for bid in 0..RING_BUFFERS {
+            ring.give(bid);
+        }
+        ring.publish();
+        Ok(ring)
+    }
+
+    /// Hands buffer `bid` back to the kernel (visible after [`BufRing::publish`]).
+    fn give(&mut self, bid: u16) {
+        let addr = self.data.as_ptr() as u64 + bid as u64 * RING_BUF_LEN as u64;
+        let idx = (self.tail & (RING_BUFFERS - 1)) as usize;
+        // SAFETY: idx < RING_BUFFERS, inside the allocation.
+        let e = unsafe { &mut *self.entries.add(idx) };
+        e.set_addr(addr);
+        e.set_len(RING_BUF_LEN as u32);
+        e.set_bid(bid);
+        self.tail = self.tail.wrapping_add(1);
+    }
+
+    /// Publishes the local tail to the kernel.
+    fn publish(&self) {
+        // SAFETY: the tail field lives in the first entry of our page-aligned ring, and the
+        // kernel reads it with acquire semantics.
+        unsafe {
+            let tail = types::BufRingEntry::tail(self.entries).cast_mut();
+            (*(tail as *const std::sync::atomic::AtomicU16)).store(self.tail, std::sync::atomic::Ordering::Release);
+        }
+    }
+
+    /// Buffer `bid` as the kernel filled it (`len` bytes).
+    fn buffer(&mut self, bid: u16, len: usize) -> Option<&mut [u8]> {
+        let start = bid as usize * RING_BUF_LEN;
+        self.data.get_mut(start..start + len.min(RING_BUF_LEN))
+    }
+}
+
+impl Drop for BufRing {
+    fn drop(&mut self) {
+        // SAFETY: allocated in `new` with this layout.
+        unsafe { std::alloc::dealloc(self.entries.cast(), self.layout) };
+    }
 }
 
 struct SendSlot {
@@ -265,9 +347,12 @@ pub struct Uring {
     waker: Arc<Waker>,
     wake_buf: Box<u64>,
     wake_armed: bool,
-    // Boxed: the kernel holds pointers into each slot while its receive is armed.
-    #[allow(clippy::vec_box)]
-    recv: Vec<Box<RecvSlot>>,
+    /// Buffers for the multishot receive; dropped after the ring has let go of them.
+    bufs: BufRing,
+    /// The multishot receive's template (only its name and control lengths are read).
+    recv_msg: Box<libc::msghdr>,
+    /// The multishot receive is in flight.
+    recv_armed: bool,
     sends: Vec<Option<Box<SendSlot>>>,
     free_sends: Vec<usize>,
     groups: Vec<(usize, usize, usize)>,
@@ -285,29 +370,44 @@ impl Uring {
         if !ring.params().is_feature_ext_arg() {
             return Err(io::Error::new(io::ErrorKind::Unsupported, "io_uring without EXT_ARG (kernel older than 5.11)"));
         }
-        let mut recv = Vec::with_capacity(RECV_SLOTS);
-        for _ in 0..RECV_SLOTS {
-            let mut slot = Box::new(RecvSlot { buf: [0; MAX_DATAGRAM], iov: zeroed(), msg: zeroed(), addr: zeroed(), armed: false });
-            slot.iov.iov_base = slot.buf.as_mut_ptr().cast();
-            slot.iov.iov_len = MAX_DATAGRAM;
-            slot.msg.msg_iov = &mut slot.iov;
-            slot.msg.msg_iovlen = 1;
-            slot.msg.msg_name = (&mut slot.addr as *mut libc::sockaddr_storage).cast();
-            recv.push(slot);
-        }
-        Ok(Self {
+        let bufs = BufRing::new()?;
+        // SAFETY: the ring memory stays allocated until after it is unregistered (Drop).
+        unsafe { ring.submitter().register_buf_ring_with_flags(bufs.entries as u64, RING_BUFFERS, RING_GROUP, 0) }
+            .map_err(|e| io::Error::new(e.kind(), format!("io_uring provided-buffer ring (kernel 5.19+): {e}")))?;
+        let mut recv_msg: Box<libc::msghdr> = Box::new(zeroed());
+        recv_msg.msg_namelen = NAME_LEN as libc::socklen_t;
+        let mut u = Self {
             ring,
             socket: None,
             fd: socket.as_raw_fd(),
             waker,
             wake_buf: Box::new(0),
             wake_armed: false,
-            recv,
+            bufs,
+            recv_msg,
+            recv_armed: false,
             sends: Vec::new(),
             free_sends: Vec::new(),
             groups: Vec::new(),
             gso,
-        })
+        };
+        u.probe_multishot()?;
+        Ok(u)
+    }
+
+    /// Arms the multishot receive once and checks that the kernel took it (6.0+): an old
+    /// kernel refuses it at once with EINVAL.
+    fn probe_multishot(&mut self) -> io::Result<()> {
+        let mut stats = TurnStats::default();
+        self.arm_receives(&mut stats)?;
+        self.ring.submit()?;
+        let mut cq = self.ring.completion();
+        for cqe in cq.by_ref() {
+            if cqe.user_data() & KIND_MASK == KIND_RECV && cqe.result() == -libc::EINVAL {
+                return Err(io::Error::new(io::ErrorKind::Unsupported, "io_uring without multishot recvmsg (kernel older than 6.0)"));
+            }
+        }
+        Ok(())
     }
 
     fn with_socket(mut self, socket: std::net::UdpSocket) -> Self {
@@ -375,14 +475,9 @@ impl Uring {
     }
 
     fn arm_receives(&mut self, stats: &mut TurnStats) -> io::Result<()> {
-        for i in 0..self.recv.len() {
-            if self.recv[i].armed {
-                continue;
-            }
-            let slot = &mut self.recv[i];
-            slot.msg.msg_namelen = std::mem::size_of::<libc::sockaddr_storage>() as libc::socklen_t;
-            slot.armed = true;
-            let e = opcode::RecvMsg::new(types::Fd(self.fd), &mut slot.msg).build().user_data(KIND_RECV | i as u64);
+        if !self.recv_armed {
+            self.recv_armed = true;
+            let e = opcode::RecvMsgMulti::new(types::Fd(self.fd), &*self.recv_msg, RING_GROUP).build().user_data(KIND_RECV);
             self.push(&e, stats)?;
         }
         if !self.wake_armed {
@@ -415,6 +510,7 @@ impl Uring {
             Err(e) if e.raw_os_error() == Some(libc::ETIME) || e.raw_os_error() == Some(libc::EINTR) || e.raw_os_error() == Some(libc::EBUSY) => {}
             Err(e) => return Err(e),
         }
+        let mut recycled = false;
         let mut cq = self.ring.completion();
         while stats.received < limit {
             let Some(cqe) = cq.next() else { break };
@@ -423,17 +519,26 @@ impl Uring {
             let res = cqe.result();
             match data & KIND_MASK {
                 KIND_RECV => {
-                    let Some(slot) = self.recv.get_mut(idx) else { continue };
-                    slot.armed = false;
-                    if res >= 0 {
-                        let n = (res as usize).min(MAX_DATAGRAM);
-                        if let Some(from) = from_sockaddr(&slot.addr) {
-                            stats.received += 1;
-                            on_recv(from, &mut slot.buf[..n]);
-                        }
-                    } else {
-                        tracing::debug!(error = %io::Error::from_raw_os_error(-res), "recvmsg failed");
+                    // The multishot receive goes on while the kernel says "more"; otherwise
+                    // (out of buffers, or an error) it is armed again next turn.
+                    if !io_uring::cqueue::more(cqe.flags()) {
+                        self.recv_armed = false;
                     }
+                    if res < 0 {
+                        if res != -libc::ENOBUFS {
+                            tracing::debug!(error = %io::Error::from_raw_os_error(-res), "recvmsg failed");
+                        }
+                        continue;
+                    }
+                    let Some(bid) = io_uring::cqueue::buffer_select(cqe.flags()) else { continue };
+                    if let Some(buf) = self.bufs.buffer(bid, res as usize) {
+                        if let Some((from, data)) = parse_recv(buf, &self.recv_msg) {
+                            stats.received += 1;
+                            on_recv(from, data);
+                        }
+                    }
+                    self.bufs.give(bid);
+                    recycled = true;
                 }
                 KIND_SEND => {
                     if res < 0 {
@@ -452,6 +557,9 @@ impl Uring {
             }
         }
         cq.sync();
+        if recycled {
+            self.bufs.publish();
+        }
         Ok(stats)
     }
 }
@@ -461,6 +569,8 @@ impl Drop for Uring {
         // In-flight operations point into our slots: cancel them and wait before freeing.
         let _ = self.ring.submitter().register_sync_cancel(None, io_uring::types::CancelBuilder::any());
         let _ = self.ring.submit_and_wait(0);
+        // The buffers (freed after this) are no longer the kernel's.
+        let _ = self.ring.submitter().unregister_buf_ring(RING_GROUP);
     }
 }
 
@@ -588,6 +698,10 @@ impl Mmsg {
         }
         for i in 0..r as usize {
             let n = (self.hdrs[i].msg_len as usize).min(MAX_DATAGRAM);
+            // A datagram larger than any media packet is dropped rather than handed on cut.
+            if self.hdrs[i].msg_hdr.msg_flags & libc::MSG_TRUNC != 0 {
+                continue;
+            }
             if let Some(from) = from_sockaddr(&self.addrs[i]) {
                 stats.received += 1;
                 on_recv(from, &mut self.bufs[i][..n]);
@@ -701,6 +815,47 @@ mod tests {
     #[test]
     fn io_uring_batches_receives_sends_with_gso_and_wakes() {
         exercise(false);
+    }
+
+    /// More datagrams queued than the receive has buffers for (the io_uring multishot receive
+    /// runs out and is re-armed), one oversized datagram among them: every other datagram
+    /// arrives once and in order, the oversized one is dropped.
+    fn burst(force: bool) {
+        let (mut io, peer, _waker) = pair(force);
+        if let BatchIo::Uring(u) = &io {
+            set_buffers(u.socket.as_ref().unwrap(), 8 << 20);
+        } else if let BatchIo::Mmsg(m) = &io {
+            set_buffers(&m.socket, 8 << 20);
+        }
+        let me = io.local_addr().unwrap();
+        let n = 3 * RING_BUFFERS as u32;
+        for i in 0..n {
+            if i == 100 {
+                peer.send_to(&[0xEE; MAX_DATAGRAM + 500], me).unwrap();
+            }
+            peer.send_to(&i.to_be_bytes(), me).unwrap();
+        }
+        std::thread::sleep(Duration::from_millis(50));
+        let mut got = Vec::new();
+        let mut out = Vec::new();
+        let start = Instant::now();
+        while got.len() < n as usize && start.elapsed() < Duration::from_secs(5) {
+            io.turn(&mut out, Some(Instant::now() + Duration::from_millis(20)), 256, &mut |_, d| {
+                got.push(d.try_into().map(u32::from_be_bytes).unwrap_or(u32::MAX));
+            })
+            .unwrap();
+        }
+        assert_eq!(got, (0..n).collect::<Vec<u32>>());
+    }
+
+    #[test]
+    fn io_uring_receive_survives_running_out_of_buffers_and_drops_oversized() {
+        burst(false);
+    }
+
+    #[test]
+    fn fallback_receive_drops_oversized() {
+        burst(true);
     }
 
     #[test]
