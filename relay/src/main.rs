@@ -89,7 +89,12 @@ struct Args {
     /// Cores to use [default: all].
     #[arg(long = "cores", env = "RELAY_CORES")]
     cores: Option<usize>,
-    /// Run on epoll instead of io_uring.
+    /// Run each core on glommio (io_uring) instead of epoll. Off by default: with one
+    /// awaited operation per datagram, glommio cost about twice epoll's CPU per relayed packet
+    /// (bench/RESULTS.md, "Relay backend").
+    #[arg(long = "io-uring", env = "RELAY_IO_URING")]
+    io_uring: bool,
+    /// Run on epoll (the default; kept so that `--force-epoll` also wins over `--io-uring`).
     #[arg(long = "force-epoll", env = "FORCE_EPOLL")]
     force_epoll: bool,
     /// Accepted for coturn compatibility; logging goes through RUST_LOG.
@@ -227,7 +232,7 @@ fn main() -> anyhow::Result<()> {
         }
         let server = Server::new(cfg, Instant::now(), unix, nonces.clone());
         let task = RelayCore { server, udp, tcp, tls, tls_config: tls_config.clone() };
-        let (h, backend) = percore::spawn(format!("relay-{core}"), core % cpus, args.force_epoll, task)?;
+        let (h, backend) = percore::spawn(format!("relay-{core}"), core % cpus, args.force_epoll || !args.io_uring, task)?;
         tracing::info!(core, ?backend, port = args.listening_port, "relay core started");
         handles.push(h);
     }

@@ -135,6 +135,13 @@ fn udp_with_send_indications() {
 }
 
 #[test]
+fn io_uring_backend_over_udp_and_tcp() {
+    let s = setup(&["--allow-loopback-peers", "--user", "test:secret", "--io-uring"]);
+    assert_clean(&s, &["-u", "test", "-w", "secret"]);
+    assert_clean(&s, &["-t", "-u", "test", "-w", "secret"]);
+}
+
+#[test]
 fn tcp_transport() {
     let s = setup(&["--allow-loopback-peers", "--user", "test:secret"]);
     assert_clean(&s, &["-t", "-u", "test", "-w", "secret"]);
