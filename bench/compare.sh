@@ -29,7 +29,7 @@ mkdir -p "$OUT/janus" "$OUT/data"
 JANUS_URL=$(bash tests/janus/janus.sh start "$OUT/janus" | tail -1)
 
 # Our system in the same namespace as Janus, on its veth address.
-ip netns exec "$JANUS_NS" env RUST_LOG=warn MEDIA_PLANE_BIN="$PWD/target/release/media-plane" RELAY_BIN="$PWD/target/release/relay" \
+ip netns exec "$JANUS_NS" env RUST_LOG=warn CORE_BUSY_LIMIT=100 MEDIA_PLANE_BIN="$PWD/target/release/media-plane" RELAY_BIN="$PWD/target/release/relay" \
   target/release/control-plane local --http-addr 10.79.0.2:9443 --data-dir "$OUT/data" --public-ip 10.79.0.2 --no-relay \
   > "$OUT/ours.log" 2>&1 & PIDS+=($!)
 for _ in $(seq 1 100); do

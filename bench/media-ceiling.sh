@@ -17,7 +17,7 @@ echo "$(date -u +%FT%TZ) $(nproc) cores, kernel $(uname -r)"
 target/release/ceiling --seconds 3 --core 0 --json > "$D/ceiling.json"
 target/release/ceiling --seconds 3 --core 0 | tail -n +2
 
-CAPACITY_PER_CORE=5000 RUST_LOG=warn MEDIA_PLANE_BIN="$PWD/target/release/media-plane" target/release/control-plane local \
+CAPACITY_PER_CORE=5000 CORE_BUSY_LIMIT=100 RUST_LOG=warn MEDIA_PLANE_BIN="$PWD/target/release/media-plane" target/release/control-plane local \
   --http-addr 127.0.0.1:9543 --data-dir "$D/data" --public-ip 127.0.0.1 --media-port-base 0 --media-cores 1 --no-relay > "$D/sys.log" 2>&1 & PIDS+=($!)
 for _ in $(seq 1 100); do grep -q api_secret "$D/data/secrets.toml" 2>/dev/null && curl -skf https://127.0.0.1:9543/healthz | grep -q '"nodes":[1-9]' && break; sleep 0.2; done
 KEY=$(grep api_key "$D/data/secrets.toml" | cut -d'"' -f2)

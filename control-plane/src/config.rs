@@ -64,6 +64,10 @@ pub struct ServerArgs {
     /// Create rooms on first join [default: true].
     #[arg(long, env = "AUTO_CREATE_ROOMS")]
     pub auto_create_rooms: Option<bool>,
+    /// A media core busier than this (percent of its time, as it last reported) takes no new
+    /// participant; 100 turns the check off [default: 85].
+    #[arg(long, env = "CORE_BUSY_LIMIT")]
+    pub core_busy_limit: Option<u16>,
     /// Shared secret of the TURN relay's REST credentials (coturn's static-auth-secret);
     /// generated in local mode. Without it, clients get no TURN servers.
     #[arg(long, env = "TURN_SECRET", hide_env_values = true)]
@@ -97,6 +101,7 @@ pub struct FileConfig {
     open_join: Option<bool>,
     default_max_participants: Option<u32>,
     auto_create_rooms: Option<bool>,
+    core_busy_limit: Option<u16>,
     turn_secret: Option<String>,
     turn_host: Option<String>,
     turn_port: Option<u16>,
@@ -129,6 +134,8 @@ pub struct Config {
     pub default_max_participants: u32,
     /// Auto-create rooms.
     pub auto_create_rooms: bool,
+    /// Busy share (percent) from which a media core takes no new participant.
+    pub core_busy_limit: u16,
     /// TURN relay settings handed to clients.
     pub turn: Option<TurnConfig>,
 }
@@ -286,6 +293,7 @@ impl ServerArgs {
             open_join: self.open_join.or(file.open_join).unwrap_or(local_mode),
             default_max_participants: self.default_max_participants.or(file.default_max_participants).unwrap_or(0),
             auto_create_rooms: self.auto_create_rooms.or(file.auto_create_rooms).unwrap_or(true),
+            core_busy_limit: self.core_busy_limit.or(file.core_busy_limit).unwrap_or(85).min(100),
             turn,
         })
     }

@@ -40,9 +40,12 @@ pub enum ApiError {
     /// The content type is not what the endpoint takes.
     #[error("{0}")]
     UnsupportedMediaType(String),
-    /// No media-plane node is registered, or all are full.
+    /// No media-plane node is registered.
     #[error("no media-plane node available")]
     NoMediaNode,
+    /// Every media core that could take the participant is full or too busy.
+    #[error("no media capacity: every media core is full or too busy")]
+    NoCapacity,
     /// The media plane did not answer in time.
     #[error("media plane did not answer in time")]
     MediaTimeout,
@@ -67,6 +70,7 @@ impl ApiError {
             ApiError::PayloadTooLarge => (StatusCode::PAYLOAD_TOO_LARGE, "payload_too_large"),
             ApiError::UnsupportedMediaType(_) => (StatusCode::UNSUPPORTED_MEDIA_TYPE, "unsupported_media_type"),
             ApiError::NoMediaNode => (StatusCode::SERVICE_UNAVAILABLE, "no_media_node"),
+            ApiError::NoCapacity => (StatusCode::SERVICE_UNAVAILABLE, "no_capacity"),
             ApiError::MediaTimeout => (StatusCode::GATEWAY_TIMEOUT, "media_timeout"),
             ApiError::MethodNotAllowed => (StatusCode::METHOD_NOT_ALLOWED, "method_not_allowed"),
         }

@@ -13,6 +13,10 @@ pub struct CoreLoad {
     pub reported: u32,
     /// Sessions the core accepts.
     pub capacity: u32,
+    /// Share of time the core's thread was busy at its last report, in thousandths.
+    pub busy_permille: u16,
+    /// Busy share from which the core takes no new session (1000 or more: never).
+    pub busy_limit: u16,
 }
 
 impl CoreLoad {
@@ -20,9 +24,10 @@ impl CoreLoad {
         self.assigned.max(self.reported)
     }
 
-    /// Whether one more session fits.
+    /// Whether one more session fits: under the session capacity, and the core's thread
+    /// not busier than the limit (a saturated core queues delay for everyone on it).
     pub fn has_room(&self) -> bool {
-        self.load() < self.capacity
+        self.load() < self.capacity && (self.busy_limit >= 1000 || self.busy_permille < self.busy_limit)
     }
 }
 
@@ -40,7 +45,18 @@ mod tests {
     use super::*;
 
     fn c(node: &str, core: u32, assigned: u32, reported: u32) -> CoreLoad {
-        CoreLoad { node: node.into(), core, assigned, reported, capacity: 10 }
+        CoreLoad { node: node.into(), core, assigned, reported, capacity: 10, busy_permille: 0, busy_limit: 850 }
+    }
+
+    #[test]
+    fn a_busy_core_takes_no_new_session() {
+        let busy = CoreLoad { busy_permille: 900, ..c("a", 0, 0, 0) };
+        let idle = CoreLoad { busy_permille: 100, ..c("a", 1, 5, 5) };
+        assert!(!busy.has_room());
+        assert_eq!(least_loaded(&[busy.clone(), idle]), Some(("a".into(), 1)));
+        assert_eq!(least_loaded(std::slice::from_ref(&busy)), None);
+        // A limit of 100 % turns the check off.
+        assert!(CoreLoad { busy_limit: 1000, ..busy }.has_room());
     }
 
     #[test]

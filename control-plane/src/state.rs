@@ -31,6 +31,8 @@ pub struct Settings {
     pub demo_token_ttl: u64,
     /// TURN relay handed to clients.
     pub turn: Option<crate::config::TurnConfig>,
+    /// Busy share (thousandths) from which a core takes no new participant; 1000: off.
+    pub core_busy_limit: u16,
 }
 
 /// How a participant is connected.
@@ -177,6 +179,8 @@ pub struct CoreStatus {
     pub tx_pps: f64,
     /// Forwarded packets since the node registered.
     pub tx_total: u64,
+    /// Share of the last report interval the core's thread was busy, in thousandths.
+    pub busy_permille: u16,
 }
 
 /// A registered media-plane node.
@@ -309,7 +313,8 @@ impl App {
         };
         // Place the room on first join, or again when its node went away.
         if !placed {
-            let p = least_loaded(&core_loads(&st)).ok_or(ApiError::NoMediaNode)?;
+            let loads = core_loads(&st, self.settings.core_busy_limit);
+            let p = least_loaded(&loads).ok_or(if loads.is_empty() { ApiError::NoMediaNode } else { ApiError::NoCapacity })?;
             tracing::info!(room = %claims.room, node = %p.0, core = p.1, "room placed");
             if let Some(room) = st.rooms.get_mut(&claims.room) {
                 room.placement = Some(p);
@@ -318,11 +323,11 @@ impl App {
         // The participant goes to the room's core while it has room; then to the least-loaded
         // core of the same node, and the room spans cores (the node forwards between them).
         let (node_id, room_core) = st.rooms.get(&claims.room).and_then(|r| r.placement.clone()).ok_or(ApiError::NoMediaNode)?;
-        let loads: Vec<CoreLoad> = core_loads(&st).into_iter().filter(|c| c.node == node_id).collect();
+        let loads: Vec<CoreLoad> = core_loads(&st, self.settings.core_busy_limit).into_iter().filter(|c| c.node == node_id).collect();
         let core = match loads.iter().find(|c| c.core == room_core) {
             Some(c) if c.has_room() => room_core,
             _ => {
-                let (_, c) = least_loaded(&loads).ok_or(ApiError::NoMediaNode)?;
+                let (_, c) = least_loaded(&loads).ok_or(if loads.is_empty() { ApiError::NoMediaNode } else { ApiError::NoCapacity })?;
                 tracing::info!(room = %claims.room, node = %node_id, core = c, "room spans another core");
                 c
             }
@@ -519,7 +524,7 @@ impl App {
                 self.remove(&session, false, notice);
             }
             LinkEvent::Connected { session } => tracing::debug!(%session, "media connected"),
-            LinkEvent::Load { core, sessions, rx_packets, tx_packets } => {
+            LinkEvent::Load { core, sessions, rx_packets, tx_packets, busy_permille } => {
                 let mut st = self.lock();
                 if let Some(n) = st.nodes.get_mut(node_id) {
                     if let Some(c) = n.cores.get_mut(core as usize) {
@@ -528,9 +533,10 @@ impl App {
                         c.rx_pps = rx_packets as f64 / secs;
                         c.tx_pps = tx_packets as f64 / secs;
                         c.tx_total += tx_packets;
+                        c.busy_permille = busy_permille;
                     }
                 }
-                tracing::trace!(node = %node_id, core, sessions, rx_packets, tx_packets, "load");
+                tracing::trace!(node = %node_id, core, sessions, rx_packets, tx_packets, busy_permille, "load");
             }
             LinkEvent::Register { .. } => tracing::warn!(node = %node_id, "duplicate register ignored"),
         }
@@ -598,7 +604,7 @@ fn validate_name(name: &str, what: &str) -> Result<(), ApiError> {
     }
 }
 
-fn core_loads(st: &State) -> Vec<CoreLoad> {
+fn core_loads(st: &State, busy_limit: u16) -> Vec<CoreLoad> {
     let mut loads = Vec::new();
     for (id, n) in &st.nodes {
         for (i, c) in n.cores.iter().enumerate() {
@@ -609,7 +615,7 @@ fn core_loads(st: &State) -> Vec<CoreLoad> {
                 .filter(|r| r.placement.as_ref().is_some_and(|(pn, _)| pn == id))
                 .map(|r| r.participants.values().filter(|p| p.core == i as u32).count() as u32)
                 .sum();
-            loads.push(CoreLoad { node: id.clone(), core: i as u32, assigned, reported: *reported, capacity: n.capacity });
+            loads.push(CoreLoad { node: id.clone(), core: i as u32, assigned, reported: *reported, capacity: n.capacity, busy_permille: c.busy_permille, busy_limit });
         }
     }
     loads

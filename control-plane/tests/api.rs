@@ -43,7 +43,7 @@ fn app_with_node(settings: Settings) -> Arc<App> {
 
 fn settings() -> Settings {
     let turn = control_plane::config::TurnConfig { secret: "turn-secret".into(), host: "turn.example.test".into(), port: 3478, tls_port: 5349, ttl: 600 };
-    Settings { auto_create_rooms: true, default_max_participants: 0, open_join: true, demo_token_ttl: 600, turn: Some(turn) }
+    Settings { auto_create_rooms: true, default_max_participants: 0, open_join: true, demo_token_ttl: 600, turn: Some(turn), core_busy_limit: 850 }
 }
 
 fn basic() -> String {
@@ -374,4 +374,23 @@ async fn signaling_join_offer_and_errors() {
             break;
         }
     }
+}
+
+#[tokio::test]
+async fn a_busy_media_core_takes_no_new_participant() {
+    let app = app_with_node(settings());
+    let load = |busy_permille| link::Event::Load { core: 0, sessions: 0, rx_packets: 0, tx_packets: 0, busy_permille };
+    let pub_token = format!("Bearer {}", token("busy", "cam", Grants::default(), 60));
+    let sdp = [("authorization", pub_token.as_str()), ("content-type", "application/sdp")];
+    // The node's only core reports 95 % busy (limit 85 %): a clear 503, nothing else breaks.
+    app.node_event("node-1", load(950));
+    let r = call(&app, Method::POST, "/whip/busy", &sdp, offer(true)).await;
+    assert_eq!((r.status, r.code().as_str()), (StatusCode::SERVICE_UNAVAILABLE, "no_capacity"), "{}", r.body);
+    healthy(&app).await;
+    let nodes = call(&app, Method::GET, "/api/nodes", &[("authorization", &basic())], Body::empty()).await;
+    assert_eq!(nodes.json()[0]["cores"][0]["busy_permille"], 950);
+    // Once it reports 40 %, the same request is placed.
+    app.node_event("node-1", load(400));
+    let r = call(&app, Method::POST, "/whip/busy", &sdp, offer(true)).await;
+    assert_eq!(r.status, StatusCode::CREATED, "{}", r.body);
 }

@@ -197,6 +197,10 @@ pub enum Event {
         rx_packets: u64,
         /// RTP packets forwarded since the last report.
         tx_packets: u64,
+        /// Share of the interval the core's thread was on the CPU, in thousandths (an
+        /// older node leaves it out: 0).
+        #[serde(default)]
+        busy_permille: u16,
     },
 }
 

@@ -53,6 +53,12 @@ struct Args {
     /// Skip io_uring and run every core on epoll.
     #[arg(long, env = "FORCE_EPOLL")]
     force_epoll: bool,
+    /// Under overload, drop RTP that waited longer than this in the kernel's receive queue
+    /// (milliseconds; 0, the default, keeps everything). It bounds delay, but each dropped
+    /// packet is lost for every subscriber and their NACKs add load: measured, it trades
+    /// delay for more loss (bench/RESULTS.md), so it is off unless asked for.
+    #[arg(long, env = "SHED_AFTER_MS", default_value_t = 0)]
+    shed_after_ms: u64,
 }
 
 fn primary_ipv4() -> Option<IpAddr> {
@@ -94,6 +100,7 @@ fn main() -> anyhow::Result<()> {
     let mut core_tx = Vec::new();
     let mut infos = Vec::new();
     let mut handles = Vec::new();
+    let shed_after = (args.shed_after_ms > 0).then(|| Duration::from_millis(args.shed_after_ms));
     for i in 0..n {
         let port = if args.port_base == 0 { 0 } else { args.port_base + i as u16 };
         let socket = UdpSocket::bind(SocketAddr::new(args.bind_ip, port)).with_context(|| {
@@ -111,7 +118,7 @@ fn main() -> anyhow::Result<()> {
             connect_timeout: Duration::from_secs(30),
             cores: n as u32,
         };
-        let (h, tx, backend) = worker::spawn(CoreSetup { config, socket, cpu: i % cpus, events: ev_tx.clone(), force_epoll: args.force_epoll, mesh: mesh.clone() })?;
+        let (h, tx, backend) = worker::spawn(CoreSetup { config, socket, cpu: i % cpus, events: ev_tx.clone(), force_epoll: args.force_epoll, mesh: mesh.clone(), shed_after })?;
         tracing::info!(core = i, port = local.port(), backend = ?backend, "core started");
         if backend == Backend::Epoll && !args.force_epoll {
             tracing::warn!(core = i, "running on epoll: expect lower throughput than io_uring");

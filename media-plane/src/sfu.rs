@@ -66,6 +66,8 @@ pub struct Counters {
     pub tx_rtp: u64,
     /// Datagrams dropped because no session owns their sender.
     pub unroutable: u64,
+    /// Media datagrams dropped unread because they waited too long in the kernel (overload).
+    pub shed: u64,
 }
 
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
@@ -478,13 +480,20 @@ impl Core {
         self.drain(now);
     }
 
-    /// A load report for the control plane, with packet counts since `since`.
-    pub fn load_event(&self, since: Counters) -> LinkEvent {
+    /// Counts media datagrams the loop dropped as stale.
+    pub fn note_shed(&mut self, n: u64) {
+        self.counters.shed += n;
+    }
+
+    /// A load report for the control plane, with packet counts since `since` and the
+    /// share of that time the core's thread was busy (thousandths).
+    pub fn load_event(&self, since: Counters, busy_permille: u16) -> LinkEvent {
         LinkEvent::Load {
             core: self.cfg.index,
             sessions: self.session_count() as u32,
             rx_packets: self.counters.rx_rtp - since.rx_rtp,
             tx_packets: self.counters.tx_rtp - since.tx_rtp,
+            busy_permille,
         }
     }
 

@@ -10,7 +10,7 @@ use std::sync::Arc;
 use std::time::{Duration, Instant};
 
 use link::{Command, Event as LinkEvent};
-use percore::batch::{BatchIo, Outgoing, Waker};
+use percore::batch::{BatchIo, Outgoing, Shed, Waker};
 use percore::Backend;
 use tokio::sync::mpsc::{UnboundedReceiver, UnboundedSender};
 
@@ -74,12 +74,14 @@ pub struct CoreSetup {
     pub force_epoll: bool,
     /// Channels to and from the node's other cores.
     pub mesh: Mesh,
+    /// Drop media datagrams that waited longer than this in the kernel (overload).
+    pub shed_after: Option<Duration>,
 }
 
 /// Starts the core on its own pinned thread; returns its inbox and the I/O backend in use.
 /// The ring is created on the core's thread (io_uring with SINGLE_ISSUER belongs to it).
 pub fn spawn(setup: CoreSetup) -> std::io::Result<(std::thread::JoinHandle<()>, CoreInbox, Backend)> {
-    let CoreSetup { config, socket, cpu, events, force_epoll, mesh } = setup;
+    let CoreSetup { config, socket, cpu, events, force_epoll, mesh, shed_after } = setup;
     let waker = mesh.wakers.get(config.index as usize).cloned().ok_or_else(|| std::io::Error::other("core index outside the mesh"))?;
     let (tx, rx) = tokio::sync::mpsc::unbounded_channel();
     let (ready_tx, ready_rx) = std::sync::mpsc::channel();
@@ -90,7 +92,12 @@ pub fn spawn(setup: CoreSetup) -> std::io::Result<(std::thread::JoinHandle<()>, 
             tracing::warn!(cpu, "could not pin the core thread");
         }
         match BatchIo::new(socket, w, force_epoll) {
-            Ok((io, backend)) => {
+            Ok((mut io, backend)) => {
+                if let Some(max_age) = shed_after {
+                    if let Err(e) = io.set_shed(Shed { max_age, sheddable: is_rtp }) {
+                        tracing::warn!(error = %e, "no receive timestamps: overload shedding is off");
+                    }
+                }
                 let _ = ready_tx.send(Ok(backend));
                 run(config, io, rx, events, mesh);
             }
@@ -112,6 +119,8 @@ pub fn run(config: CoreConfig, mut io: BatchIo, mut commands: UnboundedReceiver<
     let mut out: Vec<Outgoing> = Vec::with_capacity(1024);
     let mut last_load = Instant::now();
     let mut since = core.counters();
+    let mut last_shed_log = Instant::now() - Duration::from_secs(60);
+    let mut last_cpu = percore::thread_cpu();
     loop {
         let now = Instant::now();
         loop {
@@ -131,9 +140,12 @@ pub fn run(config: CoreConfig, mut io: BatchIo, mut commands: UnboundedReceiver<
             core.handle_timeout(now);
         }
         if now >= last_load + LOAD_INTERVAL {
-            let _ = events.send(core.load_event(since));
+            let cpu = percore::thread_cpu();
+            let busy = busy_permille(cpu.saturating_sub(last_cpu), now - last_load);
+            let _ = events.send(core.load_event(since, busy));
             since = core.counters();
             last_load = now;
+            last_cpu = cpu;
         }
         out.extend(core.take_transmits().map(|t| Outgoing { destination: t.destination, contents: t.contents }));
         for e in core.take_events() {
@@ -146,9 +158,19 @@ pub fn run(config: CoreConfig, mut io: BatchIo, mut commands: UnboundedReceiver<
         let r = io.turn(&mut out, Some(deadline), WORK_LIMIT, &mut |from, data| {
             core.handle_datagram(Instant::now(), from, data);
         });
-        if let Err(e) = r {
-            tracing::warn!(core = index, error = %e, "socket turn failed");
-            std::thread::sleep(Duration::from_millis(1));
+        match r {
+            Ok(st) if st.shed > 0 => {
+                core.note_shed(st.shed as u64);
+                if now >= last_shed_log + Duration::from_secs(5) {
+                    last_shed_log = now;
+                    tracing::warn!(core = index, shed_total = core.counters().shed, "core overloaded: dropping media packets that waited too long in the kernel");
+                }
+            }
+            Ok(_) => {}
+            Err(e) => {
+                tracing::warn!(core = index, error = %e, "socket turn failed");
+                std::thread::sleep(Duration::from_millis(1));
+            }
         }
     }
 }
@@ -165,5 +187,48 @@ fn flush_cross(core: &mut Core, mesh: &Mesh, to_wake: &mut [bool]) {
         if std::mem::take(wake) {
             mesh.wakers[c].wake();
         }
+    }
+}
+
+/// Busy share in thousandths: `cpu` used over `wall` elapsed, at most 1000.
+pub fn busy_permille(cpu: Duration, wall: Duration) -> u16 {
+    if wall.is_zero() {
+        return 0;
+    }
+    (cpu.as_secs_f64() / wall.as_secs_f64() * 1000.0).round().clamp(0.0, 1000.0) as u16
+}
+
+/// An RTP (not RTCP) packet by its first two bytes (RFC 7983, RFC 5761): the datagrams a core
+/// may shed under overload. STUN, DTLS and RTCP are never shed.
+pub fn is_rtp(d: &[u8]) -> bool {
+    d.len() >= 12 && (128..=191).contains(&d[0]) && !(64..=95).contains(&(d[1] & 0x7f))
+}
+
+#[cfg(test)]
+mod tests {
+    use std::time::Duration;
+
+    #[test]
+    fn busy_share_in_thousandths() {
+        assert_eq!(super::busy_permille(Duration::from_millis(500), Duration::from_secs(2)), 250);
+        assert_eq!(super::busy_permille(Duration::from_secs(3), Duration::from_secs(2)), 1000);
+        assert_eq!(super::busy_permille(Duration::from_secs(1), Duration::ZERO), 0);
+    }
+
+    #[test]
+    fn only_rtp_is_sheddable() {
+        let mut rtp = [0u8; 12];
+        rtp[0] = 0x80;
+        rtp[1] = 96;
+        assert!(super::is_rtp(&rtp));
+        rtp[1] = 0x80 | 111; // marker + PT 111
+        assert!(super::is_rtp(&rtp));
+        rtp[1] = 200; // RTCP sender report
+        assert!(!super::is_rtp(&rtp));
+        rtp[1] = 205; // RTCP transport feedback
+        assert!(!super::is_rtp(&rtp));
+        assert!(!super::is_rtp(&[0, 1, 0, 0, 0x21, 0x12, 0xa4, 0x42, 0, 0, 0, 0])); // STUN
+        assert!(!super::is_rtp(&[22, 254, 253, 0, 0, 0, 0, 0, 0, 0, 0, 0])); // DTLS
+        assert!(!super::is_rtp(&[0x80, 96])); // too short
     }
 }

@@ -29,8 +29,11 @@ const RING_BUFFERS: u16 = 512;
 const RING_GROUP: u16 = 0;
 /// Source address room in each provided buffer (fits IPv4 and IPv6).
 const NAME_LEN: usize = std::mem::size_of::<libc::sockaddr_in6>();
-/// Each provided buffer: the kernel's `io_uring_recvmsg_out` header, the name, the datagram.
-const RING_BUF_LEN: usize = 16 + NAME_LEN + MAX_DATAGRAM;
+/// Control-message room per received datagram: one `SCM_TIMESTAMPNS` (CMSG_SPACE(16)).
+const CONTROL_LEN: usize = 32;
+/// Each provided buffer: the kernel's `io_uring_recvmsg_out` header, the name, the control
+/// messages, the datagram.
+const RING_BUF_LEN: usize = 16 + NAME_LEN + CONTROL_LEN + MAX_DATAGRAM;
 /// Most segments in one GSO send (the kernel allows 64).
 const MAX_GSO_SEGMENTS: usize = 64;
 /// Most bytes in one GSO send.
@@ -90,6 +93,57 @@ pub struct TurnStats {
     pub syscalls: usize,
     /// Whether the waker fired.
     pub woken: bool,
+    /// Datagrams dropped unread because they waited in the kernel longer than the shed age.
+    pub shed: usize,
+}
+
+/// Drops datagrams that waited in the kernel's receive queue too long, when the caller
+/// says they may be dropped (media, not signalling): under overload the queue then stays
+/// short instead of growing seconds of delay.
+#[derive(Clone, Copy)]
+pub struct Shed {
+    /// Oldest a sheddable datagram may be when it is read.
+    pub max_age: std::time::Duration,
+    /// Whether a datagram may be shed.
+    pub sheddable: fn(&[u8]) -> bool,
+}
+
+impl Shed {
+    /// True when `data`, received at `at` (kernel time) and read at `now`, is to be dropped.
+    fn drops(&self, now: std::time::SystemTime, at: Option<std::time::SystemTime>, data: &[u8]) -> bool {
+        let Some(at) = at else { return false };
+        match now.duration_since(at) {
+            // A clock step can make ages absurd; only trust plausible ones.
+            Ok(age) => age > self.max_age && age < std::time::Duration::from_secs(60) && (self.sheddable)(data),
+            Err(_) => false,
+        }
+    }
+}
+
+/// Kernel receive time from a `SCM_TIMESTAMPNS` control message, if there is one.
+fn rx_time(control: &[u8]) -> Option<std::time::SystemTime> {
+    if control.is_empty() {
+        return None;
+    }
+    let mut msg: libc::msghdr = zeroed();
+    msg.msg_control = control.as_ptr() as *mut libc::c_void;
+    msg.msg_controllen = control.len();
+    // SAFETY: the CMSG macros walk headers within msg_control/msg_controllen, which describe
+    // `control`; the payload is read unaligned and only when its length fits a timespec.
+    unsafe {
+        let mut c = libc::CMSG_FIRSTHDR(&msg);
+        while !c.is_null() {
+            if (*c).cmsg_level == libc::SOL_SOCKET
+                && (*c).cmsg_type == libc::SCM_TIMESTAMPNS
+                && (*c).cmsg_len as usize >= libc::CMSG_LEN(std::mem::size_of::<libc::timespec>() as u32) as usize
+            {
+                let ts = std::ptr::read_unaligned(libc::CMSG_DATA(c).cast::<libc::timespec>());
+                return Some(std::time::UNIX_EPOCH + std::time::Duration::new(ts.tv_sec as u64, ts.tv_nsec as u32));
+            }
+            c = libc::CMSG_NXTHDR(&msg, c);
+        }
+    }
+    None
 }
 
 /// Batched I/O on io_uring or, as a fallback, `recvmmsg`/`sendmmsg`.
@@ -122,6 +176,26 @@ impl BatchIo {
             BatchIo::Uring(u) => u.turn(out, deadline, limit, on_recv),
             BatchIo::Mmsg(m) => m.turn(out, deadline, limit, on_recv),
         }
+    }
+
+    /// Starts dropping datagrams older than `shed.max_age` that `shed.sheddable` accepts
+    /// (the kernel then timestamps every datagram on this socket).
+    pub fn set_shed(&mut self, shed: Shed) -> io::Result<()> {
+        let fd = match self {
+            BatchIo::Uring(u) => u.fd,
+            BatchIo::Mmsg(m) => m.socket.as_raw_fd(),
+        };
+        let on: libc::c_int = 1;
+        // SAFETY: plain setsockopt with a valid int.
+        let r = unsafe { libc::setsockopt(fd, libc::SOL_SOCKET, libc::SO_TIMESTAMPNS, (&on as *const libc::c_int).cast(), std::mem::size_of::<libc::c_int>() as libc::socklen_t) };
+        if r != 0 {
+            return Err(io::Error::last_os_error());
+        }
+        match self {
+            BatchIo::Uring(u) => u.shed = Some(shed),
+            BatchIo::Mmsg(m) => m.shed = Some(shed),
+        }
+        Ok(())
     }
 
     /// Local address of the socket.
@@ -205,22 +279,24 @@ fn from_sockaddr(s: &libc::sockaddr_storage) -> Option<SocketAddr> {
     }
 }
 
-/// Source and datagram of one multishot `recvmsg` buffer; `None` when truncated or malformed.
-fn parse_recv<'a>(buf: &'a mut [u8], msg: &libc::msghdr) -> Option<(SocketAddr, &'a mut [u8])> {
-    let (name, payload_len, truncated) = {
+/// Source, kernel receive time and datagram of one multishot `recvmsg` buffer; `None` when
+/// truncated or malformed.
+fn parse_recv<'a>(buf: &'a mut [u8], msg: &libc::msghdr) -> Option<(SocketAddr, Option<std::time::SystemTime>, &'a mut [u8])> {
+    let (name, at, payload_len, truncated) = {
         let out = types::RecvMsgOut::parse(buf, msg).ok()?;
+        let at = rx_time(out.control_data());
         let mut addr: libc::sockaddr_storage = zeroed();
         let name = out.name_data();
         let n = name.len().min(out.incoming_name_len() as usize).min(std::mem::size_of::<libc::sockaddr_storage>());
         // SAFETY: copies at most the storage's size of plain bytes into it.
         unsafe { std::ptr::copy_nonoverlapping(name.as_ptr(), (&mut addr as *mut libc::sockaddr_storage).cast::<u8>(), n) };
-        (from_sockaddr(&addr)?, out.payload_data().len(), out.is_payload_truncated())
+        (from_sockaddr(&addr)?, at, out.payload_data().len(), out.is_payload_truncated())
     };
     if truncated {
         return None;
     }
     let start = 16 + msg.msg_namelen as usize + msg.msg_controllen;
-    buf.get_mut(start..start + payload_len).map(|d| (name, d))
+    buf.get_mut(start..start + payload_len).map(|d| (name, at, d))
 }
 
 /// Splits `out` into send groups: runs to one destination, equal-sized except the last,
@@ -353,6 +429,8 @@ pub struct Uring {
     recv_msg: Box<libc::msghdr>,
     /// The multishot receive is in flight.
     recv_armed: bool,
+    /// Age-based dropping, when set.
+    shed: Option<Shed>,
     sends: Vec<Option<Box<SendSlot>>>,
     free_sends: Vec<usize>,
     groups: Vec<(usize, usize, usize)>,
@@ -376,6 +454,7 @@ impl Uring {
             .map_err(|e| io::Error::new(e.kind(), format!("io_uring provided-buffer ring (kernel 5.19+): {e}")))?;
         let mut recv_msg: Box<libc::msghdr> = Box::new(zeroed());
         recv_msg.msg_namelen = NAME_LEN as libc::socklen_t;
+        recv_msg.msg_controllen = CONTROL_LEN;
         let mut u = Self {
             ring,
             socket: None,
@@ -386,6 +465,7 @@ impl Uring {
             bufs,
             recv_msg,
             recv_armed: false,
+            shed: None,
             sends: Vec::new(),
             free_sends: Vec::new(),
             groups: Vec::new(),
@@ -511,6 +591,7 @@ impl Uring {
             Err(e) => return Err(e),
         }
         let mut recycled = false;
+        let wall = std::time::SystemTime::now();
         let mut cq = self.ring.completion();
         while stats.received < limit {
             let Some(cqe) = cq.next() else { break };
@@ -532,9 +613,13 @@ impl Uring {
                     }
                     let Some(bid) = io_uring::cqueue::buffer_select(cqe.flags()) else { continue };
                     if let Some(buf) = self.bufs.buffer(bid, res as usize) {
-                        if let Some((from, data)) = parse_recv(buf, &self.recv_msg) {
-                            stats.received += 1;
-                            on_recv(from, data);
+                        if let Some((from, at, data)) = parse_recv(buf, &self.recv_msg) {
+                            if self.shed.is_some_and(|s| s.drops(wall, at, data)) {
+                                stats.shed += 1;
+                            } else {
+                                stats.received += 1;
+                                on_recv(from, data);
+                            }
                         }
                     }
                     self.bufs.give(bid);
@@ -605,6 +690,10 @@ pub struct Mmsg {
     cmsgs: Vec<[u64; 4]>,
     groups: Vec<(usize, usize, usize)>,
     gso: bool,
+    /// Receive control buffers (kernel timestamps), one per slot.
+    controls: Vec<[u64; CONTROL_LEN / 8]>,
+    /// Age-based dropping, when set.
+    shed: Option<Shed>,
 }
 
 impl Mmsg {
@@ -620,6 +709,8 @@ impl Mmsg {
             send_addrs: Vec::new(),
             send_hdrs: Vec::new(),
             cmsgs: Vec::new(),
+            controls: vec![[0; CONTROL_LEN / 8]; RECV_SLOTS],
+            shed: None,
             groups: Vec::new(),
             gso,
         }
@@ -688,6 +779,8 @@ impl Mmsg {
             h.msg_hdr.msg_namelen = std::mem::size_of::<libc::sockaddr_storage>() as libc::socklen_t;
             h.msg_hdr.msg_iov = &mut self.iovs[i];
             h.msg_hdr.msg_iovlen = 1;
+            h.msg_hdr.msg_control = self.controls[i].as_mut_ptr().cast();
+            h.msg_hdr.msg_controllen = CONTROL_LEN;
         }
         // SAFETY: `want` headers with buffers that stay alive during the call.
         let r = unsafe { libc::recvmmsg(self.socket.as_raw_fd(), self.hdrs.as_mut_ptr(), want as libc::c_uint, libc::MSG_DONTWAIT, std::ptr::null_mut()) };
@@ -696,11 +789,21 @@ impl Mmsg {
             let e = io::Error::last_os_error();
             return if e.kind() == io::ErrorKind::WouldBlock || e.kind() == io::ErrorKind::Interrupted { Ok(0) } else { Err(e) };
         }
+        let wall = std::time::SystemTime::now();
         for i in 0..r as usize {
             let n = (self.hdrs[i].msg_len as usize).min(MAX_DATAGRAM);
             // A datagram larger than any media packet is dropped rather than handed on cut.
             if self.hdrs[i].msg_hdr.msg_flags & libc::MSG_TRUNC != 0 {
                 continue;
+            }
+            if let Some(shed) = self.shed {
+                let control_len = self.hdrs[i].msg_hdr.msg_controllen.min(CONTROL_LEN);
+                // SAFETY: the control buffer is CONTROL_LEN bytes of plain u64s.
+                let control = unsafe { std::slice::from_raw_parts(self.controls[i].as_ptr().cast::<u8>(), control_len) };
+                if shed.drops(wall, rx_time(control), &self.bufs[i][..n]) {
+                    stats.shed += 1;
+                    continue;
+                }
             }
             if let Some(from) = from_sockaddr(&self.addrs[i]) {
                 stats.received += 1;
@@ -846,6 +949,41 @@ mod tests {
             .unwrap();
         }
         assert_eq!(got, (0..n).collect::<Vec<u32>>());
+    }
+
+    /// Stale sheddable datagrams are dropped unread; stale others and fresh ones arrive.
+    fn shed(force: bool) {
+        let (mut io, peer, _waker) = pair(force);
+        io.set_shed(Shed { max_age: Duration::from_millis(30), sheddable: |d| d.first() == Some(&1) }).unwrap();
+        let me = io.local_addr().unwrap();
+        for _ in 0..5 {
+            peer.send_to(&[1, 0], me).unwrap();
+            peer.send_to(&[2, 0], me).unwrap();
+        }
+        std::thread::sleep(Duration::from_millis(80));
+        for _ in 0..3 {
+            peer.send_to(&[1, 1], me).unwrap();
+        }
+        std::thread::sleep(Duration::from_millis(5));
+        let (mut got, mut shed) = (Vec::new(), 0);
+        let mut out = Vec::new();
+        let start = Instant::now();
+        while got.len() + shed < 13 && start.elapsed() < Duration::from_secs(5) {
+            let st = io.turn(&mut out, Some(Instant::now() + Duration::from_millis(20)), 256, &mut |_, d| got.push((d[0], d[1]))).unwrap();
+            shed += st.shed;
+        }
+        assert_eq!(shed, 5, "stale sheddable datagrams dropped");
+        assert_eq!(got, [vec![(2, 0); 5], vec![(1, 1); 3]].concat());
+    }
+
+    #[test]
+    fn io_uring_sheds_stale_media_only() {
+        shed(false);
+    }
+
+    #[test]
+    fn fallback_sheds_stale_media_only() {
+        shed(true);
     }
 
     #[test]

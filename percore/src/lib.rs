@@ -77,3 +77,11 @@ pub fn spawn<T: CoreTask>(name: String, cpu: usize, force_epoll: bool, task: T) 
     let backend = rx.recv().unwrap_or(Backend::Epoll);
     Ok((handle, backend))
 }
+
+/// CPU time the calling thread has used (its share of a core, read against wall time).
+pub fn thread_cpu() -> std::time::Duration {
+    let mut ts = libc::timespec { tv_sec: 0, tv_nsec: 0 };
+    // SAFETY: ts is a valid out-pointer for clock_gettime.
+    unsafe { libc::clock_gettime(libc::CLOCK_THREAD_CPUTIME_ID, &mut ts) };
+    std::time::Duration::new(ts.tv_sec.max(0) as u64, ts.tv_nsec.clamp(0, 999_999_999) as u32)
+}

@@ -88,7 +88,7 @@ impl Rig {
     /// as `media_plane::worker` (a batch of input, then one submission).
     fn run(&mut self, interval: Duration) -> anyhow::Result<CoreRun> {
         let before = self.world.core.counters().tx_rtp;
-        let cpu0 = thread_cpu();
+        let cpu0 = percore::thread_cpu();
         let t0 = Instant::now();
         let mut out: Vec<Outgoing> = Vec::with_capacity(4096);
         let mut nothing = |_: SocketAddr, _: &mut [u8]| {};
@@ -111,7 +111,7 @@ impl Rig {
         while !out.is_empty() {
             self.io.turn(&mut out, Some(Instant::now()), 256, &mut nothing)?;
         }
-        Ok(CoreRun { forwarded: self.world.core.counters().tx_rtp - before, elapsed: t0.elapsed(), cpu: thread_cpu() - cpu0 })
+        Ok(CoreRun { forwarded: self.world.core.counters().tx_rtp - before, elapsed: t0.elapsed(), cpu: percore::thread_cpu() - cpu0 })
     }
 
     /// The reference: as many 1200-byte datagrams as `run` forwards, through the same batched
@@ -120,7 +120,7 @@ impl Rig {
         let dests: Vec<SocketAddr> = self.sinks.values().copied().collect();
         let n = self.packets.len() * dests.len().saturating_sub(1);
         let template = vec![0x80u8; 1200];
-        let cpu0 = thread_cpu();
+        let cpu0 = percore::thread_cpu();
         let t0 = Instant::now();
         let mut out: Vec<Outgoing> = Vec::with_capacity(4096);
         let mut nothing = |_: SocketAddr, _: &mut [u8]| {};
@@ -133,16 +133,8 @@ impl Rig {
         while !out.is_empty() {
             self.io.turn(&mut out, Some(Instant::now()), 256, &mut nothing)?;
         }
-        Ok(CoreRun { forwarded: n as u64, elapsed: t0.elapsed(), cpu: thread_cpu() - cpu0 })
+        Ok(CoreRun { forwarded: n as u64, elapsed: t0.elapsed(), cpu: percore::thread_cpu() - cpu0 })
     }
-}
-
-/// CPU time of the calling thread.
-fn thread_cpu() -> Duration {
-    let mut ts = libc::timespec { tv_sec: 0, tv_nsec: 0 };
-    // SAFETY: ts is a valid out-pointer.
-    unsafe { libc::clock_gettime(libc::CLOCK_THREAD_CPUTIME_ID, &mut ts) };
-    Duration::new(ts.tv_sec as u64, ts.tv_nsec as u32)
 }
 
 /// Runs one round on `cores` at once; every core sets up first, then all start together.
