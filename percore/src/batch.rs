@@ -27,8 +27,9 @@ pub const RECV_SLOTS: usize = 64;
 const RING_BUFFERS: u16 = 512;
 /// Buffer group id of that ring.
 const RING_GROUP: u16 = 0;
-/// Source address room in each provided buffer (fits IPv4 and IPv6).
-const NAME_LEN: usize = std::mem::size_of::<libc::sockaddr_in6>();
+/// Source address room in each provided buffer (fits IPv4 and IPv6; padded to 8 bytes so
+/// the control messages after it are aligned).
+const NAME_LEN: usize = (std::mem::size_of::<libc::sockaddr_in6>() + 7) & !7;
 /// Control-message room per received datagram: one `SCM_TIMESTAMPNS` (CMSG_SPACE(16)).
 const CONTROL_LEN: usize = 32;
 /// Each provided buffer: the kernel's `io_uring_recvmsg_out` header, the name, the control
@@ -120,28 +121,25 @@ impl Shed {
     }
 }
 
-/// Kernel receive time from a `SCM_TIMESTAMPNS` control message, if there is one.
+/// Kernel receive time from a `SCM_TIMESTAMPNS` control message, if there is one. The
+/// control bytes may sit at any alignment (inside a provided buffer), so headers are read
+/// unaligned rather than through the CMSG macros.
 fn rx_time(control: &[u8]) -> Option<std::time::SystemTime> {
-    if control.is_empty() {
-        return None;
-    }
-    let mut msg: libc::msghdr = zeroed();
-    msg.msg_control = control.as_ptr() as *mut libc::c_void;
-    msg.msg_controllen = control.len();
-    // SAFETY: the CMSG macros walk headers within msg_control/msg_controllen, which describe
-    // `control`; the payload is read unaligned and only when its length fits a timespec.
-    unsafe {
-        let mut c = libc::CMSG_FIRSTHDR(&msg);
-        while !c.is_null() {
-            if (*c).cmsg_level == libc::SOL_SOCKET
-                && (*c).cmsg_type == libc::SCM_TIMESTAMPNS
-                && (*c).cmsg_len as usize >= libc::CMSG_LEN(std::mem::size_of::<libc::timespec>() as u32) as usize
-            {
-                let ts = std::ptr::read_unaligned(libc::CMSG_DATA(c).cast::<libc::timespec>());
-                return Some(std::time::UNIX_EPOCH + std::time::Duration::new(ts.tv_sec as u64, ts.tv_nsec as u32));
-            }
-            c = libc::CMSG_NXTHDR(&msg, c);
+    const HDR: usize = std::mem::size_of::<libc::cmsghdr>();
+    let mut off = 0;
+    while off + HDR <= control.len() {
+        // SAFETY: HDR bytes at `off` are inside `control`; read unaligned.
+        let c: libc::cmsghdr = unsafe { std::ptr::read_unaligned(control.as_ptr().add(off).cast()) };
+        let len = c.cmsg_len as usize;
+        if len < HDR || off + len > control.len() {
+            break;
         }
+        if c.cmsg_level == libc::SOL_SOCKET && c.cmsg_type == libc::SCM_TIMESTAMPNS && len >= HDR + std::mem::size_of::<libc::timespec>() {
+            // SAFETY: the length check above keeps the timespec inside `control`.
+            let ts: libc::timespec = unsafe { std::ptr::read_unaligned(control.as_ptr().add(off + HDR).cast()) };
+            return Some(std::time::UNIX_EPOCH + std::time::Duration::new(ts.tv_sec.max(0) as u64, ts.tv_nsec.clamp(0, 999_999_999) as u32));
+        }
+        off += (len + 7) & !7;
     }
     None
 }
@@ -179,7 +177,8 @@ impl BatchIo {
     }
 
     /// Starts dropping datagrams older than `shed.max_age` that `shed.sheddable` accepts
-    /// (the kernel then timestamps every datagram on this socket).
+    /// (the kernel then timestamps every datagram on this socket; it turns that on through
+    /// deferred work, so datagrams in the first moments may be stamped when read).
     pub fn set_shed(&mut self, shed: Shed) -> io::Result<()> {
         let fd = match self {
             BatchIo::Uring(u) => u.fd,
@@ -955,6 +954,9 @@ mod tests {
     fn shed(force: bool) {
         let (mut io, peer, _waker) = pair(force);
         io.set_shed(Shed { max_age: Duration::from_millis(30), sheddable: |d| d.first() == Some(&1) }).unwrap();
+        // The kernel turns receive timestamps on through deferred work: a datagram that
+        // arrives before that is stamped when read instead.
+        std::thread::sleep(Duration::from_millis(100));
         let me = io.local_addr().unwrap();
         for _ in 0..5 {
             peer.send_to(&[1, 0], me).unwrap();
