@@ -8,6 +8,7 @@
 pub mod cross;
 pub mod demux;
 pub mod link_client;
+pub mod rewrite;
 pub mod sfu;
 pub mod sim;
 pub mod worker;

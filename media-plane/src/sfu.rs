@@ -27,6 +27,7 @@ use str0m::{Candidate, Event, IceConnectionState, Input, Output, Rtc};
 
 use crate::cross::{CrossMsg, CrossRtp, PubRef};
 use crate::demux;
+use crate::rewrite::Rewrite;
 
 /// Minimum interval between two keyframe requests relayed to one published track.
 pub const KEYFRAME_THROTTLE: Duration = Duration::from_millis(500);
@@ -100,10 +101,8 @@ struct TrackOut {
     stream_id: String,
     track_id: String,
     state: OutState,
-    /// Extended sequence number of the first forwarded packet, for rebasing.
-    seq_base: Option<u64>,
-    /// Publisher payload type to subscriber payload type.
-    pt_map: Vec<(u8, u8)>,
+    /// Payload-type map and sequence rebase.
+    rewrite: Rewrite,
 }
 
 impl TrackOut {
@@ -609,8 +608,7 @@ impl Core {
             stream_id: pub_id.clone(),
             track_id: format!("{pub_id}-{mid}"),
             state: OutState::ToOpen,
-            seq_base: None,
-            pt_map: Vec::new(),
+            rewrite: Rewrite::default(),
         };
         if matches!(s.subscription, Subscription::Only { .. }) {
             // WHEP: bind to an m-line the client already offered; no renegotiation.
@@ -906,18 +904,16 @@ impl Core {
         for &(sub_key, sub_mid) in &subscribers {
             let Some(sub) = self.sessions.get_mut(sub_key) else { continue };
             let Some(out) = sub.tracks_out.iter_mut().find(|o| o.state == OutState::Open(sub_mid)) else { continue };
-            let pt = match out.pt_map.iter().find(|(i, _)| *i == pt_in) {
-                Some((_, o)) => *o,
+            let pt = match out.rewrite.pt(pt_in) {
+                Some(o) => o,
                 None => {
                     let Some(local) = sub.rtc.codec_config().match_params(params) else { continue };
                     let o = *local.pt();
-                    out.pt_map.push((pt_in, o));
+                    out.rewrite.map_pt(pt_in, o);
                     o
                 }
             };
-            // Rebase so that every subscriber's stream starts at a small sequence number (ROC 0).
-            let base = *out.seq_base.get_or_insert(in_seq.saturating_sub(1000));
-            let Some(seq) = in_seq.checked_sub(base) else { continue };
+            let Some(seq) = out.rewrite.seq(in_seq) else { continue };
             let mut api = sub.rtc.direct_api();
             let Some(tx) = api.stream_tx_by_mid(sub_mid, None) else { continue };
             tx.write_rtp(
