@@ -313,8 +313,7 @@ impl App {
         };
         // Place the room on first join, or again when its node went away.
         if !placed {
-            let loads = core_loads(&st, self.settings.core_busy_limit);
-            let p = least_loaded(&loads).ok_or(if loads.is_empty() { ApiError::NoMediaNode } else { ApiError::NoCapacity })?;
+            let p = pick_core(&core_loads(&st, self.settings.core_busy_limit))?;
             tracing::info!(room = %claims.room, node = %p.0, core = p.1, "room placed");
             if let Some(room) = st.rooms.get_mut(&claims.room) {
                 room.placement = Some(p);
@@ -327,7 +326,7 @@ impl App {
         let core = match loads.iter().find(|c| c.core == room_core) {
             Some(c) if c.has_room() => room_core,
             _ => {
-                let (_, c) = least_loaded(&loads).ok_or(if loads.is_empty() { ApiError::NoMediaNode } else { ApiError::NoCapacity })?;
+                let (_, c) = pick_core(&loads)?;
                 tracing::info!(room = %claims.room, node = %node_id, core = c, "room spans another core");
                 c
             }
@@ -602,6 +601,11 @@ fn validate_name(name: &str, what: &str) -> Result<(), ApiError> {
     } else {
         Err(ApiError::BadRequest(format!("{what} name must be 1-128 characters of A-Z a-z 0-9 - _ .")))
     }
+}
+
+/// The least-loaded core with room; no core at all and no core with room are different errors.
+fn pick_core(loads: &[CoreLoad]) -> Result<(String, u32), ApiError> {
+    least_loaded(loads).ok_or(if loads.is_empty() { ApiError::NoMediaNode } else { ApiError::NoCapacity })
 }
 
 fn core_loads(st: &State, busy_limit: u16) -> Vec<CoreLoad> {

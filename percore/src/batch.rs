@@ -474,18 +474,28 @@ impl Uring {
         Ok(u)
     }
 
-    /// Arms the multishot receive once and checks that the kernel took it (6.0+): an old
-    /// kernel refuses it at once with EINVAL.
+    /// Arms the multishot receive alone (the waker's read is armed by the first turn) and
+    /// checks that the kernel took it (6.0+): an old kernel refuses it at once with EINVAL.
+    /// A datagram that already arrived is dropped here, its buffer handed back.
     fn probe_multishot(&mut self) -> io::Result<()> {
-        let mut stats = TurnStats::default();
-        self.arm_receives(&mut stats)?;
+        self.recv_armed = true;
+        let e = opcode::RecvMsgMulti::new(types::Fd(self.fd), &*self.recv_msg, RING_GROUP).build().user_data(KIND_RECV);
+        self.push(&e, &mut TurnStats::default())?;
         self.ring.submit()?;
         let mut cq = self.ring.completion();
         for cqe in cq.by_ref() {
-            if cqe.user_data() & KIND_MASK == KIND_RECV && cqe.result() == -libc::EINVAL {
+            if cqe.result() == -libc::EINVAL {
                 return Err(io::Error::new(io::ErrorKind::Unsupported, "io_uring without multishot recvmsg (kernel older than 6.0)"));
             }
+            if !io_uring::cqueue::more(cqe.flags()) {
+                self.recv_armed = false;
+            }
+            if let Some(bid) = io_uring::cqueue::buffer_select(cqe.flags()) {
+                self.bufs.give(bid);
+            }
         }
+        cq.sync();
+        self.bufs.publish();
         Ok(())
     }
 
@@ -590,7 +600,8 @@ impl Uring {
             Err(e) => return Err(e),
         }
         let mut recycled = false;
-        let wall = std::time::SystemTime::now();
+        // Wall time only matters for shedding (kernel timestamps are wall-clock).
+        let wall = if self.shed.is_some() { std::time::SystemTime::now() } else { std::time::UNIX_EPOCH };
         let mut cq = self.ring.completion();
         while stats.received < limit {
             let Some(cqe) = cq.next() else { break };
@@ -788,7 +799,7 @@ impl Mmsg {
             let e = io::Error::last_os_error();
             return if e.kind() == io::ErrorKind::WouldBlock || e.kind() == io::ErrorKind::Interrupted { Ok(0) } else { Err(e) };
         }
-        let wall = std::time::SystemTime::now();
+        let wall = if self.shed.is_some() { std::time::SystemTime::now() } else { std::time::UNIX_EPOCH };
         for i in 0..r as usize {
             let n = (self.hdrs[i].msg_len as usize).min(MAX_DATAGRAM);
             // A datagram larger than any media packet is dropped rather than handed on cut.
