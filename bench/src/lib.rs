@@ -11,7 +11,13 @@ use str0m::Output;
 
 /// One publisher and `subscribers` receivers, connected, on a simulated core.
 pub fn room(subscribers: usize) -> World {
+    room_with(subscribers, media_plane::sfu::NACK_HISTORY)
+}
+
+/// [`room`] with each subscriber's video keeping `nack_history` of sent packets.
+pub fn room_with(subscribers: usize, nack_history: std::time::Duration) -> World {
     let mut w = World::new();
+    w.core.set_nack_history(nack_history);
     w.join("pub", "bench", true);
     for i in 0..subscribers {
         w.join(&format!("sub{i}"), "bench", false);

@@ -28,7 +28,7 @@ fn app_with_node(settings: Settings) -> Arc<App> {
     let weak = Arc::downgrade(&app);
     tokio::spawn(async move {
         let addr: SocketAddr = "127.0.0.1:40000".parse().unwrap();
-        let mut core = Core::new(CoreConfig { index: 0, local: addr, candidates: vec![addr], capacity: 100, connect_timeout: Duration::from_secs(30), cores: 1 });
+        let mut core = Core::new(CoreConfig { index: 0, local: addr, candidates: vec![addr], capacity: 100, connect_timeout: Duration::from_secs(30), cores: 1, nack_history: media_plane::sfu::NACK_HISTORY });
         while let Some(cmd) = rx.recv().await {
             core.handle_command(Instant::now(), cmd);
             let Some(app) = weak.upgrade() else { break };

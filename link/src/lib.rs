@@ -13,7 +13,7 @@ pub const LINK_PATH: &str = "/internal/link";
 pub const SECRET_HEADER: &str = "x-node-secret";
 
 /// Seconds between two [`Event::Load`] reports of a core.
-pub const LOAD_INTERVAL_SECS: u64 = 2;
+pub const LOAD_INTERVAL_SECS: u64 = 1;
 
 /// Version of this message set; both sides refuse a mismatch at registration.
 pub const PROTOCOL_VERSION: u32 = 1;

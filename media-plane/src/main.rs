@@ -59,6 +59,11 @@ struct Args {
     /// delay for more loss (bench/RESULTS.md), so it is off unless asked for.
     #[arg(long, env = "SHED_AFTER_MS", default_value_t = 0)]
     shed_after_ms: u64,
+    /// How long (milliseconds) each subscriber's video keeps sent packets for NACK
+    /// retransmission. Longer repairs loss on slower paths; each subscriber's memory and the
+    /// core's cache footprint grow with it (bench/RESULTS.md).
+    #[arg(long, env = "NACK_HISTORY_MS", default_value_t = media_plane::sfu::NACK_HISTORY.as_millis() as u64)]
+    nack_history_ms: u64,
 }
 
 fn primary_ipv4() -> Option<IpAddr> {
@@ -117,6 +122,7 @@ fn main() -> anyhow::Result<()> {
             capacity: args.capacity_per_core,
             connect_timeout: Duration::from_secs(30),
             cores: n as u32,
+            nack_history: Duration::from_millis(args.nack_history_ms.max(1)),
         };
         let (h, tx, backend) = worker::spawn(CoreSetup { config, socket, cpu: i % cpus, events: ev_tx.clone(), force_epoll: args.force_epoll, mesh: mesh.clone(), shed_after })?;
         tracing::info!(core = i, port = local.port(), backend = ?backend, "core started");

@@ -47,7 +47,19 @@ pub struct CoreConfig {
     pub connect_timeout: Duration,
     /// Cores on this node (rooms may span them).
     pub cores: u32,
+    /// How long each subscriber's video stream keeps sent packets to answer NACKs with.
+    pub nack_history: Duration,
 }
+
+/// Default of [`CoreConfig::nack_history`]: long enough for a NACK and its retransmission
+/// to cross a 300 ms round trip several times over, like mediasoup's and Janus's buffers.
+pub const NACK_HISTORY: Duration = Duration::from_millis(1000);
+
+/// Most packets one subscriber's video stream keeps for NACKs, whatever their age.
+const NACK_HISTORY_PACKETS: usize = 1024;
+
+/// Queued retransmissions are dropped past this share of the stream's bytes (str0m's default).
+const RTX_RATIO_CAP: f32 = 0.15;
 
 /// A datagram to send from this core's socket.
 #[derive(Debug)]
@@ -217,6 +229,11 @@ impl Core {
     /// This core's configuration.
     pub fn config(&self) -> &CoreConfig {
         &self.cfg
+    }
+
+    /// Changes the NACK history of tracks opened from now on.
+    pub fn set_nack_history(&mut self, history: Duration) {
+        self.cfg.nack_history = history;
     }
 
     /// Number of live sessions (shadows of publishers on other cores not counted).
@@ -625,6 +642,13 @@ impl Core {
 
     /// A subscription became usable: add it to the publisher's fan-out and ask for a keyframe.
     fn open(&mut self, now: Instant, sub: usize, publisher: usize, pub_mid: Mid, sub_mid: Mid) {
+        if let Some(s) = self.sessions.get_mut(sub) {
+            let mut api = s.rtc.direct_api();
+            if let Some(tx) = api.stream_tx_by_mid(sub_mid, None) {
+                // str0m keeps 3 s by default; per subscriber that is most of its memory.
+                tx.set_rtx_cache(NACK_HISTORY_PACKETS, self.cfg.nack_history, Some(RTX_RATIO_CAP));
+            }
+        }
         let Some(p) = self.sessions.get_mut(publisher) else { return };
         if let Some(t) = p.tracks_in.iter_mut().find(|t| t.mid == pub_mid) {
             t.subscribers.push((sub, sub_mid));

@@ -43,6 +43,8 @@ pub struct World {
     pub peers: Vec<Peer>,
     pub link: Vec<LinkEvent>,
     pub next_req: u64,
+    /// Datagrams from the core to these addresses are lost in transit (loss on one path).
+    pub lose_to: Vec<SocketAddr>,
 }
 
 impl Default for World {
@@ -58,8 +60,8 @@ impl World {
         str0m::crypto::from_feature_flags().install_process_default();
         let now = Instant::now();
         let addr: SocketAddr = SFU.parse().unwrap();
-        let core = Core::new(CoreConfig { index, local: addr, candidates: vec![addr], capacity: 5000, connect_timeout: Duration::from_secs(30), cores });
-        World { now, core, peers: Vec::new(), link: Vec::new(), next_req: 1 }
+        let core = Core::new(CoreConfig { index, local: addr, candidates: vec![addr], capacity: 5000, connect_timeout: Duration::from_secs(30), cores, nack_history: crate::sfu::NACK_HISTORY });
+        World { now, core, peers: Vec::new(), link: Vec::new(), next_req: 1, lose_to: Vec::new() }
     }
 
     /// An empty world with one core.
@@ -189,6 +191,9 @@ impl World {
             }
             let out: Vec<_> = self.core.take_transmits().collect();
             for t in out {
+                if self.lose_to.contains(&t.destination) {
+                    continue;
+                }
                 if let Some(p) = self.peers.iter_mut().find(|p| p.addr == t.destination && p.alive) {
                     let input = Input::Receive(
                         self.now,

@@ -26,6 +26,45 @@ fn three_peers_each_receive_the_other_two() {
     assert_eq!(published, 6);
 }
 
+/// Packets the subscriber got of (video, audio) after a 10 ms outage on its path, with each
+/// subscriber keeping `history` of sent video for NACKs. Both tracks send one packet per
+/// step and only video is nackable, so a repair shows as one more video than audio.
+fn received_after_outage(history: Duration) -> (u64, u64) {
+    let mut w = World::new();
+    w.core.set_nack_history(history);
+    w.join("pub", "room", true);
+    let sub = w.join("sub", "room", false);
+    w.connect_all();
+    w.run_media(50);
+    let counts = |w: &World| {
+        let mut v: Vec<u64> = w.peers[sub].received.values().copied().collect();
+        v.sort_unstable();
+        v
+    };
+    let before = counts(&w);
+    assert_eq!(before.len(), 2, "one audio and one video track: {before:?}");
+    assert_eq!(before[0], before[1]);
+    let addr = w.peers[sub].addr;
+    w.lose_to.push(addr);
+    w.media_step();
+    w.lose_to.clear();
+    w.run_media(60);
+    let after = counts(&w);
+    (after[1] - before[1], after[0] - before[0])
+}
+
+#[test]
+fn lost_video_is_repaired_from_the_nack_history_and_not_past_it() {
+    // The default history repairs the video packet lost on the way to the subscriber.
+    let (video, audio) = received_after_outage(media_plane::sfu::NACK_HISTORY);
+    assert!(audio >= 55, "media kept flowing: {audio}");
+    assert_eq!(video, audio + 1, "the lost video packet is retransmitted on NACK");
+    // A history shorter than the NACK's round trip has already forgotten it.
+    let (video, audio) = received_after_outage(Duration::from_millis(1));
+    assert!(audio >= 55, "media kept flowing: {audio}");
+    assert_eq!(video, audio, "nothing to retransmit past the history");
+}
+
 #[test]
 fn late_joiner_triggers_renegotiation_both_ways() {
     let mut w = World::new();

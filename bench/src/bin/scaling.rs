@@ -52,6 +52,9 @@ struct Args {
     /// run length; the raw reference uses the same.
     #[arg(long, default_value_t = 4)]
     batch: usize,
+    /// Each subscriber's NACK history in milliseconds (the media plane's `--nack-history-ms`).
+    #[arg(long, default_value_t = media_plane::sfu::NACK_HISTORY.as_millis() as u64)]
+    nack_history_ms: u64,
     /// Print one JSON object instead of a table.
     #[arg(long)]
     json: bool,
@@ -78,8 +81,8 @@ struct Rig {
 }
 
 impl Rig {
-    fn new(subscribers: usize, packets: usize, warmup: usize) -> anyhow::Result<Self> {
-        let mut world = bench::room(subscribers);
+    fn new(subscribers: usize, packets: usize, warmup: usize, history: Duration) -> anyhow::Result<Self> {
+        let mut world = bench::room_with(subscribers, history);
         let mut sinks = HashMap::new();
         let mut socks = Vec::new();
         for p in &world.peers {
@@ -97,18 +100,18 @@ impl Rig {
     /// Forwards the warm-up packets unmeasured (every subscriber's send history fills to
     /// its steady size, so first-touch page faults stay out of the figure), then the rest
     /// on the clock, sending what the core produces.
-    fn run(&mut self, interval: Duration, batch: usize) -> anyhow::Result<CoreRun> {
+    fn run(&mut self, interval: Duration, batch: usize, send: bool) -> anyhow::Result<CoreRun> {
         let warmup = self.warmup.min(self.packets.len());
-        self.forward(0..warmup, interval, batch)?;
+        self.forward(0..warmup, interval, batch, send)?;
         let before = self.world.core.counters().tx_rtp;
         let cpu0 = percore::thread_cpu();
         let t0 = Instant::now();
-        self.forward(warmup..self.packets.len(), interval, batch)?;
+        self.forward(warmup..self.packets.len(), interval, batch, send)?;
         Ok(CoreRun { forwarded: self.world.core.counters().tx_rtp - before, elapsed: t0.elapsed(), cpu: percore::thread_cpu() - cpu0 })
     }
 
     /// The same loop shape as `media_plane::worker`: a batch of input, then one submission.
-    fn forward(&mut self, range: std::ops::Range<usize>, interval: Duration, batch: usize) -> anyhow::Result<()> {
+    fn forward(&mut self, range: std::ops::Range<usize>, interval: Duration, batch: usize, send: bool) -> anyhow::Result<()> {
         let mut out: Vec<Outgoing> = Vec::with_capacity(4096);
         let mut nothing = |_: SocketAddr, _: &mut [u8]| {};
         let packets = std::mem::take(&mut self.packets);
@@ -122,6 +125,10 @@ impl Rig {
                 }
             }
             for t in self.world.core.take_transmits() {
+                if !send {
+                    std::hint::black_box(&t);
+                    continue;
+                }
                 if let Some(&d) = self.sinks.get(&t.destination) {
                     out.push(Outgoing { destination: d, contents: t.contents });
                 }
@@ -158,25 +165,58 @@ impl Rig {
         }
         Ok(CoreRun { forwarded: n as u64, elapsed: t0.elapsed(), cpu: percore::thread_cpu() - cpu0 })
     }
+
+    /// A pure-compute reference: a multiply-xor hash over a 1200-byte buffer in L1, as many
+    /// times as `run` forwards packets.
+    fn compute(&mut self) -> CoreRun {
+        let n = (self.packets.len() - self.warmup.min(self.packets.len())) * self.sinks.len().saturating_sub(1);
+        let buf = [0x5au8; 1200];
+        let cpu0 = percore::thread_cpu();
+        let t0 = Instant::now();
+        let mut h = 0u64;
+        for i in 0..n {
+            for c in std::hint::black_box(&buf).chunks_exact(8) {
+                let w = u64::from_le_bytes([c[0], c[1], c[2], c[3], c[4], c[5], c[6], c[7]]);
+                h = (h ^ w ^ i as u64).wrapping_mul(0x9e37_79b9_7f4a_7c15).rotate_left(29);
+            }
+        }
+        std::hint::black_box(h);
+        CoreRun { forwarded: n as u64, elapsed: t0.elapsed(), cpu: percore::thread_cpu() - cpu0 }
+    }
+}
+
+/// What a round measures.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+enum Mode {
+    /// The media path, sending what it produces.
+    Media,
+    /// The media path with its datagrams dropped before the kernel (user-space share alone).
+    Unsent,
+    /// As many bare 1200-byte sends (the kernel's share alone).
+    Raw,
+    /// Pure computation in cache, per would-be packet (the cores' own scaling).
+    Compute,
 }
 
 /// Runs one round on `cores` at once; every core sets up first, then all start together.
-fn round(cores: &[usize], args: &Args, raw: bool) -> anyhow::Result<Vec<CoreRun>> {
+fn round(cores: &[usize], args: &Args, mode: Mode) -> anyhow::Result<Vec<CoreRun>> {
     let start = Arc::new(Barrier::new(cores.len()));
     let handles: Vec<_> = cores
         .iter()
         .map(|&c| {
             let start = start.clone();
             let (subs, pkts, warm, interval, batch) = (args.subscribers, args.packets, args.warmup, Duration::from_micros(args.interval_us), args.batch);
+            let history = Duration::from_millis(args.nack_history_ms.max(1));
             std::thread::spawn(move || -> anyhow::Result<CoreRun> {
                 percore::pin(c);
-                let rig = Rig::new(subs, pkts, warm);
+                let rig = Rig::new(subs, pkts, warm, history);
                 start.wait();
                 let mut rig = rig?;
-                if raw {
-                    rig.raw(batch)
-                } else {
-                    rig.run(interval, batch)
+                match mode {
+                    Mode::Raw => rig.raw(batch),
+                    Mode::Media => rig.run(interval, batch, true),
+                    Mode::Unsent => rig.run(interval, batch, false),
+                    Mode::Compute => Ok(rig.compute()),
                 }
             })
         })
@@ -198,12 +238,20 @@ fn main() -> anyhow::Result<()> {
     anyhow::ensure!((1..=250).contains(&args.subscribers), "--subscribers must be 1..=250");
     str0m::crypto::from_feature_flags().install_process_default();
     let (mut one, mut all, mut raw_one, mut raw_all) = (Vec::new(), Vec::new(), Vec::new(), Vec::new());
+    let (mut unsent_one, mut unsent_all, mut compute_one, mut compute_all) = (Vec::new(), Vec::new(), Vec::new(), Vec::new());
     for _ in 0..args.rounds {
-        raw_one.push(rate(&round(&args.cores[..1], &args, true).context("reference, one core")?));
-        one.push(round(&args.cores[..1], &args, false).context("one core")?);
-        raw_all.push(rate(&round(&args.cores, &args, true).context("reference, all cores")?));
-        all.push(round(&args.cores, &args, false).context("all cores")?);
+        raw_one.push(rate(&round(&args.cores[..1], &args, Mode::Raw).context("reference, one core")?));
+        one.push(round(&args.cores[..1], &args, Mode::Media).context("one core")?);
+        raw_all.push(rate(&round(&args.cores, &args, Mode::Raw).context("reference, all cores")?));
+        all.push(round(&args.cores, &args, Mode::Media).context("all cores")?);
+        compute_one.push(rate(&round(&args.cores[..1], &args, Mode::Compute)?));
+        unsent_one.push(rate(&round(&args.cores[..1], &args, Mode::Unsent)?));
+        compute_all.push(rate(&round(&args.cores, &args, Mode::Compute)?));
+        unsent_all.push(rate(&round(&args.cores, &args, Mode::Unsent)?));
     }
+    let ratio_of = |a: &[f64], b: &[f64]| -> Vec<f64> { a.iter().zip(b).map(|(x, y)| y / x).collect() };
+    let unsent_ratios = ratio_of(&unsent_one, &unsent_all);
+    let compute_ratios = ratio_of(&compute_one, &compute_all);
     let raw_ratios: Vec<f64> = raw_one.iter().zip(&raw_all).map(|(a, b)| b / a).collect();
     let expected = (args.packets * args.subscribers) as u64;
     for r in one.iter().chain(&all).flatten() {
@@ -235,13 +283,15 @@ fn main() -> anyhow::Result<()> {
     let n = args.cores.len();
     if args.json {
         println!(
-            "{{\"cores\":{n},\"subscribers\":{},\"one_core_pps\":{r1:?},\"all_cores_pps\":{rn:?},\"ratios\":{ratios:?},\"median_ratio\":{:.3},\"reference_ratios\":{raw_ratios:?},\"median_reference_ratio\":{:.3},\"median_relative\":{:.3},\"best_ratio\":{best_ratio:.3},\"best_reference_ratio\":{best_raw_ratio:.3},\"us_per_packet_one\":{:.3},\"us_per_packet_all\":{:.3}}}",
+            "{{\"cores\":{n},\"subscribers\":{},\"one_core_pps\":{r1:?},\"all_cores_pps\":{rn:?},\"ratios\":{ratios:?},\"median_ratio\":{:.3},\"reference_ratios\":{raw_ratios:?},\"median_reference_ratio\":{:.3},\"median_relative\":{:.3},\"best_ratio\":{best_ratio:.3},\"best_reference_ratio\":{best_raw_ratio:.3},\"us_per_packet_one\":{:.3},\"us_per_packet_all\":{:.3},\"unsent_ratios\":{unsent_ratios:?},\"median_unsent_ratio\":{:.3},\"compute_ratios\":{compute_ratios:?},\"median_compute_ratio\":{:.3}}}",
             args.subscribers,
             median(&ratios),
             median(&raw_ratios),
             median(&relative),
             us(&one),
-            us(&all)
+            us(&all),
+            median(&unsent_ratios),
+            median(&compute_ratios)
         );
     } else {
         println!("{} subscribers per core, {} publisher packets per core per round", args.subscribers, args.packets);
@@ -258,6 +308,11 @@ fn main() -> anyhow::Result<()> {
             median(&relative)
         );
         println!("best round of each kind: media {:.0} → {:.0} pkt/s, ratio {best_ratio:.2}; raw sends ratio {best_raw_ratio:.2}", best(&r1), best(&rn));
+        println!(
+            "median {n}-core/1-core ratio of the references: media without its sends {:.2}, compute in cache {:.2}",
+            median(&unsent_ratios),
+            median(&compute_ratios)
+        );
         println!("CPU per forwarded packet {:.2} µs on 1 core, {:.2} µs on {n} cores", us(&one), us(&all));
         println!("share of its core each thread had: 1 core {:.2}, {n} cores {:.2}", busy(&one), busy(&all));
     }
