@@ -327,10 +327,29 @@ fn gso_groups(out: &[Outgoing], gso: bool, groups: &mut Vec<(usize, usize, usize
     }
 }
 
-/// Sorts by destination, keeping each destination's order, so that GSO can coalesce.
-fn order_for_gso(out: &mut [Outgoing]) {
-    if out.len() > 1 {
-        out.sort_by_key(|o| o.destination);
+/// Sorts a send queue by destination, keeping each destination's order, so that GSO can
+/// coalesce; its buffers are reused, so a turn allocates nothing (std's stable sort would
+/// allocate a scratch buffer each time).
+#[derive(Default)]
+pub struct GsoOrder {
+    keys: Vec<(SocketAddr, u32)>,
+    spare: Vec<Outgoing>,
+}
+
+impl GsoOrder {
+    /// Orders `out` by destination, each destination's datagrams in their original order.
+    pub fn apply(&mut self, out: &mut Vec<Outgoing>) {
+        if out.windows(2).all(|w| w[0].destination <= w[1].destination) {
+            return;
+        }
+        self.keys.clear();
+        self.keys.extend(out.iter().enumerate().map(|(i, o)| (o.destination, i as u32)));
+        // The index in the key makes the unstable sort keep each destination's order.
+        self.keys.sort_unstable();
+        self.spare.clear();
+        self.spare.extend(self.keys.iter().map(|&(destination, i)| Outgoing { destination, contents: std::mem::take(&mut out[i as usize].contents) }));
+        std::mem::swap(out, &mut self.spare);
+        self.spare.clear();
     }
 }
 
@@ -433,6 +452,7 @@ pub struct Uring {
     sends: Vec<Option<Box<SendSlot>>>,
     free_sends: Vec<usize>,
     groups: Vec<(usize, usize, usize)>,
+    order: GsoOrder,
     gso: bool,
 }
 
@@ -468,6 +488,7 @@ impl Uring {
             sends: Vec::new(),
             free_sends: Vec::new(),
             groups: Vec::new(),
+            order: GsoOrder::default(),
             gso,
         };
         u.probe_multishot()?;
@@ -516,7 +537,7 @@ impl Uring {
 
     fn queue_sends(&mut self, out: &mut Vec<Outgoing>, stats: &mut TurnStats) -> io::Result<()> {
         if self.gso {
-            order_for_gso(out);
+            self.order.apply(out);
         }
         gso_groups(out, self.gso, &mut self.groups);
         let mut items = out.drain(..);
@@ -699,6 +720,7 @@ pub struct Mmsg {
     send_hdrs: Vec<libc::mmsghdr>,
     cmsgs: Vec<[u64; 4]>,
     groups: Vec<(usize, usize, usize)>,
+    order: GsoOrder,
     gso: bool,
     /// Receive control buffers (kernel timestamps), one per slot.
     controls: Vec<[u64; CONTROL_LEN / 8]>,
@@ -722,6 +744,7 @@ impl Mmsg {
             controls: vec![[0; CONTROL_LEN / 8]; RECV_SLOTS],
             shed: None,
             groups: Vec::new(),
+            order: GsoOrder::default(),
             gso,
         }
     }
@@ -731,7 +754,7 @@ impl Mmsg {
             return;
         }
         if self.gso {
-            order_for_gso(out);
+            self.order.apply(out);
         }
         gso_groups(out, self.gso, &mut self.groups);
         let n = self.groups.len();
@@ -859,6 +882,22 @@ impl Mmsg {
 mod tests {
     use super::*;
     use std::time::Duration;
+
+    #[test]
+    fn gso_order_groups_destinations_and_keeps_each_ones_order() {
+        let a: SocketAddr = "10.0.0.2:9".parse().unwrap();
+        let b: SocketAddr = "10.0.0.1:9".parse().unwrap();
+        let mut order = GsoOrder::default();
+        for _ in 0..2 {
+            let mut out: Vec<Outgoing> = [(a, 1), (b, 2), (a, 3), (b, 4), (a, 5)].iter().map(|&(d, n)| Outgoing { destination: d, contents: vec![n] }).collect();
+            order.apply(&mut out);
+            let got: Vec<(SocketAddr, u8)> = out.iter().map(|o| (o.destination, o.contents[0])).collect();
+            assert_eq!(got, [(b, 2), (b, 4), (a, 1), (a, 3), (a, 5)]);
+        }
+        let mut sorted = vec![Outgoing { destination: b, contents: vec![1] }, Outgoing { destination: a, contents: vec![2] }];
+        order.apply(&mut sorted);
+        assert_eq!(sorted[0].contents, [1]);
+    }
 
     fn pair(force: bool) -> (BatchIo, std::net::UdpSocket, Arc<Waker>) {
         let s = std::net::UdpSocket::bind("127.0.0.1:0").unwrap();

@@ -1,0 +1,201 @@
+//! Heap allocations per forwarded packet on the media hot path, by stage, counted by a
+//! global allocator wrapper. The loop has the worker's shape: publisher datagrams arrive on a
+//! real UDP socket through `percore::batch::BatchIo` (io_uring, multishot receive into
+//! provided buffers), the receive callback hands each to the real `sfu::Core` (SRTP unprotect
+//! once, fan-out, str0m send per subscriber), and the core's datagrams leave through the same
+//! `BatchIo` to loopback sinks. Stages:
+//! - `core`: inside `Core::handle_datagram` / `handle_timeout` (str0m's work and ours);
+//! - `handoff`: `Core::take_transmits` into the send queue;
+//! - `io`: `BatchIo::turn` outside the receive callback (our receive and send path).
+//!
+//! `cargo run --release -p bench --bin allocs -- --subscribers 100 --packets 1000`
+
+use std::alloc::{GlobalAlloc, Layout, System};
+use std::collections::HashMap;
+use std::net::{SocketAddr, UdpSocket};
+use std::sync::atomic::{AtomicU64, Ordering::Relaxed};
+use std::time::{Duration, Instant};
+
+use clap::Parser;
+use percore::batch::{BatchIo, Outgoing, Waker};
+
+/// Counts every allocation (and reallocation) made through it, then defers to the system.
+struct Counting;
+
+static ALLOCS: AtomicU64 = AtomicU64::new(0);
+static BYTES: AtomicU64 = AtomicU64::new(0);
+
+fn count(size: usize) {
+    ALLOCS.fetch_add(1, Relaxed);
+    BYTES.fetch_add(size as u64, Relaxed);
+}
+
+// SAFETY: every call is forwarded unchanged to `System`, which upholds the contract.
+unsafe impl GlobalAlloc for Counting {
+    unsafe fn alloc(&self, layout: Layout) -> *mut u8 {
+        count(layout.size());
+        // SAFETY: the caller's layout is passed through.
+        unsafe { System.alloc(layout) }
+    }
+    unsafe fn alloc_zeroed(&self, layout: Layout) -> *mut u8 {
+        count(layout.size());
+        // SAFETY: as above.
+        unsafe { System.alloc_zeroed(layout) }
+    }
+    unsafe fn realloc(&self, ptr: *mut u8, layout: Layout, new_size: usize) -> *mut u8 {
+        count(new_size);
+        // SAFETY: ptr came from this allocator with this layout.
+        unsafe { System.realloc(ptr, layout, new_size) }
+    }
+    unsafe fn dealloc(&self, ptr: *mut u8, layout: Layout) {
+        // SAFETY: as above.
+        unsafe { System.dealloc(ptr, layout) }
+    }
+}
+
+#[global_allocator]
+static GLOBAL: Counting = Counting;
+
+/// Allocations and bytes since a snapshot.
+#[derive(Debug, Default, Clone, Copy)]
+struct Tally {
+    allocs: u64,
+    bytes: u64,
+}
+
+impl Tally {
+    fn now() -> Tally {
+        Tally { allocs: ALLOCS.load(Relaxed), bytes: BYTES.load(Relaxed) }
+    }
+    fn since(self, before: Tally) -> Tally {
+        Tally { allocs: self.allocs - before.allocs, bytes: self.bytes - before.bytes }
+    }
+    fn add(&mut self, t: Tally) {
+        self.allocs += t.allocs;
+        self.bytes += t.bytes;
+    }
+}
+
+/// Allocations per forwarded packet on the media path, by stage.
+#[derive(Parser, Debug)]
+struct Args {
+    /// Subscribers in the room.
+    #[arg(long, default_value_t = 100)]
+    subscribers: usize,
+    /// Publisher packets counted (after the warm-up). At 10 ms of virtual time apart,
+    /// warm-up and these together must stay under 1400: the sinks never refresh ICE consent.
+    #[arg(long, default_value_t = 1000)]
+    packets: usize,
+    /// Publisher packets forwarded before counting (send histories and queues at their
+    /// steady size).
+    #[arg(long, default_value_t = 350)]
+    warmup: usize,
+    /// Publisher packets per loop turn.
+    #[arg(long, default_value_t = 4)]
+    batch: usize,
+    /// Use the recvmmsg/sendmmsg fallback instead of io_uring.
+    #[arg(long)]
+    epoll: bool,
+    /// Print one JSON object instead of a table.
+    #[arg(long)]
+    json: bool,
+}
+
+fn main() -> anyhow::Result<()> {
+    let args = Args::parse();
+    anyhow::ensure!((1..=250).contains(&args.subscribers), "--subscribers must be 1..=250");
+    anyhow::ensure!(args.packets > 0 && args.batch > 0, "--packets and --batch must be at least 1");
+    anyhow::ensure!(args.packets + args.warmup <= 1400, "--packets plus --warmup must be at most 1400");
+    str0m::crypto::from_feature_flags().install_process_default();
+    let mut world = bench::room(args.subscribers);
+    let mut sinks = HashMap::new();
+    let mut sink_sockets = Vec::new();
+    for p in &world.peers {
+        let s = UdpSocket::bind("127.0.0.1:0")?;
+        sinks.insert(p.addr, s.local_addr()?);
+        sink_sockets.push(s);
+    }
+    let (from, packets) = bench::publisher_packets(&mut world, args.warmup + args.packets);
+    let sock = UdpSocket::bind("127.0.0.1:0")?;
+    percore::batch::set_buffers(&sock, 8 << 20);
+    let local = sock.local_addr()?;
+    let (mut io, backend) = BatchIo::new(sock, Waker::new()?, args.epoll)?;
+    let client = UdpSocket::bind("127.0.0.1:0")?;
+    client.connect(local)?;
+
+    let interval = Duration::from_millis(10);
+    let mut out: Vec<Outgoing> = Vec::with_capacity(1 << 16);
+    let (mut core_t, mut handoff_t, mut io_t) = (Tally::default(), Tally::default(), Tally::default());
+    let (mut tx_counted, mut rx_counted) = (0u64, 0u64);
+    for (i, chunk) in packets.chunks(args.batch).enumerate() {
+        let counting = i * args.batch >= args.warmup;
+        for p in chunk {
+            client.send(p)?;
+        }
+        let tx0 = world.core.counters().tx_rtp;
+        let mut got = 0;
+        let mut in_core = Tally::default();
+        let turn_start = Tally::now();
+        let deadline = Instant::now() + Duration::from_secs(2);
+        while got < chunk.len() && Instant::now() < deadline {
+            let w = &mut world;
+            let mut on_recv = |_: SocketAddr, d: &mut [u8]| {
+                let t0 = Tally::now();
+                w.now += interval;
+                let now = w.now;
+                w.core.handle_datagram(now, from, d);
+                if w.core.next_timeout().is_some_and(|t| t <= now) {
+                    w.core.handle_timeout(now);
+                }
+                in_core.add(Tally::now().since(t0));
+                got += 1;
+            };
+            io.turn(&mut out, Some(Instant::now() + Duration::from_millis(50)), 256, &mut on_recv)?;
+        }
+        anyhow::ensure!(got == chunk.len(), "received {got} of {} publisher datagrams", chunk.len());
+        let turn = Tally::now().since(turn_start);
+        let t0 = Tally::now();
+        for t in world.core.take_transmits() {
+            if let Some(&d) = sinks.get(&t.destination) {
+                out.push(Outgoing { destination: d, contents: t.contents });
+            }
+        }
+        let handoff = Tally::now().since(t0);
+        if counting {
+            core_t.add(in_core);
+            io_t.add(Tally { allocs: turn.allocs - in_core.allocs, bytes: turn.bytes - in_core.bytes });
+            handoff_t.add(handoff);
+            tx_counted += world.core.counters().tx_rtp - tx0;
+            rx_counted += chunk.len() as u64;
+        }
+    }
+    // The last turn's sends, counted too.
+    let t0 = Tally::now();
+    while !out.is_empty() {
+        io.turn(&mut out, Some(Instant::now()), 256, &mut |_, _| {})?;
+    }
+    io_t.add(Tally::now().since(t0));
+    anyhow::ensure!(tx_counted >= (args.packets * args.subscribers) as u64 * 99 / 100, "forwarded {tx_counted} packets");
+    let per = |t: Tally| t.allocs as f64 / tx_counted.max(1) as f64;
+    let bytes = |t: Tally| t.bytes as f64 / tx_counted.max(1) as f64;
+    if args.json {
+        println!(
+            "{{\"backend\":\"{backend:?}\",\"subscribers\":{},\"ingress\":{rx_counted},\"forwarded\":{tx_counted},\"core_allocs_per_packet\":{:.4},\"core_bytes_per_packet\":{:.1},\"handoff_allocs_per_packet\":{:.4},\"io_allocs_per_packet\":{:.4},\"io_allocs\":{},\"handoff_allocs\":{}}}",
+            args.subscribers,
+            per(core_t),
+            bytes(core_t),
+            per(handoff_t),
+            per(io_t),
+            io_t.allocs,
+            handoff_t.allocs
+        );
+    } else {
+        println!("{backend:?}: {rx_counted} publisher packets in, {tx_counted} forwarded to {} subscribers", args.subscribers);
+        println!("allocations per forwarded packet:");
+        println!("  core (str0m receive, fan-out, str0m send)  {:.3}  ({:.0} bytes)", per(core_t), bytes(core_t));
+        println!("  handoff (take_transmits into the queue)    {:.3}  ({} in all)", per(handoff_t), handoff_t.allocs);
+        println!("  io (batched receive and send)              {:.3}  ({} in all)", per(io_t), io_t.allocs);
+    }
+    drop(sink_sockets);
+    Ok(())
+}
