@@ -11,6 +11,8 @@ pub struct CoreLoad {
     pub assigned: u32,
     /// Sessions the node last reported.
     pub reported: u32,
+    /// Of those, sessions whose media was connected (the ones the busy share is from).
+    pub connected: u32,
     /// Sessions the core accepts.
     pub capacity: u32,
     /// Share of time the core's thread was busy at its last report, in thousandths.
@@ -24,16 +26,19 @@ impl CoreLoad {
         self.assigned.max(self.reported)
     }
 
-    /// The busy share expected now: the last report plus, for each session placed since,
-    /// the average share a reported session costs. Reports come once a second, so without
-    /// this a burst of joins would all land on a core before it reports being busy.
+    /// The busy share expected once every placed session has media: the last report plus,
+    /// for each session not yet connected then (placed since, or still in ICE/DTLS), the
+    /// average share of a connected one. Reports come once a second, so without this a
+    /// burst of joins would all land on a core before it reports being busy.
     pub fn busy_projected(&self) -> u32 {
         let busy = u32::from(self.busy_permille);
-        let since = self.assigned.saturating_sub(self.reported);
-        if self.reported == 0 || since == 0 {
+        // An older node reports no connected count: fall back to all reported sessions.
+        let base = if self.connected > 0 { self.connected } else { self.reported };
+        let pending = self.assigned.saturating_sub(base);
+        if base == 0 || pending == 0 {
             return busy;
         }
-        busy.saturating_add((u64::from(since) * u64::from(busy) / u64::from(self.reported)).min(u64::from(u32::MAX)) as u32)
+        busy.saturating_add((u64::from(pending) * u64::from(busy) / u64::from(base)).min(u64::from(u32::MAX)) as u32)
     }
 
     /// Whether one more session fits: under the session capacity, and the core's thread
@@ -57,7 +62,7 @@ mod tests {
     use super::*;
 
     fn c(node: &str, core: u32, assigned: u32, reported: u32) -> CoreLoad {
-        CoreLoad { node: node.into(), core, assigned, reported, capacity: 10, busy_permille: 0, busy_limit: 850 }
+        CoreLoad { node: node.into(), core, assigned, reported, connected: 0, capacity: 10, busy_permille: 0, busy_limit: 850 }
     }
 
     #[test]
@@ -85,6 +90,18 @@ mod tests {
         assert_eq!(CoreLoad { assigned: 50, ..core.clone() }.busy_projected(), 700);
         assert_eq!(CoreLoad { reported: 0, ..core.clone() }.busy_projected(), 700);
         assert!(CoreLoad { busy_limit: 1000, ..core }.has_room());
+    }
+
+    #[test]
+    fn sessions_still_connecting_count_at_the_connected_average() {
+        // 100 sessions reported, only 50 with media, at 40 %: 0.8 % each. All 100 placed
+        // will cost 80 %; 10 more placed since make 88 %, past the limit.
+        let core = CoreLoad { capacity: 1000, busy_permille: 400, connected: 50, ..c("a", 0, 100, 100) };
+        assert_eq!(core.busy_projected(), 800);
+        assert!(core.has_room());
+        let core = CoreLoad { assigned: 110, ..core };
+        assert_eq!(core.busy_projected(), 880);
+        assert!(!core.has_room());
     }
 
     #[test]

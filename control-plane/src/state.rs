@@ -181,6 +181,8 @@ pub struct CoreStatus {
     pub tx_total: u64,
     /// Share of the last report interval the core's thread was busy, in thousandths.
     pub busy_permille: u16,
+    /// Sessions whose media was connected at the last report.
+    pub connected: u32,
 }
 
 /// A registered media-plane node.
@@ -523,7 +525,7 @@ impl App {
                 self.remove(&session, false, notice);
             }
             LinkEvent::Connected { session } => tracing::debug!(%session, "media connected"),
-            LinkEvent::Load { core, sessions, rx_packets, tx_packets, busy_permille } => {
+            LinkEvent::Load { core, sessions, rx_packets, tx_packets, busy_permille, connected } => {
                 let mut st = self.lock();
                 if let Some(n) = st.nodes.get_mut(node_id) {
                     if let Some(c) = n.cores.get_mut(core as usize) {
@@ -533,6 +535,7 @@ impl App {
                         c.tx_pps = tx_packets as f64 / secs;
                         c.tx_total += tx_packets;
                         c.busy_permille = busy_permille;
+                        c.connected = connected;
                     }
                 }
                 tracing::trace!(node = %node_id, core, sessions, rx_packets, tx_packets, busy_permille, "load");
@@ -619,7 +622,7 @@ fn core_loads(st: &State, busy_limit: u16) -> Vec<CoreLoad> {
                 .filter(|r| r.placement.as_ref().is_some_and(|(pn, _)| pn == id))
                 .map(|r| r.participants.values().filter(|p| p.core == i as u32).count() as u32)
                 .sum();
-            loads.push(CoreLoad { node: id.clone(), core: i as u32, assigned, reported: *reported, capacity: n.capacity, busy_permille: c.busy_permille, busy_limit });
+            loads.push(CoreLoad { node: id.clone(), core: i as u32, assigned, reported: *reported, connected: c.connected, capacity: n.capacity, busy_permille: c.busy_permille, busy_limit });
         }
     }
     loads

@@ -379,7 +379,7 @@ async fn signaling_join_offer_and_errors() {
 #[tokio::test]
 async fn a_busy_media_core_takes_no_new_participant() {
     let app = app_with_node(settings());
-    let load = |busy_permille| link::Event::Load { core: 0, sessions: 0, rx_packets: 0, tx_packets: 0, busy_permille };
+    let load = |busy_permille| link::Event::Load { core: 0, sessions: 0, rx_packets: 0, tx_packets: 0, busy_permille, connected: 0 };
     let pub_token = format!("Bearer {}", token("busy", "cam", Grants::default(), 60));
     let sdp = [("authorization", pub_token.as_str()), ("content-type", "application/sdp")];
     // The node's only core reports 95 % busy (limit 85 %): a clear 503, nothing else breaks.

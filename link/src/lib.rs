@@ -201,6 +201,10 @@ pub enum Event {
         /// older node leaves it out: 0).
         #[serde(default)]
         busy_permille: u16,
+        /// Sessions whose media is connected (ICE and DTLS done); the busy share is theirs
+        /// (an older node leaves it out: 0).
+        #[serde(default)]
+        connected: u32,
     },
 }
 

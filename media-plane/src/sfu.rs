@@ -510,6 +510,7 @@ impl Core {
             rx_packets: self.counters.rx_rtp - since.rx_rtp,
             tx_packets: self.counters.tx_rtp - since.tx_rtp,
             busy_permille,
+            connected: self.sessions.iter().filter(|(_, s)| s.connected && s.shadow.is_none()).count() as u32,
         }
     }
 
