@@ -18,7 +18,7 @@ fn scaling_forwards_everything_on_one_and_two_cores() {
     assert!(out.status.success(), "{}", String::from_utf8_lossy(&out.stderr));
     let text = String::from_utf8_lossy(&out.stdout);
     assert_eq!(field(&text, "cores"), 2.0);
-    for key in ["median_ratio", "median_reference_ratio", "median_relative", "best_ratio", "best_reference_ratio", "us_per_packet_one", "us_per_packet_all", "median_unsent_ratio", "median_compute_ratio"] {
+    for key in ["median_ratio", "median_reference_ratio", "median_relative", "best_ratio", "best_reference_ratio", "us_per_packet_one", "us_per_packet_all", "median_unsent_ratio", "median_compute_ratio", "median_memory_ratio"] {
         assert!(field(&text, key) > 0.0, "{key} in {text}");
     }
 }

@@ -3,6 +3,10 @@
 //! unprotect once, fan-out, protect per subscriber) and sending every datagram through the
 //! real batched io_uring path to loopback sinks. Rounds alternate 1 and 2 cores so that both
 //! are measured in the same run; the ratio is aggregate packets/s on 2 cores over 1 core.
+//! Each round also measures the machine's own scaling on references of the same count: bare
+//! sends (the kernel's share), the media path with its datagrams dropped before the kernel
+//! (user space alone), computation in cache, and copies through memory beyond the private
+//! cache, so the media ratio can be read against what the cores, caches and kernel allow.
 //!
 //! What it leaves out, on purpose: the publisher's receive syscall (one ingress datagram per
 //! `subscribers` egress ones, fed from memory) and the subscribers' own work (the sinks are
@@ -166,6 +170,23 @@ impl Rig {
         Ok(CoreRun { forwarded: n as u64, elapsed: t0.elapsed(), cpu: percore::thread_cpu() - cpu0 })
     }
 
+    /// The memory reference: as many 1200-byte copies as `run` forwards packets, walking two
+    /// rings larger than the private cache.
+    fn memory(&mut self, rings: &mut (Vec<u8>, Vec<u8>)) -> CoreRun {
+        let n = (self.packets.len() - self.warmup.min(self.packets.len())) * self.sinks.len().saturating_sub(1);
+        let (src, dst) = rings;
+        let slots = src.len() / 1200;
+        let cpu0 = percore::thread_cpu();
+        let t0 = Instant::now();
+        for i in 0..n {
+            let a = (i % slots) * 1200;
+            let b = ((i * 7 + 3) % slots) * 1200;
+            dst[b..b + 1200].copy_from_slice(&src[a..a + 1200]);
+            std::hint::black_box(&dst[b]);
+        }
+        CoreRun { forwarded: n as u64, elapsed: t0.elapsed(), cpu: percore::thread_cpu() - cpu0 }
+    }
+
     /// A pure-compute reference: a multiply-xor hash over a 1200-byte buffer in L1, as many
     /// times as `run` forwards packets.
     fn compute(&mut self) -> CoreRun {
@@ -196,7 +217,13 @@ enum Mode {
     Raw,
     /// Pure computation in cache, per would-be packet (the cores' own scaling).
     Compute,
+    /// One 1200-byte copy per would-be packet between two 16 MiB rings per core, beyond the
+    /// private L2 (the shared L3 and memory's scaling).
+    Memory,
 }
+
+/// Size of each ring of the memory reference.
+const MEMORY_RING: usize = 16 << 20;
 
 /// Runs one round on `cores` at once; every core sets up first, then all start together.
 fn round(cores: &[usize], args: &Args, mode: Mode) -> anyhow::Result<Vec<CoreRun>> {
@@ -210,6 +237,8 @@ fn round(cores: &[usize], args: &Args, mode: Mode) -> anyhow::Result<Vec<CoreRun
             std::thread::spawn(move || -> anyhow::Result<CoreRun> {
                 percore::pin(c);
                 let rig = Rig::new(subs, pkts, warm, history);
+                // The memory reference's rings, written once so no page fault is on the clock.
+                let mut rings = if mode == Mode::Memory { (vec![1u8; MEMORY_RING], vec![2u8; MEMORY_RING]) } else { (Vec::new(), Vec::new()) };
                 start.wait();
                 let mut rig = rig?;
                 match mode {
@@ -217,6 +246,7 @@ fn round(cores: &[usize], args: &Args, mode: Mode) -> anyhow::Result<Vec<CoreRun
                     Mode::Media => rig.run(interval, batch, true),
                     Mode::Unsent => rig.run(interval, batch, false),
                     Mode::Compute => Ok(rig.compute()),
+                    Mode::Memory => Ok(rig.memory(&mut rings)),
                 }
             })
         })
@@ -239,6 +269,7 @@ fn main() -> anyhow::Result<()> {
     str0m::crypto::from_feature_flags().install_process_default();
     let (mut one, mut all, mut raw_one, mut raw_all) = (Vec::new(), Vec::new(), Vec::new(), Vec::new());
     let (mut unsent_one, mut unsent_all, mut compute_one, mut compute_all) = (Vec::new(), Vec::new(), Vec::new(), Vec::new());
+    let (mut memory_one, mut memory_all) = (Vec::new(), Vec::new());
     for _ in 0..args.rounds {
         raw_one.push(rate(&round(&args.cores[..1], &args, Mode::Raw).context("reference, one core")?));
         one.push(round(&args.cores[..1], &args, Mode::Media).context("one core")?);
@@ -248,10 +279,13 @@ fn main() -> anyhow::Result<()> {
         unsent_one.push(rate(&round(&args.cores[..1], &args, Mode::Unsent)?));
         compute_all.push(rate(&round(&args.cores, &args, Mode::Compute)?));
         unsent_all.push(rate(&round(&args.cores, &args, Mode::Unsent)?));
+        memory_one.push(rate(&round(&args.cores[..1], &args, Mode::Memory)?));
+        memory_all.push(rate(&round(&args.cores, &args, Mode::Memory)?));
     }
     let ratio_of = |a: &[f64], b: &[f64]| -> Vec<f64> { a.iter().zip(b).map(|(x, y)| y / x).collect() };
     let unsent_ratios = ratio_of(&unsent_one, &unsent_all);
     let compute_ratios = ratio_of(&compute_one, &compute_all);
+    let memory_ratios = ratio_of(&memory_one, &memory_all);
     let raw_ratios: Vec<f64> = raw_one.iter().zip(&raw_all).map(|(a, b)| b / a).collect();
     let expected = (args.packets * args.subscribers) as u64;
     for r in one.iter().chain(&all).flatten() {
@@ -283,7 +317,7 @@ fn main() -> anyhow::Result<()> {
     let n = args.cores.len();
     if args.json {
         println!(
-            "{{\"cores\":{n},\"subscribers\":{},\"one_core_pps\":{r1:?},\"all_cores_pps\":{rn:?},\"ratios\":{ratios:?},\"median_ratio\":{:.3},\"reference_ratios\":{raw_ratios:?},\"median_reference_ratio\":{:.3},\"median_relative\":{:.3},\"best_ratio\":{best_ratio:.3},\"best_reference_ratio\":{best_raw_ratio:.3},\"us_per_packet_one\":{:.3},\"us_per_packet_all\":{:.3},\"unsent_ratios\":{unsent_ratios:?},\"median_unsent_ratio\":{:.3},\"compute_ratios\":{compute_ratios:?},\"median_compute_ratio\":{:.3}}}",
+            "{{\"cores\":{n},\"subscribers\":{},\"one_core_pps\":{r1:?},\"all_cores_pps\":{rn:?},\"ratios\":{ratios:?},\"median_ratio\":{:.3},\"reference_ratios\":{raw_ratios:?},\"median_reference_ratio\":{:.3},\"median_relative\":{:.3},\"best_ratio\":{best_ratio:.3},\"best_reference_ratio\":{best_raw_ratio:.3},\"us_per_packet_one\":{:.3},\"us_per_packet_all\":{:.3},\"unsent_ratios\":{unsent_ratios:?},\"median_unsent_ratio\":{:.3},\"compute_ratios\":{compute_ratios:?},\"median_compute_ratio\":{:.3},\"memory_ratios\":{memory_ratios:?},\"median_memory_ratio\":{:.3}}}",
             args.subscribers,
             median(&ratios),
             median(&raw_ratios),
@@ -291,7 +325,8 @@ fn main() -> anyhow::Result<()> {
             us(&one),
             us(&all),
             median(&unsent_ratios),
-            median(&compute_ratios)
+            median(&compute_ratios),
+            median(&memory_ratios)
         );
     } else {
         println!("{} subscribers per core, {} publisher packets per core per round", args.subscribers, args.packets);
@@ -309,9 +344,10 @@ fn main() -> anyhow::Result<()> {
         );
         println!("best round of each kind: media {:.0} → {:.0} pkt/s, ratio {best_ratio:.2}; raw sends ratio {best_raw_ratio:.2}", best(&r1), best(&rn));
         println!(
-            "median {n}-core/1-core ratio of the references: media without its sends {:.2}, compute in cache {:.2}",
+            "median {n}-core/1-core ratio of the references: media without its sends {:.2}, compute in cache {:.2}, copies through memory {:.2}",
             median(&unsent_ratios),
-            median(&compute_ratios)
+            median(&compute_ratios),
+            median(&memory_ratios)
         );
         println!("CPU per forwarded packet {:.2} µs on 1 core, {:.2} µs on {n} cores", us(&one), us(&all));
         println!("share of its core each thread had: 1 core {:.2}, {n} cores {:.2}", busy(&one), busy(&all));
