@@ -17,6 +17,9 @@ pub struct CoreLoad {
     pub capacity: u32,
     /// Share of time the core's thread was busy at its last report, in thousandths.
     pub busy_permille: u16,
+    /// Busy share that the sessions placed here will cost once their media flows, from the
+    /// tracks they receive and the measured cost of one forwarded track (0: not known yet).
+    pub committed_permille: u32,
     /// Busy share from which the core takes no new session (1000 or more: never).
     pub busy_limit: u16,
 }
@@ -44,7 +47,43 @@ impl CoreLoad {
     /// Whether one more session fits: under the session capacity, and the core's thread
     /// not expected busier than the limit (a saturated core queues delay for everyone on it).
     pub fn has_room(&self) -> bool {
-        self.load() < self.capacity && (self.busy_limit >= 1000 || self.busy_projected() < u32::from(self.busy_limit))
+        let busy = self.busy_projected().max(self.committed_permille);
+        self.load() < self.capacity && (self.busy_limit >= 1000 || busy < u32::from(self.busy_limit))
+    }
+}
+
+/// A core's cost per forwarded packet, in busy thousandths per packet/s: the lowest over its
+/// last few reports. A burst of ICE/DTLS handshakes inflates single reports; steady
+/// forwarding does not.
+#[derive(Debug, Default, Clone)]
+pub struct PacketCost {
+    recent: std::collections::VecDeque<f64>,
+}
+
+impl PacketCost {
+    /// Reports remembered.
+    pub const WINDOW: usize = 5;
+    /// Below this many forwarded packets/s a report says too little about the cost.
+    pub const MIN_PPS: f64 = 100.0;
+
+    /// Takes one load report.
+    pub fn record(&mut self, busy_permille: u16, tx_pps: f64) {
+        if tx_pps < Self::MIN_PPS {
+            return;
+        }
+        self.recent.push_back(f64::from(busy_permille) / tx_pps);
+        if self.recent.len() > Self::WINDOW {
+            self.recent.pop_front();
+        }
+    }
+
+    /// What forwarding one track to one subscriber costs, in busy thousandths: the cost per
+    /// packet times the packets one published track brings (`pps_per_track`). Both hold
+    /// while subscribers are still ramping up, unlike the busy share per session. `None`
+    /// until the core has forwarded enough to tell.
+    pub fn permille_per_track(&self, pps_per_track: f64) -> Option<f64> {
+        let per_packet = self.recent.iter().copied().reduce(f64::min)?;
+        (pps_per_track > 0.0).then_some(per_packet * pps_per_track)
     }
 }
 
@@ -62,7 +101,7 @@ mod tests {
     use super::*;
 
     fn c(node: &str, core: u32, assigned: u32, reported: u32) -> CoreLoad {
-        CoreLoad { node: node.into(), core, assigned, reported, connected: 0, capacity: 10, busy_permille: 0, busy_limit: 850 }
+        CoreLoad { node: node.into(), core, assigned, reported, connected: 0, capacity: 10, busy_permille: 0, committed_permille: 0, busy_limit: 850 }
     }
 
     #[test]
@@ -102,6 +141,32 @@ mod tests {
         let core = CoreLoad { assigned: 110, ..core };
         assert_eq!(core.busy_projected(), 880);
         assert!(!core.has_room());
+    }
+
+    #[test]
+    fn committed_forwarding_counts_before_the_media_flows() {
+        // 50 % busy forwarding 10,000 pkt/s: 0.05 ‰ per packet/s. Tracks of 100 pkt/s:
+        // 5 ‰ per forwarded track.
+        let mut cost = PacketCost::default();
+        assert_eq!(cost.permille_per_track(100.0), None);
+        cost.record(500, 10_000.0);
+        assert!((cost.permille_per_track(100.0).unwrap() - 5.0).abs() < 1e-9);
+        assert_eq!(cost.permille_per_track(0.0), None);
+        // A report during a burst of handshakes (same forwarding, twice the busy share) and
+        // one with almost nothing forwarded change nothing; the calm one stands.
+        cost.record(1000, 10_000.0);
+        cost.record(300, 10.0);
+        assert!((cost.permille_per_track(100.0).unwrap() - 5.0).abs() < 1e-9);
+        // It is forgotten after WINDOW newer reports.
+        for _ in 0..PacketCost::WINDOW {
+            cost.record(800, 10_000.0);
+        }
+        assert!((cost.permille_per_track(100.0).unwrap() - 8.0).abs() < 1e-9);
+        // The report says 20 % (most sessions still connecting), but 180 forwarded tracks
+        // at 5 ‰ are committed: 90 %, past the limit.
+        let core = CoreLoad { capacity: 1000, busy_permille: 200, connected: 200, committed_permille: 900, ..c("a", 0, 200, 200) };
+        assert!(!core.has_room());
+        assert!(CoreLoad { committed_permille: 800, ..core }.has_room());
     }
 
     #[test]

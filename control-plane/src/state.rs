@@ -11,7 +11,7 @@ use serde::Serialize;
 use tokio::sync::{mpsc, oneshot};
 
 use crate::error::ApiError;
-use crate::placement::{least_loaded, CoreLoad};
+use crate::placement::{least_loaded, CoreLoad, PacketCost};
 use crate::signal::ServerMsg;
 use crate::token::{unix_now, Claims, Grants, TokenKeys};
 
@@ -183,6 +183,9 @@ pub struct CoreStatus {
     pub busy_permille: u16,
     /// Sessions whose media was connected at the last report.
     pub connected: u32,
+    /// Cost per forwarded packet over the last reports (placement's model).
+    #[serde(skip)]
+    pub packet_cost: PacketCost,
 }
 
 /// A registered media-plane node.
@@ -536,6 +539,7 @@ impl App {
                         c.tx_total += tx_packets;
                         c.busy_permille = busy_permille;
                         c.connected = connected;
+                        c.packet_cost.record(busy_permille, c.tx_pps);
                     }
                 }
                 tracing::trace!(node = %node_id, core, sessions, rx_packets, tx_packets, busy_permille, "load");
@@ -614,18 +618,36 @@ fn pick_core(loads: &[CoreLoad]) -> Result<(String, u32), ApiError> {
 fn core_loads(st: &State, busy_limit: u16) -> Vec<CoreLoad> {
     let mut loads = Vec::new();
     for (id, n) in &st.nodes {
+        let rooms: Vec<&Room> = st.rooms.values().filter(|r| r.placement.as_ref().is_some_and(|(pn, _)| pn == id)).collect();
+        // Packets one published track brings, from the node's ingress and its rooms' tracks.
+        let tracks: usize = rooms.iter().flat_map(|r| r.participants.values()).map(|p| p.tracks.len()).sum();
+        let rx_pps: f64 = n.cores.iter().map(|c| c.rx_pps).sum();
+        let pps_per_track = if tracks > 0 { rx_pps / tracks as f64 } else { 0.0 };
         for (i, c) in n.cores.iter().enumerate() {
-            let reported = &c.sessions;
-            let assigned = st
-                .rooms
-                .values()
-                .filter(|r| r.placement.as_ref().is_some_and(|(pn, _)| pn == id))
-                .map(|r| r.participants.values().filter(|p| p.core == i as u32).count() as u32)
-                .sum();
-            loads.push(CoreLoad { node: id.clone(), core: i as u32, assigned, reported: *reported, connected: c.connected, capacity: n.capacity, busy_permille: c.busy_permille, busy_limit });
+            let on_core = || rooms.iter().flat_map(|r| r.participants.values().filter(|p| p.core == i as u32).map(move |p| (*r, p)));
+            let assigned = on_core().count() as u32;
+            let committed_permille = match c.packet_cost.permille_per_track(pps_per_track) {
+                Some(per_track) => (on_core().map(|(r, p)| received_tracks(r, p)).sum::<usize>() as f64 * per_track) as u32,
+                None => 0,
+            };
+            loads.push(CoreLoad { node: id.clone(), core: i as u32, assigned, reported: c.sessions, connected: c.connected, capacity: n.capacity, busy_permille: c.busy_permille, committed_permille, busy_limit });
         }
     }
     loads
+}
+
+/// Tracks participant `p` of `room` receives: every other participant's, or for a WHEP
+/// player the one publisher it watches (the largest one, as an upper bound).
+fn received_tracks(room: &Room, p: &Participant) -> usize {
+    if !p.grants.can_subscribe {
+        return 0;
+    }
+    let others = room.participants.values().filter(|o| o.session != p.session).map(|o| o.tracks.len());
+    if p.via == Via::Whep {
+        others.max().unwrap_or(0)
+    } else {
+        others.sum()
+    }
 }
 
 fn node_of_room<'a>(st: &'a State, room: &str) -> Option<&'a Node> {

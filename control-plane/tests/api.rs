@@ -394,3 +394,44 @@ async fn a_busy_media_core_takes_no_new_participant() {
     let r = call(&app, Method::POST, "/whip/busy", &sdp, offer(true)).await;
     assert_eq!(r.status, StatusCode::CREATED, "{}", r.body);
 }
+
+#[tokio::test]
+async fn committed_forwarding_refuses_a_crowd_before_its_media_flows() {
+    let app = app_with_node(settings());
+    let pub_token = format!("Bearer {}", token("crowd", "cam", Grants::default(), 60));
+    let r = call(&app, Method::POST, "/whip/crowd", &[("authorization", pub_token.as_str()), ("content-type", "application/sdp")], offer(true)).await;
+    assert_eq!(r.status, StatusCode::CREATED, "{}", r.body);
+    let room = call(&app, Method::GET, "/api/rooms/crowd", &[("authorization", &basic())], Body::empty()).await.json();
+    let session = room["participants"][0]["session"].as_str().unwrap().to_string();
+    for (track, kind) in [("0", link::TrackKind::Audio), ("1", link::TrackKind::Video)] {
+        app.node_event("node-1", link::Event::TrackPublished { room: "crowd".into(), session: session.clone(), track: track.into(), kind });
+    }
+    let viewer = |i: usize| {
+        let app = app.clone();
+        async move {
+            let view = format!("Bearer {}", token("crowd", &format!("viewer{i}"), Grants { can_publish: false, can_subscribe: true }, 60));
+            call(&app, Method::POST, "/whep/crowd?participant=cam", &[("authorization", &view), ("content-type", "application/sdp")], offer(false)).await
+        }
+    };
+    for i in 0..4 {
+        let r = viewer(i).await;
+        assert_eq!(r.status, StatusCode::CREATED, "{}", r.body);
+    }
+    // The core reports 20 % busy while 400 packets/s leave it (0.5 ‰ per packet/s) and
+    // 200 packets/s come in on 2 tracks: one forwarded track costs 50 ‰, one viewer 100 ‰.
+    // The busy share per session (40 ‰) would let about 20 viewers in; what they will
+    // cost once their video flows allows 9 under the 85 % limit.
+    app.node_event("node-1", link::Event::Load { core: 0, sessions: 5, rx_packets: 200, tx_packets: 400, busy_permille: 200, connected: 5 });
+    let mut admitted = 4;
+    loop {
+        let r = viewer(admitted).await;
+        if r.status != StatusCode::CREATED {
+            assert_eq!((r.status, r.code().as_str()), (StatusCode::SERVICE_UNAVAILABLE, "no_capacity"), "{}", r.body);
+            break;
+        }
+        admitted += 1;
+        assert!(admitted < 30, "the core never filled");
+    }
+    assert_eq!(admitted, 9);
+    healthy(&app).await;
+}
