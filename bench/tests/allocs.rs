@@ -20,8 +20,9 @@ fn run(extra: &[&str]) -> String {
 
 #[test]
 fn the_loop_allocates_nothing_per_packet_on_either_backend() {
-    for extra in [&[][..], &["--epoll"][..]] {
+    for (extra, backend) in [(&[][..], "IoUring"), (&["--epoll"][..], "Epoll")] {
         let text = run(extra);
+        assert!(text.contains(&format!("\"backend\":\"{backend}\"")), "{text}");
         assert!(field(&text, "forwarded") >= 6000.0, "{text}");
         // Receive ring, send slots, GSO ordering and the hand-off reuse their buffers. A send
         // slot may still be added if the kernel is slow to complete one, hence "at most 2".

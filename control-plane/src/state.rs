@@ -623,11 +623,16 @@ fn core_loads(st: &State, busy_limit: u16) -> Vec<CoreLoad> {
         let tracks: usize = rooms.iter().flat_map(|r| r.participants.values()).map(|p| p.tracks.len()).sum();
         let rx_pps: f64 = n.cores.iter().map(|c| c.rx_pps).sum();
         let pps_per_track = if tracks > 0 { rx_pps / tracks as f64 } else { 0.0 };
+        // Per room, once: (all its published tracks, the most one participant publishes).
+        let room_tracks: Vec<(usize, usize)> = rooms
+            .iter()
+            .map(|r| (r.participants.values().map(|p| p.tracks.len()).sum(), r.participants.values().map(|p| p.tracks.len()).max().unwrap_or(0)))
+            .collect();
         for (i, c) in n.cores.iter().enumerate() {
-            let on_core = || rooms.iter().flat_map(|r| r.participants.values().filter(|p| p.core == i as u32).map(move |p| (*r, p)));
+            let on_core = || rooms.iter().zip(&room_tracks).flat_map(|(r, t)| r.participants.values().filter(|p| p.core == i as u32).map(move |p| (*t, p)));
             let assigned = on_core().count() as u32;
             let committed_permille = match c.packet_cost.permille_per_track(pps_per_track) {
-                Some(per_track) => (on_core().map(|(r, p)| received_tracks(r, p)).sum::<usize>() as f64 * per_track) as u32,
+                Some(per_track) => (on_core().map(|(t, p)| received_tracks(t, p)).sum::<usize>() as f64 * per_track) as u32,
                 None => 0,
             };
             loads.push(CoreLoad { node: id.clone(), core: i as u32, assigned, reported: c.sessions, connected: c.connected, capacity: n.capacity, busy_permille: c.busy_permille, committed_permille, busy_limit });
@@ -636,17 +641,15 @@ fn core_loads(st: &State, busy_limit: u16) -> Vec<CoreLoad> {
     loads
 }
 
-/// Tracks participant `p` of `room` receives: every other participant's, or for a WHEP
-/// player the one publisher it watches (the largest one, as an upper bound).
-fn received_tracks(room: &Room, p: &Participant) -> usize {
-    if !p.grants.can_subscribe {
-        return 0;
-    }
-    let others = room.participants.values().filter(|o| o.session != p.session).map(|o| o.tracks.len());
-    if p.via == Via::Whep {
-        others.max().unwrap_or(0)
-    } else {
-        others.sum()
+/// Tracks participant `p` receives, given its room's (total, largest publisher's) track
+/// counts: every other participant's, none for a WHIP publisher, or for a WHEP player the one
+/// publisher it watches (the largest one, as an upper bound).
+fn received_tracks((total, largest): (usize, usize), p: &Participant) -> usize {
+    match p.via {
+        _ if !p.grants.can_subscribe => 0,
+        Via::Whip => 0,
+        Via::Whep => largest,
+        Via::Websocket => total.saturating_sub(p.tracks.len()),
     }
 }
 

@@ -646,7 +646,8 @@ impl Core {
         if let Some(s) = self.sessions.get_mut(sub) {
             let mut api = s.rtc.direct_api();
             if let Some(tx) = api.stream_tx_by_mid(sub_mid, None) {
-                // str0m keeps 3 s by default; per subscriber that is most of its memory.
+                // str0m keeps 3 s by default; per subscriber that is most of its memory. Only
+                // nackable (video) packets are ever cached, so audio streams keep nothing.
                 tx.set_rtx_cache(NACK_HISTORY_PACKETS, self.cfg.nack_history, Some(RTX_RATIO_CAP));
             }
         }

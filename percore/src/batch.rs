@@ -348,8 +348,9 @@ impl GsoOrder {
         self.keys.sort_unstable();
         self.spare.clear();
         self.spare.extend(self.keys.iter().map(|&(destination, i)| Outgoing { destination, contents: std::mem::take(&mut out[i as usize].contents) }));
-        std::mem::swap(out, &mut self.spare);
-        self.spare.clear();
+        // Both vectors keep their own capacity: nothing grows in later turns.
+        out.clear();
+        out.append(&mut self.spare);
     }
 }
 
