@@ -91,3 +91,77 @@ mod tests {
         assert!(produced >= 30, "{produced}");
     }
 }
+
+/// The room and publisher feed that the `scaling` and `allocs` tools share on the command line.
+#[derive(clap::Args, Debug, Clone)]
+pub struct Feed {
+    /// Subscribers in the room (one room per core).
+    #[arg(long, default_value_t = 100)]
+    pub subscribers: usize,
+    /// Publisher packets measured after the warm-up. At 10 ms of virtual time apart,
+    /// warm-up and these together must stay under 1400: the sinks never refresh ICE consent.
+    #[arg(long, default_value_t = 1000)]
+    pub packets: usize,
+    /// Publisher packets forwarded before measuring, so send histories and queues are at
+    /// their steady size.
+    #[arg(long, default_value_t = 350)]
+    pub warmup: usize,
+    /// Publisher packets handed to the core per loop turn (a 1 Mbit/s, 30 fps frame is about
+    /// 4). Each subscriber's packets of one turn leave as one GSO send.
+    #[arg(long, default_value_t = 4)]
+    pub batch: usize,
+}
+
+impl Feed {
+    /// Refuses values the tools cannot run with.
+    pub fn check(&self) -> anyhow::Result<()> {
+        anyhow::ensure!((1..=250).contains(&self.subscribers), "--subscribers must be 1..=250");
+        anyhow::ensure!(self.packets > 0 && self.batch > 0, "--packets and --batch must be at least 1");
+        anyhow::ensure!(self.packets + self.warmup <= 1400, "--packets plus --warmup must be at most 1400");
+        Ok(())
+    }
+}
+
+/// One loopback socket per peer of a world, never read: where the core's datagrams go.
+pub struct Sinks {
+    by_peer: std::collections::HashMap<SocketAddr, SocketAddr>,
+    _sockets: Vec<std::net::UdpSocket>,
+}
+
+impl Sinks {
+    /// Binds a sink for every peer of `world`.
+    pub fn for_peers(world: &World) -> std::io::Result<Sinks> {
+        let mut by_peer = std::collections::HashMap::new();
+        let mut sockets = Vec::new();
+        for p in &world.peers {
+            let s = std::net::UdpSocket::bind("127.0.0.1:0")?;
+            by_peer.insert(p.addr, s.local_addr()?);
+            sockets.push(s);
+        }
+        Ok(Sinks { by_peer, _sockets: sockets })
+    }
+
+    /// Sink addresses, one per peer.
+    pub fn addrs(&self) -> impl Iterator<Item = SocketAddr> + '_ {
+        self.by_peer.values().copied()
+    }
+
+    /// Number of sinks.
+    pub fn len(&self) -> usize {
+        self.by_peer.len()
+    }
+
+    /// Whether there are none.
+    pub fn is_empty(&self) -> bool {
+        self.by_peer.is_empty()
+    }
+
+    /// Queues what the core produced since the last call, addressed to the peers' sinks.
+    pub fn queue(&self, core: &mut media_plane::sfu::Core, out: &mut Vec<percore::batch::Outgoing>) {
+        for t in core.take_transmits() {
+            if let Some(&d) = self.by_peer.get(&t.destination) {
+                out.push(percore::batch::Outgoing { destination: d, contents: t.contents });
+            }
+        }
+    }
+}

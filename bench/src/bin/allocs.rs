@@ -11,7 +11,6 @@
 //! `cargo run --release -p bench --bin allocs -- --subscribers 100 --packets 1000`
 
 use std::alloc::{GlobalAlloc, Layout, System};
-use std::collections::HashMap;
 use std::net::{SocketAddr, UdpSocket};
 use std::sync::atomic::{AtomicU64, Ordering::Relaxed};
 use std::time::{Duration, Instant};
@@ -79,20 +78,8 @@ impl Tally {
 /// Allocations per forwarded packet on the media path, by stage.
 #[derive(Parser, Debug)]
 struct Args {
-    /// Subscribers in the room.
-    #[arg(long, default_value_t = 100)]
-    subscribers: usize,
-    /// Publisher packets counted (after the warm-up). At 10 ms of virtual time apart,
-    /// warm-up and these together must stay under 1400: the sinks never refresh ICE consent.
-    #[arg(long, default_value_t = 1000)]
-    packets: usize,
-    /// Publisher packets forwarded before counting (send histories and queues at their
-    /// steady size).
-    #[arg(long, default_value_t = 350)]
-    warmup: usize,
-    /// Publisher packets per loop turn.
-    #[arg(long, default_value_t = 4)]
-    batch: usize,
+    #[command(flatten)]
+    feed: bench::Feed,
     /// Use the recvmmsg/sendmmsg fallback instead of io_uring.
     #[arg(long)]
     epoll: bool,
@@ -103,19 +90,12 @@ struct Args {
 
 fn main() -> anyhow::Result<()> {
     let args = Args::parse();
-    anyhow::ensure!((1..=250).contains(&args.subscribers), "--subscribers must be 1..=250");
-    anyhow::ensure!(args.packets > 0 && args.batch > 0, "--packets and --batch must be at least 1");
-    anyhow::ensure!(args.packets + args.warmup <= 1400, "--packets plus --warmup must be at most 1400");
+    args.feed.check()?;
+    let bench::Feed { subscribers, packets: counted, warmup, batch } = args.feed;
     str0m::crypto::from_feature_flags().install_process_default();
-    let mut world = bench::room(args.subscribers);
-    let mut sinks = HashMap::new();
-    let mut sink_sockets = Vec::new();
-    for p in &world.peers {
-        let s = UdpSocket::bind("127.0.0.1:0")?;
-        sinks.insert(p.addr, s.local_addr()?);
-        sink_sockets.push(s);
-    }
-    let (from, packets) = bench::publisher_packets(&mut world, args.warmup + args.packets);
+    let mut world = bench::room(subscribers);
+    let sinks = bench::Sinks::for_peers(&world)?;
+    let (from, packets) = bench::publisher_packets(&mut world, warmup + counted);
     let sock = UdpSocket::bind("127.0.0.1:0")?;
     percore::batch::set_buffers(&sock, 8 << 20);
     let local = sock.local_addr()?;
@@ -127,8 +107,8 @@ fn main() -> anyhow::Result<()> {
     let mut out: Vec<Outgoing> = Vec::with_capacity(1 << 16);
     let (mut core_t, mut handoff_t, mut io_t) = (Tally::default(), Tally::default(), Tally::default());
     let (mut tx_counted, mut rx_counted) = (0u64, 0u64);
-    for (i, chunk) in packets.chunks(args.batch).enumerate() {
-        let counting = i * args.batch >= args.warmup;
+    for (i, chunk) in packets.chunks(batch).enumerate() {
+        let counting = i * batch >= warmup;
         for p in chunk {
             client.send(p)?;
         }
@@ -155,11 +135,7 @@ fn main() -> anyhow::Result<()> {
         anyhow::ensure!(got == chunk.len(), "received {got} of {} publisher datagrams", chunk.len());
         let turn = Tally::now().since(turn_start);
         let t0 = Tally::now();
-        for t in world.core.take_transmits() {
-            if let Some(&d) = sinks.get(&t.destination) {
-                out.push(Outgoing { destination: d, contents: t.contents });
-            }
-        }
+        sinks.queue(&mut world.core, &mut out);
         let handoff = Tally::now().since(t0);
         if counting {
             core_t.add(in_core);
@@ -175,13 +151,13 @@ fn main() -> anyhow::Result<()> {
         io.turn(&mut out, Some(Instant::now()), 256, &mut |_, _| {})?;
     }
     io_t.add(Tally::now().since(t0));
-    anyhow::ensure!(tx_counted >= (args.packets * args.subscribers) as u64 * 99 / 100, "forwarded {tx_counted} packets");
+    anyhow::ensure!(tx_counted >= (counted * subscribers) as u64 * 99 / 100, "forwarded {tx_counted} packets");
     let per = |t: Tally| t.allocs as f64 / tx_counted.max(1) as f64;
     let bytes = |t: Tally| t.bytes as f64 / tx_counted.max(1) as f64;
     if args.json {
         println!(
             "{{\"backend\":\"{backend:?}\",\"subscribers\":{},\"ingress\":{rx_counted},\"forwarded\":{tx_counted},\"core_allocs_per_packet\":{:.4},\"core_bytes_per_packet\":{:.1},\"handoff_allocs_per_packet\":{:.4},\"io_allocs_per_packet\":{:.4},\"io_allocs\":{},\"handoff_allocs\":{}}}",
-            args.subscribers,
+            subscribers,
             per(core_t),
             bytes(core_t),
             per(handoff_t),
@@ -190,12 +166,11 @@ fn main() -> anyhow::Result<()> {
             handoff_t.allocs
         );
     } else {
-        println!("{backend:?}: {rx_counted} publisher packets in, {tx_counted} forwarded to {} subscribers", args.subscribers);
+        println!("{backend:?}: {rx_counted} publisher packets in, {tx_counted} forwarded to {} subscribers", subscribers);
         println!("allocations per forwarded packet:");
         println!("  core (str0m receive, fan-out, str0m send)  {:.3}  ({:.0} bytes)", per(core_t), bytes(core_t));
         println!("  handoff (take_transmits into the queue)    {:.3}  ({} in all)", per(handoff_t), handoff_t.allocs);
         println!("  io (batched receive and send)              {:.3}  ({} in all)", per(io_t), io_t.allocs);
     }
-    drop(sink_sockets);
     Ok(())
 }

@@ -14,7 +14,6 @@
 //!
 //! `cargo run --release -p bench --bin scaling -- --subscribers 100 --packets 6000 --rounds 3`
 
-use std::collections::HashMap;
 use std::net::{SocketAddr, UdpSocket};
 use std::sync::{Arc, Barrier};
 use std::time::{Duration, Instant};
@@ -31,16 +30,8 @@ static GLOBAL: mimalloc::MiMalloc = mimalloc::MiMalloc;
 /// Media-plane scaling from one core to several.
 #[derive(Parser, Debug)]
 struct Args {
-    /// Subscribers per room (one room per core).
-    #[arg(long, default_value_t = 100)]
-    subscribers: usize,
-    /// Publisher packets forwarded per core per round on the clock (at 10 ms apart, warm-up
-    /// and these together must stay under about 1400: the sinks never refresh ICE consent).
-    #[arg(long, default_value_t = 1000)]
-    packets: usize,
-    /// Publisher packets forwarded before the clock starts (3 s of send history is 300).
-    #[arg(long, default_value_t = 350)]
-    warmup: usize,
+    #[command(flatten)]
+    feed: bench::Feed,
     /// Rounds; each round measures 1 core, then all of `--cores`.
     #[arg(long, default_value_t = 9)]
     rounds: usize,
@@ -51,11 +42,6 @@ struct Args {
     /// how much each subscriber's retransmission cache holds (str0m keeps 3 s).
     #[arg(long, default_value_t = 10_000)]
     interval_us: u64,
-    /// Publisher packets handed to the core per loop turn (a 1 Mbit/s, 30 fps frame is about
-    /// 4). Each subscriber's packets of one turn leave as one GSO send, so this sets the GSO
-    /// run length; the raw reference uses the same.
-    #[arg(long, default_value_t = 4)]
-    batch: usize,
     /// Each subscriber's NACK history in milliseconds (the media plane's `--nack-history-ms`).
     #[arg(long, default_value_t = media_plane::sfu::NACK_HISTORY.as_millis() as u64)]
     nack_history_ms: u64,
@@ -79,26 +65,19 @@ struct Rig {
     packets: Vec<Vec<u8>>,
     /// Packets forwarded before the clock starts.
     warmup: usize,
-    sinks: HashMap<SocketAddr, SocketAddr>,
-    _sink_sockets: Vec<UdpSocket>,
+    sinks: bench::Sinks,
     io: BatchIo,
 }
 
 impl Rig {
     fn new(subscribers: usize, packets: usize, warmup: usize, history: Duration) -> anyhow::Result<Self> {
         let mut world = bench::room_with(subscribers, history);
-        let mut sinks = HashMap::new();
-        let mut socks = Vec::new();
-        for p in &world.peers {
-            let s = UdpSocket::bind("127.0.0.1:0")?;
-            sinks.insert(p.addr, s.local_addr()?);
-            socks.push(s);
-        }
+        let sinks = bench::Sinks::for_peers(&world)?;
         let (from, packets) = bench::publisher_packets(&mut world, warmup + packets);
         let sock = UdpSocket::bind("127.0.0.1:0")?;
         percore::batch::set_buffers(&sock, 8 << 20);
         let (io, _) = BatchIo::new(sock, Waker::new()?, false)?;
-        Ok(Rig { world, from, packets, warmup, sinks, _sink_sockets: socks, io })
+        Ok(Rig { world, from, packets, warmup, sinks, io })
     }
 
     /// Forwards the warm-up packets unmeasured (every subscriber's send history fills to
@@ -128,13 +107,11 @@ impl Rig {
                     self.world.core.handle_timeout(now);
                 }
             }
-            for t in self.world.core.take_transmits() {
-                if !send {
+            if send {
+                self.sinks.queue(&mut self.world.core, &mut out);
+            } else {
+                for t in self.world.core.take_transmits() {
                     std::hint::black_box(&t);
-                    continue;
-                }
-                if let Some(&d) = self.sinks.get(&t.destination) {
-                    out.push(Outgoing { destination: d, contents: t.contents });
                 }
             }
             self.io.turn(&mut out, Some(Instant::now()), 256, &mut nothing)?;
@@ -149,7 +126,7 @@ impl Rig {
     /// The reference: as many 1200-byte datagrams as `run` forwards, through the same batched
     /// send path to the same sinks, with no media work at all (the machine's own scaling).
     fn raw(&mut self, batch: usize) -> anyhow::Result<CoreRun> {
-        let dests: Vec<SocketAddr> = self.sinks.values().copied().collect();
+        let dests: Vec<SocketAddr> = self.sinks.addrs().collect();
         let n = (self.packets.len() - self.warmup.min(self.packets.len())) * dests.len().saturating_sub(1);
         let template = vec![0x80u8; 1200];
         let cpu0 = percore::thread_cpu();
@@ -232,7 +209,7 @@ fn round(cores: &[usize], args: &Args, mode: Mode) -> anyhow::Result<Vec<CoreRun
         .iter()
         .map(|&c| {
             let start = start.clone();
-            let (subs, pkts, warm, interval, batch) = (args.subscribers, args.packets, args.warmup, Duration::from_micros(args.interval_us), args.batch);
+            let (subs, pkts, warm, interval, batch) = (args.feed.subscribers, args.feed.packets, args.feed.warmup, Duration::from_micros(args.interval_us), args.feed.batch);
             let history = Duration::from_millis(args.nack_history_ms.max(1));
             std::thread::spawn(move || -> anyhow::Result<CoreRun> {
                 percore::pin(c);
@@ -265,7 +242,7 @@ fn main() -> anyhow::Result<()> {
     let args = Args::parse();
     anyhow::ensure!(!args.cores.is_empty(), "--cores is empty");
     anyhow::ensure!(args.rounds > 0, "--rounds must be at least 1");
-    anyhow::ensure!((1..=250).contains(&args.subscribers), "--subscribers must be 1..=250");
+    args.feed.check()?;
     str0m::crypto::from_feature_flags().install_process_default();
     let (mut one, mut all, mut raw_one, mut raw_all) = (Vec::new(), Vec::new(), Vec::new(), Vec::new());
     let (mut unsent_one, mut unsent_all, mut compute_one, mut compute_all) = (Vec::new(), Vec::new(), Vec::new(), Vec::new());
@@ -287,7 +264,7 @@ fn main() -> anyhow::Result<()> {
     let compute_ratios = ratio_of(&compute_one, &compute_all);
     let memory_ratios = ratio_of(&memory_one, &memory_all);
     let raw_ratios: Vec<f64> = raw_one.iter().zip(&raw_all).map(|(a, b)| b / a).collect();
-    let expected = (args.packets * args.subscribers) as u64;
+    let expected = (args.feed.packets * args.feed.subscribers) as u64;
     for r in one.iter().chain(&all).flatten() {
         anyhow::ensure!(r.forwarded >= expected * 99 / 100, "a core forwarded {} of {expected} packets", r.forwarded);
     }
@@ -318,7 +295,7 @@ fn main() -> anyhow::Result<()> {
     if args.json {
         println!(
             "{{\"cores\":{n},\"subscribers\":{},\"one_core_pps\":{r1:?},\"all_cores_pps\":{rn:?},\"ratios\":{ratios:?},\"median_ratio\":{:.3},\"reference_ratios\":{raw_ratios:?},\"median_reference_ratio\":{:.3},\"median_relative\":{:.3},\"best_ratio\":{best_ratio:.3},\"best_reference_ratio\":{best_raw_ratio:.3},\"us_per_packet_one\":{:.3},\"us_per_packet_all\":{:.3},\"unsent_ratios\":{unsent_ratios:?},\"median_unsent_ratio\":{:.3},\"compute_ratios\":{compute_ratios:?},\"median_compute_ratio\":{:.3},\"memory_ratios\":{memory_ratios:?},\"median_memory_ratio\":{:.3}}}",
-            args.subscribers,
+            args.feed.subscribers,
             median(&ratios),
             median(&raw_ratios),
             median(&relative),
@@ -329,7 +306,7 @@ fn main() -> anyhow::Result<()> {
             median(&memory_ratios)
         );
     } else {
-        println!("{} subscribers per core, {} publisher packets per core per round", args.subscribers, args.packets);
+        println!("{} subscribers per core, {} publisher packets per core per round", args.feed.subscribers, args.feed.packets);
         for i in 0..ratios.len() {
             println!(
                 "round {i}: media 1 core {:>7.0} pkt/s, {n} cores {:>7.0} pkt/s, ratio {:.2} | raw sends {:>8.0} / {:>8.0} pkt/s, ratio {:.2}",
