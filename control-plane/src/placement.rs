@@ -11,8 +11,9 @@ pub struct CoreLoad {
     pub assigned: u32,
     /// Sessions the node last reported.
     pub reported: u32,
-    /// Of those, sessions whose media was connected (the ones the busy share is from).
-    pub connected: u32,
+    /// Of those, sessions whose media was connected (the ones the busy share is from);
+    /// `None` from a node that does not say.
+    pub connected: Option<u32>,
     /// Sessions the core accepts.
     pub capacity: u32,
     /// Share of time the core's thread was busy at its last report, in thousandths.
@@ -35,8 +36,10 @@ impl CoreLoad {
     /// burst of joins would all land on a core before it reports being busy.
     pub fn busy_projected(&self) -> u32 {
         let busy = u32::from(self.busy_permille);
-        // An older node reports no connected count: fall back to all reported sessions.
-        let base = if self.connected > 0 { self.connected } else { self.reported };
+        // A node that does not say how many are connected: take all reported sessions.
+        // One that says none: no connected session to average over, so the last report
+        // stands alone (the committed cost covers the rest).
+        let base = self.connected.unwrap_or(self.reported);
         let pending = self.assigned.saturating_sub(base);
         if base == 0 || pending == 0 {
             return busy;
@@ -87,6 +90,16 @@ impl PacketCost {
     }
 }
 
+/// Seconds one load report covers: what the core measured, else the nominal interval (a
+/// node that does not say, or says 0). A saturated core reports late, and dividing its
+/// counts by the nominal second would overstate its packet rates.
+pub fn report_secs(interval_ms: Option<u32>) -> f64 {
+    match interval_ms {
+        Some(ms) if ms > 0 => f64::from(ms) / 1000.0,
+        _ => link::LOAD_INTERVAL_SECS as f64,
+    }
+}
+
 /// The core with the lowest load that still has room, ties broken by node id then core index.
 pub fn least_loaded(cores: &[CoreLoad]) -> Option<(String, u32)> {
     cores
@@ -101,7 +114,7 @@ mod tests {
     use super::*;
 
     fn c(node: &str, core: u32, assigned: u32, reported: u32) -> CoreLoad {
-        CoreLoad { node: node.into(), core, assigned, reported, connected: 0, capacity: 10, busy_permille: 0, committed_permille: 0, busy_limit: 850 }
+        CoreLoad { node: node.into(), core, assigned, reported, connected: None, capacity: 10, busy_permille: 0, committed_permille: 0, busy_limit: 850 }
     }
 
     #[test]
@@ -135,12 +148,28 @@ mod tests {
     fn sessions_still_connecting_count_at_the_connected_average() {
         // 100 sessions reported, only 50 with media, at 40 %: 0.8 % each. All 100 placed
         // will cost 80 %; 10 more placed since make 88 %, past the limit.
-        let core = CoreLoad { capacity: 1000, busy_permille: 400, connected: 50, ..c("a", 0, 100, 100) };
+        let core = CoreLoad { capacity: 1000, busy_permille: 400, connected: Some(50), ..c("a", 0, 100, 100) };
         assert_eq!(core.busy_projected(), 800);
         assert!(core.has_room());
         let core = CoreLoad { assigned: 110, ..core };
         assert_eq!(core.busy_projected(), 880);
         assert!(!core.has_room());
+    }
+
+    #[test]
+    fn a_node_that_says_none_are_connected_projects_nothing_per_session() {
+        // 100 sessions all still in ICE/DTLS at 30 %: handshakes, not a per-session share
+        // to multiply. One that does not say is averaged over all it reported.
+        let core = CoreLoad { capacity: 1000, busy_permille: 300, connected: Some(0), ..c("a", 0, 150, 100) };
+        assert_eq!(core.busy_projected(), 300);
+        assert_eq!(CoreLoad { connected: None, ..core }.busy_projected(), 450);
+    }
+
+    #[test]
+    fn rates_are_read_over_the_interval_the_core_measured() {
+        assert_eq!(report_secs(Some(1500)), 1.5);
+        assert_eq!(report_secs(None), link::LOAD_INTERVAL_SECS as f64);
+        assert_eq!(report_secs(Some(0)), link::LOAD_INTERVAL_SECS as f64);
     }
 
     #[test]
@@ -164,7 +193,7 @@ mod tests {
         assert!((cost.permille_per_track(100.0).unwrap() - 8.0).abs() < 1e-9);
         // The report says 20 % (most sessions still connecting), but 180 forwarded tracks
         // at 5 ‰ are committed: 90 %, past the limit.
-        let core = CoreLoad { capacity: 1000, busy_permille: 200, connected: 200, committed_permille: 900, ..c("a", 0, 200, 200) };
+        let core = CoreLoad { capacity: 1000, busy_permille: 200, connected: Some(200), committed_permille: 900, ..c("a", 0, 200, 200) };
         assert!(!core.has_room());
         assert!(CoreLoad { committed_permille: 800, ..core }.has_room());
     }

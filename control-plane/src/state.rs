@@ -11,7 +11,7 @@ use serde::Serialize;
 use tokio::sync::{mpsc, oneshot};
 
 use crate::error::ApiError;
-use crate::placement::{least_loaded, CoreLoad, PacketCost};
+use crate::placement::{least_loaded, report_secs, CoreLoad, PacketCost};
 use crate::signal::ServerMsg;
 use crate::token::{unix_now, Claims, Grants, TokenKeys};
 
@@ -181,8 +181,8 @@ pub struct CoreStatus {
     pub tx_total: u64,
     /// Share of the last report interval the core's thread was busy, in thousandths.
     pub busy_permille: u16,
-    /// Sessions whose media was connected at the last report.
-    pub connected: u32,
+    /// Sessions whose media was connected at the last report (`None`: the node does not say).
+    pub connected: Option<u32>,
     /// Cost per forwarded packet over the last reports (placement's model).
     #[serde(skip)]
     pub packet_cost: PacketCost,
@@ -528,11 +528,11 @@ impl App {
                 self.remove(&session, false, notice);
             }
             LinkEvent::Connected { session } => tracing::debug!(%session, "media connected"),
-            LinkEvent::Load { core, sessions, rx_packets, tx_packets, busy_permille, connected } => {
+            LinkEvent::Load { core, sessions, rx_packets, tx_packets, busy_permille, connected, interval_ms } => {
                 let mut st = self.lock();
                 if let Some(n) = st.nodes.get_mut(node_id) {
                     if let Some(c) = n.cores.get_mut(core as usize) {
-                        let secs = link::LOAD_INTERVAL_SECS as f64;
+                        let secs = report_secs(interval_ms);
                         c.sessions = sessions;
                         c.rx_pps = rx_packets as f64 / secs;
                         c.tx_pps = tx_packets as f64 / secs;

@@ -193,7 +193,8 @@ pub enum Event {
         core: u32,
         /// Sessions on the core.
         sessions: u32,
-        /// RTP packets received since the last report ([`LOAD_INTERVAL_SECS`] ago).
+        /// RTP packets received since the last report (about [`LOAD_INTERVAL_SECS`] ago;
+        /// exactly `interval_ms`).
         rx_packets: u64,
         /// RTP packets forwarded since the last report.
         tx_packets: u64,
@@ -202,9 +203,13 @@ pub enum Event {
         #[serde(default)]
         busy_permille: u16,
         /// Sessions whose media is connected (ICE and DTLS done); the busy share is theirs
-        /// (an older node leaves it out: 0).
-        #[serde(default)]
-        connected: u32,
+        /// (an older node leaves it out: `None`, which is not the same as none connected).
+        #[serde(default, skip_serializing_if = "Option::is_none")]
+        connected: Option<u32>,
+        /// Milliseconds this report covers, measured by the core (a saturated core reports
+        /// late; an older node leaves it out: `None`, read as [`LOAD_INTERVAL_SECS`]).
+        #[serde(default, skip_serializing_if = "Option::is_none")]
+        interval_ms: Option<u32>,
     },
 }
 
@@ -240,6 +245,18 @@ mod tests {
         };
         let back: Command = serde_json::from_str(&c.to_json()).unwrap();
         assert!(matches!(back, Command::Join { req: 7, core: 1, .. }));
+    }
+
+    #[test]
+    fn a_load_report_without_the_newer_fields_is_read_as_unknown_not_zero() {
+        let old = r#"{"type":"load","core":1,"sessions":3,"rx_packets":10,"tx_packets":20,"busy_permille":5}"#;
+        let e: Event = serde_json::from_str(old).expect("older load report parses");
+        let Event::Load { connected, interval_ms, .. } = e else { panic!("not a load report: {e:?}") };
+        assert_eq!((connected, interval_ms), (None, None));
+        let now = Event::Load { core: 1, sessions: 3, rx_packets: 10, tx_packets: 20, busy_permille: 5, connected: Some(0), interval_ms: Some(1250) };
+        let back: Event = serde_json::from_str(&now.to_json()).expect("round trip");
+        let Event::Load { connected, interval_ms, .. } = back else { panic!("not a load report: {back:?}") };
+        assert_eq!((connected, interval_ms), (Some(0), Some(1250)));
     }
 
     #[test]

@@ -501,16 +501,17 @@ impl Core {
         self.counters.shed += n;
     }
 
-    /// A load report for the control plane, with packet counts since `since` and the
-    /// share of that time the core's thread was busy (thousandths).
-    pub fn load_event(&self, since: Counters, busy_permille: u16) -> LinkEvent {
+    /// A load report for the control plane, with packet counts since `since` (`interval`
+    /// ago) and the share of that time the core's thread was busy (thousandths).
+    pub fn load_event(&self, since: Counters, interval: Duration, busy_permille: u16) -> LinkEvent {
         LinkEvent::Load {
             core: self.cfg.index,
             sessions: self.session_count() as u32,
             rx_packets: self.counters.rx_rtp - since.rx_rtp,
             tx_packets: self.counters.tx_rtp - since.tx_rtp,
             busy_permille,
-            connected: self.sessions.iter().filter(|(_, s)| s.connected && s.shadow.is_none()).count() as u32,
+            connected: Some(self.sessions.iter().filter(|(_, s)| s.connected && s.shadow.is_none()).count() as u32),
+            interval_ms: Some(u32::try_from(interval.as_millis()).unwrap_or(u32::MAX)),
         }
     }
 

@@ -142,7 +142,7 @@ pub fn run(config: CoreConfig, mut io: BatchIo, mut commands: UnboundedReceiver<
         if now >= last_load + LOAD_INTERVAL {
             let cpu = percore::thread_cpu();
             let busy = busy_permille(cpu.saturating_sub(last_cpu), now - last_load);
-            let _ = events.send(core.load_event(since, busy));
+            let _ = events.send(core.load_event(since, now - last_load, busy));
             since = core.counters();
             last_load = now;
             last_cpu = cpu;
