@@ -83,6 +83,11 @@ fn main() -> anyhow::Result<()> {
         .init();
     let _ = rustls::crypto::aws_lc_rs::default_provider().install_default();
     str0m::crypto::from_feature_flags().install_process_default();
+    // Freed datagrams stay in the heap for the next turn rather than going back to the
+    // kernel whenever a run of frees reaches the heap's top (docs/decisions.md).
+    if percore::heap::keep_freed_memory() {
+        tracing::debug!(bytes = percore::heap::TRIM_THRESHOLD, "heap keeps freed memory");
+    }
     let args = Args::parse();
 
     let mut addresses = args.public_ip.clone();

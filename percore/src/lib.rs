@@ -5,6 +5,7 @@
 
 pub mod batch;
 mod driver;
+pub mod heap;
 
 pub use driver::{Driver, Epoll, Glommio};
 

@@ -8,6 +8,11 @@
 //! - `handoff`: `Core::take_transmits` into the send queue;
 //! - `io`: `BatchIo::turn` outside the receive callback (our receive and send path).
 //!
+//! It also counts the minor page faults of the second half of the measured turns (the first
+//! still fault in memory that is touched once): memory the heap gave back to the kernel and
+//! took again. The media plane keeps freed memory
+//! (`percore::heap::keep_freed_memory`); `--heap-trim` leaves glibc's default to compare.
+//!
 //! `cargo run --release -p bench --bin allocs -- --subscribers 100 --packets 1000`
 
 use std::alloc::{GlobalAlloc, Layout, System};
@@ -83,6 +88,9 @@ struct Args {
     /// Use the recvmmsg/sendmmsg fallback instead of io_uring.
     #[arg(long)]
     epoll: bool,
+    /// Leave glibc's heap trimming at its default (the media plane turns it down).
+    #[arg(long)]
+    heap_trim: bool,
     /// Print one JSON object instead of a table.
     #[arg(long)]
     json: bool,
@@ -93,6 +101,9 @@ fn main() -> anyhow::Result<()> {
     args.feed.check()?;
     let bench::Feed { subscribers, packets: counted, warmup, batch } = args.feed;
     str0m::crypto::from_feature_flags().install_process_default();
+    if !args.heap_trim {
+        percore::heap::keep_freed_memory();
+    }
     let mut world = bench::room(subscribers);
     let sinks = bench::Sinks::for_peers(&world)?;
     let (from, packets) = bench::publisher_packets(&mut world, warmup + counted);
@@ -107,12 +118,15 @@ fn main() -> anyhow::Result<()> {
     let mut out: Vec<Outgoing> = Vec::with_capacity(1 << 16);
     let (mut core_t, mut handoff_t, mut io_t) = (Tally::default(), Tally::default(), Tally::default());
     let (mut tx_counted, mut rx_counted) = (0u64, 0u64);
+    // Page faults and wall time over the second half of the measured packets.
+    let (mut faults, mut wall, mut tx_late) = (0u64, Duration::ZERO, 0u64);
     for (i, chunk) in packets.chunks(batch).enumerate() {
         let counting = i * batch >= warmup;
         for p in chunk {
             client.send(p)?;
         }
         let tx0 = world.core.counters().tx_rtp;
+        let (faults0, wall0) = (percore::heap::minor_faults(), Instant::now());
         let mut got = 0;
         let mut in_core = Tally::default();
         let turn_start = Tally::now();
@@ -137,6 +151,11 @@ fn main() -> anyhow::Result<()> {
         let t0 = Tally::now();
         sinks.queue(&mut world.core, &mut out);
         let handoff = Tally::now().since(t0);
+        if i * batch >= warmup + counted / 2 {
+            faults += percore::heap::minor_faults() - faults0;
+            wall += wall0.elapsed();
+            tx_late += world.core.counters().tx_rtp - tx0;
+        }
         if counting {
             core_t.add(in_core);
             io_t.add(Tally { allocs: turn.allocs - in_core.allocs, bytes: turn.bytes - in_core.bytes });
@@ -147,23 +166,29 @@ fn main() -> anyhow::Result<()> {
     }
     // The last turn's sends, counted too.
     let t0 = Tally::now();
+    let (faults0, wall0) = (percore::heap::minor_faults(), Instant::now());
     while !out.is_empty() {
         io.turn(&mut out, Some(Instant::now()), 256, &mut |_, _| {})?;
     }
     io_t.add(Tally::now().since(t0));
+    faults += percore::heap::minor_faults() - faults0;
+    wall += wall0.elapsed();
+    let faults_per = faults as f64 / tx_late.max(1) as f64;
+    let ns_per = wall.as_nanos() as f64 / tx_late.max(1) as f64;
     anyhow::ensure!(tx_counted >= (counted * subscribers) as u64 * 99 / 100, "forwarded {tx_counted} packets");
     let per = |t: Tally| t.allocs as f64 / tx_counted.max(1) as f64;
     let bytes = |t: Tally| t.bytes as f64 / tx_counted.max(1) as f64;
     if args.json {
         println!(
-            "{{\"backend\":\"{backend:?}\",\"subscribers\":{},\"ingress\":{rx_counted},\"forwarded\":{tx_counted},\"core_allocs_per_packet\":{:.4},\"core_bytes_per_packet\":{:.1},\"handoff_allocs_per_packet\":{:.4},\"io_allocs_per_packet\":{:.4},\"io_allocs\":{},\"handoff_allocs\":{}}}",
+            "{{\"backend\":\"{backend:?}\",\"subscribers\":{},\"ingress\":{rx_counted},\"forwarded\":{tx_counted},\"core_allocs_per_packet\":{:.4},\"core_bytes_per_packet\":{:.1},\"handoff_allocs_per_packet\":{:.4},\"io_allocs_per_packet\":{:.4},\"io_allocs\":{},\"handoff_allocs\":{},\"heap_trim\":{},\"page_faults_per_packet\":{faults_per:.4},\"ns_per_packet\":{ns_per:.0}}}",
             subscribers,
             per(core_t),
             bytes(core_t),
             per(handoff_t),
             per(io_t),
             io_t.allocs,
-            handoff_t.allocs
+            handoff_t.allocs,
+            args.heap_trim
         );
     } else {
         println!("{backend:?}: {rx_counted} publisher packets in, {tx_counted} forwarded to {} subscribers", subscribers);
@@ -171,6 +196,8 @@ fn main() -> anyhow::Result<()> {
         println!("  core (str0m receive, fan-out, str0m send)  {:.3}  ({:.0} bytes)", per(core_t), bytes(core_t));
         println!("  handoff (take_transmits into the queue)    {:.3}  ({} in all)", per(handoff_t), handoff_t.allocs);
         println!("  io (batched receive and send)              {:.3}  ({} in all)", per(io_t), io_t.allocs);
+        let heap = if args.heap_trim { "glibc's default trimming" } else { "freed memory kept" };
+        println!("page faults per forwarded packet: {faults_per:.4} ({heap}); {ns_per:.0} ns per forwarded packet, whole loop");
     }
     Ok(())
 }

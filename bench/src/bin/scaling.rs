@@ -45,6 +45,9 @@ struct Args {
     /// Each subscriber's NACK history in milliseconds (the media plane's `--nack-history-ms`).
     #[arg(long, default_value_t = media_plane::sfu::NACK_HISTORY.as_millis() as u64)]
     nack_history_ms: u64,
+    /// Leave glibc's heap trimming at its default (the media plane turns it down).
+    #[arg(long)]
+    heap_trim: bool,
     /// Print one JSON object instead of a table.
     #[arg(long)]
     json: bool,
@@ -244,6 +247,9 @@ fn main() -> anyhow::Result<()> {
     anyhow::ensure!(args.rounds > 0, "--rounds must be at least 1");
     args.feed.check()?;
     str0m::crypto::from_feature_flags().install_process_default();
+    if !args.heap_trim {
+        percore::heap::keep_freed_memory();
+    }
     let (mut one, mut all, mut raw_one, mut raw_all) = (Vec::new(), Vec::new(), Vec::new(), Vec::new());
     let (mut unsent_one, mut unsent_all, mut compute_one, mut compute_all) = (Vec::new(), Vec::new(), Vec::new(), Vec::new());
     let (mut memory_one, mut memory_all) = (Vec::new(), Vec::new());
