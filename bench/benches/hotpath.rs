@@ -104,20 +104,33 @@ fn demux(c: &mut Criterion) {
     g.finish();
 }
 
-/// Our per-subscriber header rewrite (payload-type map and sequence rebase); str0m then
-/// writes the header with the subscriber's SSRC, which the fan-out figure includes.
+/// Our per-subscriber header rewrite (payload-type map, sequence rebase and timestamp
+/// offset); str0m then writes the header with the subscriber's SSRC, which the fan-out
+/// figure includes. The second case runs with a source switch every 100 packets.
 fn rewrite(c: &mut Criterion) {
     let mut g = c.benchmark_group("rewrite");
     g.throughput(Throughput::Elements(1));
+    let at = std::time::Instant::now();
     let mut r = media_plane::rewrite::Rewrite::default();
     for (i, o) in [(111, 111), (96, 98), (97, 99), (102, 104)] {
         r.map_pt(i, o);
     }
     let mut seq = 70_000u64;
-    g.bench_function("pt_map_and_seq_rebase", |b| {
+    g.bench_function("pt_map_seq_and_ts", |b| {
         b.iter(|| {
             seq += 1;
-            black_box((r.pt(black_box(102)), r.seq(black_box(seq))))
+            black_box((r.pt(black_box(102)), r.map(black_box(seq), seq as u32 * 3000, at, 90_000)))
+        })
+    });
+    let mut n = 0u64;
+    g.bench_function("pt_map_seq_and_ts_switching", |b| {
+        b.iter(|| {
+            n += 1;
+            if n.is_multiple_of(100) {
+                r.switch_source();
+                r.map_pt(102, 104);
+            }
+            black_box((r.pt(black_box(102)), r.map(black_box(n * 7), n as u32 * 3000, at, 90_000)))
         })
     });
     g.finish();

@@ -556,8 +556,9 @@ impl App {
         }
     }
 
-    /// Session id of the participant `identity` in `room`, or of the room's first video publisher.
-    pub fn find_publisher(&self, room: &str, identity: Option<&str>) -> Result<String, ApiError> {
+    /// Session id and identity of the participant `identity` in `room`, or of the room's
+    /// first video publisher.
+    pub fn find_publisher(&self, room: &str, identity: Option<&str>) -> Result<(String, String), ApiError> {
         let st = self.lock();
         let r = st.rooms.get(room).ok_or_else(|| ApiError::RoomNotFound(room.to_string()))?;
         let found = match identity {
@@ -568,7 +569,7 @@ impl App {
                 .filter(|p| p.tracks.iter().any(|t| t.kind == TrackKind::Video))
                 .min_by_key(|p| p.joined_at),
         };
-        found.map(|p| p.session.clone()).ok_or_else(|| ApiError::NotFound(match identity {
+        found.map(|p| (p.session.clone(), p.identity.clone())).ok_or_else(|| ApiError::NotFound(match identity {
             Some(id) => format!("participant {id}"),
             None => "video publisher".to_string(),
         }))

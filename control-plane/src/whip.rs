@@ -118,8 +118,10 @@ pub async fn whep_post(
         validate_identity(p)?;
     }
     let offer = sdp_body(&headers, body)?;
-    let publisher = app.find_publisher(&room, q.participant.as_deref())?;
-    let (session, answer) = start(&app, &claims, Via::Whep, offer, || Ok(Subscription::Only { publisher })).await?;
+    let (publisher, identity) = app.find_publisher(&room, q.participant.as_deref())?;
+    // The player follows the identity: a broadcaster that reconnects (a new session under
+    // the same identity) takes over the player's m-lines, its numbering continued.
+    let (session, answer) = start(&app, &claims, Via::Whep, offer, || Ok(Subscription::Only { publisher, identity: Some(identity) })).await?;
     Ok(created("whep", &room, &session, answer, &app.ice_servers(&claims.sub)))
 }
 

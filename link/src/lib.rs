@@ -46,6 +46,10 @@ pub enum Subscription {
     Only {
         /// Session id of the publisher.
         publisher: String,
+        /// Also whoever publishes later under this identity (the broadcaster reconnecting
+        /// with a new session): its tracks take over the same m-lines, numbering continued.
+        #[serde(default, skip_serializing_if = "Option::is_none")]
+        identity: Option<String>,
     },
     /// Nothing (WHIP publishers).
     None,
@@ -240,7 +244,7 @@ mod tests {
             session: "s".into(),
             identity: "i".into(),
             grants: Grants { publish: true, subscribe: false },
-            subscription: Subscription::Only { publisher: "p".into() },
+            subscription: Subscription::Only { publisher: "p".into(), identity: Some("alice".into()) },
             offer: "v=0".into(),
         };
         let back: Command = serde_json::from_str(&c.to_json()).unwrap();

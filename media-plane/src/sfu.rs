@@ -7,7 +7,7 @@
 //!
 //! Forwarding: an incoming RTP packet is decrypted once by the publisher's `Rtc`; its
 //! payload (`Arc<[u8]>`) is handed to every subscriber's send stream without a copy, and
-//! each subscriber costs a header rewrite (payload type, sequence number) and SRTP protect.
+//! each subscriber costs a header rewrite (payload type, sequence number, timestamp) and SRTP protect.
 
 use std::cmp::Reverse;
 use std::collections::{BinaryHeap, HashMap};
@@ -113,7 +113,7 @@ struct TrackOut {
     stream_id: String,
     track_id: String,
     state: OutState,
-    /// Payload-type map and sequence rebase.
+    /// Payload-type map, sequence rebase and timestamp offset.
     rewrite: Rewrite,
 }
 
@@ -139,8 +139,9 @@ struct Session {
     addrs: Vec<SocketAddr>,
     tracks_in: Vec<TrackIn>,
     tracks_out: Vec<TrackOut>,
-    /// Sending m-lines offered by the client (WHEP) that no track is bound to yet.
-    free_slots: Vec<(Mid, MediaKind)>,
+    /// Sending m-lines offered by the client (WHEP) that no track is bound to now, each with
+    /// the rewrite state of what it carried last, so that the next source continues it.
+    free_slots: Vec<(Mid, MediaKind, Rewrite)>,
     pending: Option<SdpPendingOffer>,
     /// Our SDP answer to the join offer, until it is handed to the control plane.
     pending_answer: Option<String>,
@@ -156,13 +157,13 @@ struct Session {
 }
 
 impl Session {
-    fn receives_from(&self, publisher_id: &str) -> bool {
+    fn receives_from(&self, publisher_id: &str, publisher_identity: &str) -> bool {
         if !self.grants.subscribe {
             return false;
         }
         match &self.subscription {
             Subscription::All => true,
-            Subscription::Only { publisher } => publisher == publisher_id,
+            Subscription::Only { publisher, identity } => publisher == publisher_id || identity.as_deref() == Some(publisher_identity),
             Subscription::None => false,
         }
     }
@@ -613,10 +614,13 @@ impl Core {
         let (pub_id, kind) = {
             let p = &self.sessions[publisher];
             let Some(t) = p.tracks_in.iter().find(|t| t.mid == mid) else { return };
+            if !self.sessions[sub].receives_from(&p.id, &p.identity) {
+                return;
+            }
             (p.id.clone(), t.kind)
         };
         let s = &mut self.sessions[sub];
-        if !s.receives_from(&pub_id) || s.tracks_out.iter().any(|o| o.publisher == Some(publisher) && o.pub_mid == mid) {
+        if s.tracks_out.iter().any(|o| o.publisher == Some(publisher) && o.pub_mid == mid) {
             return;
         }
         let mut out = TrackOut {
@@ -631,8 +635,11 @@ impl Core {
         };
         if matches!(s.subscription, Subscription::Only { .. }) {
             // WHEP: bind to an m-line the client already offered; no renegotiation.
-            let Some(pos) = s.free_slots.iter().position(|(_, k)| *k == kind) else { return };
-            let (slot, _) = s.free_slots.remove(pos);
+            // A slot that carried an earlier source continues its numbering and clock.
+            let Some(pos) = s.free_slots.iter().position(|(_, k, _)| *k == kind) else { return };
+            let (slot, _, mut rewrite) = s.free_slots.remove(pos);
+            rewrite.switch_source();
+            out.rewrite = rewrite;
             out.state = OutState::Open(slot);
             s.tracks_out.push(out);
             self.open(now, sub, publisher, mid, slot);
@@ -831,9 +838,9 @@ impl Core {
     fn media_added(&mut self, now: Instant, key: usize, mid: Mid, kind: MediaKind, dir: Direction) {
         let s = &mut self.sessions[key];
         if dir.is_sending() && matches!(s.subscription, Subscription::Only { .. }) {
-            s.free_slots.push((mid, kind));
+            s.free_slots.push((mid, kind, Rewrite::default()));
             // Bind tracks the wanted publisher already has.
-            if let Subscription::Only { publisher } = &s.subscription {
+            if let Subscription::Only { publisher, .. } = &s.subscription {
                 if let Some(&pub_key) = self.by_id.get(publisher) {
                     let mids: Vec<Mid> = self.sessions[pub_key].tracks_in.iter().filter(|t| t.kind == kind).map(|t| t.mid).collect();
                     for m in mids {
@@ -940,7 +947,7 @@ impl Core {
                     o
                 }
             };
-            let Some(seq) = out.rewrite.seq(in_seq) else { continue };
+            let Some((seq, ts)) = out.rewrite.map(in_seq, ts, wallclock, params.spec().clock_rate.get()) else { continue };
             let mut api = sub.rtc.direct_api();
             let Some(tx) = api.stream_tx_by_mid(sub_mid, None) else { continue };
             tx.write_rtp(
@@ -1006,10 +1013,10 @@ impl Core {
             // Tracks never negotiated are simply forgotten; WHEP slots are freed.
             let whep = matches!(o.subscription, Subscription::Only { .. });
             let mut freed = Vec::new();
-            o.tracks_out.retain(|t| {
+            o.tracks_out.retain_mut(|t| {
                 if t.publisher.is_none() && whep {
                     if let Some(m) = t.mid() {
-                        freed.push((m, t.kind));
+                        freed.push((m, t.kind, std::mem::take(&mut t.rewrite)));
                     }
                     return false;
                 }

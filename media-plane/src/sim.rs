@@ -34,6 +34,9 @@ pub struct Peer {
     pub keyframe_requests: u64,
     /// Whether this peer takes part in the exchange (false simulates a vanished client).
     pub alive: bool,
+    /// When set, every received RTP packet is logged: (m-line, extended sequence number,
+    /// RTP timestamp, SSRC).
+    pub rtp_log: Option<Vec<(Mid, u64, u32, u32)>>,
 }
 
 /// The core and its clients on one virtual clock.
@@ -71,6 +74,12 @@ impl World {
 
     /// A client joins `room`, publishing audio and video (or only receiving), like a browser.
     pub fn join(&mut self, identity: &str, room: &str, publish: bool) -> usize {
+        self.join_with(identity, &format!("S-{identity}"), room, publish, Subscription::All)
+    }
+
+    /// [`World::join`] with a given session id and subscription (a WHEP player, or the
+    /// same identity joining again as a new session).
+    pub fn join_with(&mut self, identity: &str, session: &str, room: &str, publish: bool, subscription: Subscription) -> usize {
         let i = self.peers.len();
         let addr: SocketAddr = format!("10.0.1.{}:4000", i + 1).parse().unwrap();
         let mut rtc = Rtc::builder().set_rtp_mode(true).build(self.now);
@@ -80,7 +89,7 @@ impl World {
         let a = api.add_media(MediaKind::Audio, dir, Some(identity.into()), None, None);
         let v = api.add_media(MediaKind::Video, dir, Some(identity.into()), None, None);
         let (offer, pending) = api.apply().unwrap();
-        let session = format!("S-{identity}");
+        let session = session.to_string();
         let req = self.next_req;
         self.next_req += 1;
         self.core.handle_command(
@@ -92,7 +101,7 @@ impl World {
                 session: session.clone(),
                 identity: identity.into(),
                 grants: Grants { publish, subscribe: true },
-                subscription: Subscription::All,
+                subscription,
                 offer: offer.to_sdp_string(),
             },
         );
@@ -108,6 +117,7 @@ impl World {
             received: HashMap::new(),
             keyframe_requests: 0,
             alive: true,
+            rtp_log: None,
         };
         let events: Vec<LinkEvent> = self.core.take_events().collect();
         let mut rest = Vec::new();
@@ -173,6 +183,9 @@ impl World {
                         let mid = p.rtc.direct_api().stream_rx(&pkt.header.ssrc).map(|s| s.mid());
                         if let Some(mid) = mid {
                             *p.received.entry(mid).or_default() += 1;
+                            if let Some(log) = &mut p.rtp_log {
+                                log.push((mid, *pkt.seq_no, pkt.header.timestamp, *pkt.header.ssrc));
+                            }
                         }
                     }
                     Event::KeyframeRequest(_) => p.keyframe_requests += 1,

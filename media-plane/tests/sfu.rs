@@ -251,3 +251,51 @@ fn a_room_spans_two_cores_and_every_track_crosses() {
     assert!(after - before <= 40, "carol still gets alice's packets: {}", after - before);
     assert!(after - before >= 20, "carol lost bob: {}", after - before);
 }
+
+#[test]
+fn a_whep_player_follows_its_broadcaster_across_a_reconnect_with_numbering_continued() {
+    let mut w = World::new();
+    let a = w.join("alice", "r", true);
+    w.connect_all();
+    w.run_media(5);
+    // A WHEP player of alice: her session now, and her identity after.
+    let whep = Subscription::Only { publisher: "S-alice".into(), identity: Some("alice".into()) };
+    let v = w.join_with("viewer", "S-viewer", "r", false, whep);
+    w.peers[v].rtp_log = Some(Vec::new());
+    w.connect_all();
+    w.run_media(50);
+    let before = w.peers[v].rtp_log.as_ref().map_or(0, |l| l.len());
+    assert!(before >= 80, "the player receives alice's audio and video: {before}");
+
+    // Alice's connection is replaced: her session leaves, and 300 ms later she joins again
+    // as a new session, numbering her packets from elsewhere.
+    w.core.handle_command(w.now, Command::Leave { session: "S-alice".into() });
+    w.peers[a].alive = false;
+    for _ in 0..30 {
+        w.step(Duration::from_millis(10));
+    }
+    let a2 = w.join_with("alice", "S-alice-2", "r", true, Subscription::All);
+    w.peers[a2].seq = 40_000;
+    w.connect_all();
+    w.run_media(50);
+
+    let log = w.peers[v].rtp_log.clone().unwrap_or_default();
+    assert!(log.len() >= before + 80, "the player receives the new session too: {} then {}", before, log.len());
+    let mids: std::collections::BTreeSet<Mid> = log.iter().map(|e| e.0).collect();
+    assert_eq!(mids.len(), 2, "audio and video, on the player's own two m-lines");
+    for mid in mids {
+        let stream: Vec<_> = log.iter().filter(|e| e.0 == mid).collect();
+        // One SSRC per m-line: to the player this is one stream, not a new one.
+        assert!(stream.iter().all(|e| e.3 == stream[0].3), "{mid}: SSRC changed");
+        // Sequence numbers continue one by one across the switch.
+        for pair in stream.windows(2) {
+            assert_eq!(pair[1].1, pair[0].1 + 1, "{mid}: {:?} then {:?}", pair[0], pair[1]);
+        }
+        // Timestamps keep moving forward; at the switch, by about the time that passed
+        // (300 ms of absence plus reconnecting, under 2 s), not by the sources' difference.
+        let jumps: Vec<i64> = stream.windows(2).map(|p| i64::from(p[1].2.wrapping_sub(p[0].2) as i32)).collect();
+        assert!(jumps.iter().all(|j| *j > 0), "{mid}: timestamps go back: {jumps:?}");
+        let switch = jumps.iter().copied().max().unwrap_or(0);
+        assert!(switch > 960 && switch < 2 * 90_000, "{mid}: the switch moved the clock by {switch}");
+    }
+}
