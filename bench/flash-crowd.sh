@@ -8,6 +8,7 @@
 # Usage: bash bench/flash-crowd.sh [subscribers] [seconds] [busy limit %] [joins per second]
 set -euo pipefail
 cd "$(dirname "$0")/.."
+. bench/one-core.sh
 SUBS=${1:-400}; SECS=${2:-25}; LIMIT=${3:-85}; JR=${4:-100}
 cargo build --release -q --workspace --bins
 D=$(mktemp -d /tmp/flash-crowd.XXXXXX)
@@ -15,16 +16,12 @@ PIDS=()
 cleanup() { kill "${PIDS[@]}" 2>/dev/null || true; rm -rf "$D"; }
 trap cleanup EXIT
 echo "$(date -u +%FT%TZ) $(nproc) cores; limit ${LIMIT} %, ${SUBS} subscribers at ${JR}/s, ${SECS} s"
-CAPACITY_PER_CORE=5000 CORE_BUSY_LIMIT=$LIMIT RUST_LOG=warn MEDIA_PLANE_BIN="$PWD/target/release/media-plane" target/release/control-plane local \
-  --http-addr 127.0.0.1:9743 --data-dir "$D/data" --public-ip 127.0.0.1 --media-port-base 0 --media-cores 1 --no-relay > "$D/sys.log" 2>&1 & PIDS+=($!)
-for _ in $(seq 1 100); do grep -q api_secret "$D/data/secrets.toml" 2>/dev/null && curl -skf https://127.0.0.1:9743/healthz | grep -q '"nodes":[1-9]' && break; sleep 0.2; done
-KEY=$(grep api_key "$D/data/secrets.toml" | cut -d'"' -f2)
-SECRET=$(grep api_secret "$D/data/secrets.toml" | cut -d'"' -f2)
+start_one_core "$PWD/target/release" 9743 "$D/data" CORE_BUSY_LIMIT="$LIMIT"
+PIDS+=("$SYS_PID")
 # The core's own load reports, once a second, as the control plane sees them.
-( while true; do curl -sk -u "$KEY:$SECRET" https://127.0.0.1:9743/api/nodes >> "$D/nodes.jsonl" 2>/dev/null && echo >> "$D/nodes.jsonl"; sleep 1; done ) & PIDS+=($!)
-target/release/loadtest --url https://127.0.0.1:9743 --api-key "$KEY" --api-secret "$SECRET" --ca "$D/data/certs/ca.pem" \
-  --video-publishers 4 --subscribers "$SUBS" --duration "$SECS" --video-kbps 1000 --join-rate "$JR" --threads 1 --first-core 1 \
-  --server-name media-plane --quiet --json "$D/r.json" > /dev/null 2> "$D/loadtest.err" || true  # refused joins fail its stream check
+( while true; do curl -sk -u "$KEY:$SECRET" "$URL/api/nodes" >> "$D/nodes.jsonl" 2>/dev/null && echo >> "$D/nodes.jsonl"; sleep 1; done ) & PIDS+=($!)
+# Refused joins fail the load tester's stream check, hence `|| true`.
+load_one_core "$PWD/target/release" 4 "$SUBS" "$SECS" "$JR" "$D/r.json" > /dev/null 2> "$D/loadtest.err" || true
 python3 - "$D/r.json" "$D/nodes.jsonl" <<'PY'
 import json, sys
 r = json.load(open(sys.argv[1])); ss = r["steady_state"]; lat = r["latency_ms"]

@@ -6,6 +6,7 @@
 # Usage: bash bench/media-ceiling.sh [subscribers] [seconds]   (4 video publishers at 1 Mbit/s)
 set -euo pipefail
 cd "$(dirname "$0")/.."
+. bench/one-core.sh
 SUBS=${1:-300}
 SECS=${2:-12}
 cargo build --release -q --workspace --bins
@@ -17,14 +18,9 @@ echo "$(date -u +%FT%TZ) $(nproc) cores, kernel $(uname -r)"
 target/release/ceiling --seconds 3 --core 0 --json > "$D/ceiling.json"
 target/release/ceiling --seconds 3 --core 0 | tail -n +2
 
-CAPACITY_PER_CORE=5000 CORE_BUSY_LIMIT=100 RUST_LOG=warn MEDIA_PLANE_BIN="$PWD/target/release/media-plane" target/release/control-plane local \
-  --http-addr 127.0.0.1:9543 --data-dir "$D/data" --public-ip 127.0.0.1 --media-port-base 0 --media-cores 1 --no-relay > "$D/sys.log" 2>&1 & PIDS+=($!)
-for _ in $(seq 1 100); do grep -q api_secret "$D/data/secrets.toml" 2>/dev/null && curl -skf https://127.0.0.1:9543/healthz | grep -q '"nodes":[1-9]' && break; sleep 0.2; done
-KEY=$(grep api_key "$D/data/secrets.toml" | cut -d'"' -f2)
-SECRET=$(grep api_secret "$D/data/secrets.toml" | cut -d'"' -f2)
-target/release/loadtest --url https://127.0.0.1:9543 --api-key "$KEY" --api-secret "$SECRET" --ca "$D/data/certs/ca.pem" \
-  --video-publishers 4 --subscribers "$SUBS" --duration "$SECS" --video-kbps 1000 --join-rate 100 --threads 1 --first-core 1 \
-  --server-name media-plane --quiet --json "$D/sfu.json" | grep -E "streams|packets|latency|steady"
+start_one_core "$PWD/target/release" 9543 "$D/data" CORE_BUSY_LIMIT=100
+PIDS+=("$SYS_PID")
+load_one_core "$PWD/target/release" 4 "$SUBS" "$SECS" 100 "$D/sfu.json" | grep -E "streams|packets|latency|steady"
 python3 - "$D/ceiling.json" "$D/sfu.json" <<'PY'
 import json, sys
 c = json.load(open(sys.argv[1])); r = json.load(open(sys.argv[2]))

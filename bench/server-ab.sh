@@ -8,6 +8,7 @@
 #   A_DIR, B_DIR: directories holding media-plane, control-plane and loadtest release
 #   binaries (copy them out of target/release after building each tree).
 set -euo pipefail
+. "$(dirname "$0")/one-core.sh"
 A=$(realpath "$1"); B=$(realpath "$2")
 SUBS=${3:-200}; SECS=${4:-12}; PAIRS=${5:-5}; PUBS=${6:-4}
 for d in "$A" "$B"; do
@@ -23,16 +24,10 @@ one() { # build-dir label
   local bin=$1 label=$2
   local data="$D/data-$label"
   rm -rf "$data"
-  CAPACITY_PER_CORE=5000 CORE_BUSY_LIMIT=100 RUST_LOG=warn MEDIA_PLANE_BIN="$bin/media-plane" "$bin/control-plane" local \
-    --http-addr 127.0.0.1:9643 --data-dir "$data" --public-ip 127.0.0.1 --media-port-base 0 --media-cores 1 --no-relay > "$D/sys.log" 2>&1 &
-  CP=$!
-  for _ in $(seq 1 100); do grep -q api_secret "$data/secrets.toml" 2>/dev/null && curl -skf https://127.0.0.1:9643/healthz | grep -q '"nodes":[1-9]' && break; sleep 0.2; done
-  local key secret mp faults
-  key=$(grep api_key "$data/secrets.toml" | cut -d'"' -f2)
-  secret=$(grep api_secret "$data/secrets.toml" | cut -d'"' -f2)
-  "$bin/loadtest" --url https://127.0.0.1:9643 --api-key "$key" --api-secret "$secret" --ca "$data/certs/ca.pem" \
-    --video-publishers "$PUBS" --subscribers "$SUBS" --duration "$SECS" --video-kbps 1000 --join-rate 100 --threads 1 --first-core 1 \
-    --server-name media-plane --quiet --json "$D/r.json" > /dev/null
+  start_one_core "$bin" 9643 "$data" CORE_BUSY_LIMIT=100
+  CP=$SYS_PID
+  local mp faults
+  load_one_core "$bin" "$PUBS" "$SUBS" "$SECS" 100 "$D/r.json" > /dev/null
   mp=$(pgrep -f "^$bin/media-plane" | head -1)
   faults=$(awk '{print $10}' "/proc/$mp/stat")
   kill "$CP"; wait "$CP" 2>/dev/null || true; CP=""

@@ -29,10 +29,15 @@ pub fn keep_freed_memory() -> bool {
 
 /// Minor page faults of the whole process so far (pages the kernel had to map and zero).
 pub fn minor_faults() -> u64 {
+    faults_of(libc::RUSAGE_SELF)
+}
+
+/// Minor page faults of `who` (`RUSAGE_SELF` or `RUSAGE_THREAD`) so far.
+fn faults_of(who: libc::c_int) -> u64 {
     // SAFETY: getrusage writes into the struct we pass.
     let mut r: libc::rusage = unsafe { std::mem::zeroed() };
     // SAFETY: r is a valid out-pointer.
-    if unsafe { libc::getrusage(libc::RUSAGE_SELF, &mut r) } != 0 {
+    if unsafe { libc::getrusage(who, &mut r) } != 0 {
         return 0;
     }
     u64::try_from(r.ru_minflt).unwrap_or(0)
@@ -44,13 +49,7 @@ mod tests {
 
     /// Minor page faults of the calling thread only (other tests run in parallel threads).
     fn thread_faults() -> u64 {
-        // SAFETY: getrusage writes into the struct we pass.
-        let mut r: libc::rusage = unsafe { std::mem::zeroed() };
-        // SAFETY: r is a valid out-pointer.
-        if unsafe { libc::getrusage(libc::RUSAGE_THREAD, &mut r) } != 0 {
-            return 0;
-        }
-        u64::try_from(r.ru_minflt).unwrap_or(0)
+        faults_of(libc::RUSAGE_THREAD)
     }
 
     #[test]

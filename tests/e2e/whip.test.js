@@ -13,33 +13,69 @@ async function mintToken(sys, room, identity, grants) {
   return r.json.token;
 }
 
+async function createRoom(sys, name) {
+  const r = await request(sys, 'POST', '/api/rooms', {
+    headers: { authorization: basic(sys), 'content-type': 'application/json' },
+    body: JSON.stringify({ name }),
+  });
+  assert.equal(r.status, 201, r.body);
+}
+
+// A WHIP publisher of the fake camera and microphone in `page` (its peer connection is then
+// `window.pc`); `codec`, if given, is the only video codec offered.
+function publishWhip(page, room, token, codec = null) {
+  return page.evaluate(async ({ room, token, codec }) => {
+    const pc = new RTCPeerConnection();
+    const stream = await navigator.mediaDevices.getUserMedia({ audio: true, video: { width: 640, height: 480 } });
+    for (const track of stream.getTracks()) {
+      const tr = pc.addTransceiver(track, { direction: 'sendonly' });
+      if (codec && track.kind === 'video') {
+        tr.setCodecPreferences(RTCRtpSender.getCapabilities('video').codecs.filter((c) => c.mimeType === `video/${codec}`));
+      }
+    }
+    return window.sdpExchange(pc, `/whip/${room}`, token);
+  }, { room, token, codec });
+}
+
+// A WHEP player of audio and video in `page`; `inbound(page)` then reads what it receives.
+function playWhep(page, room, token) {
+  return page.evaluate(async ({ room, token }) => {
+    const pc = new RTCPeerConnection();
+    pc.addTransceiver('audio', { direction: 'recvonly' });
+    pc.addTransceiver('video', { direction: 'recvonly' });
+    window.inbound = async () => {
+      const stats = await pc.getStats();
+      const v = { frames: 0, ssrc: null, codec: null, audioPackets: 0 };
+      stats.forEach((s) => {
+        if (s.type !== 'inbound-rtp') return;
+        if (s.kind === 'video') {
+          v.frames = s.framesDecoded || 0;
+          v.ssrc = s.ssrc;
+          v.codec = s.codecId && stats.get(s.codecId) ? stats.get(s.codecId).mimeType : null;
+        } else if (s.kind === 'audio') {
+          v.audioPackets = s.packetsReceived || 0;
+        }
+      });
+      return v;
+    };
+    return window.sdpExchange(pc, `/whep/${room}`, token);
+  }, { room, token });
+}
+
+const inbound = (page) => page.evaluate(() => window.inbound());
+
 for (const codec of ['VP8', 'H264']) test(`WHIP publish and WHEP playback in Chromium (${codec})`, { timeout: 120000 }, async (t) => {
   const { sys, browser } = await withSystem(t);
   try {
     const room = `whip-${codec.toLowerCase()}`;
-    const r = await request(sys, 'POST', '/api/rooms', {
-      headers: { authorization: basic(sys), 'content-type': 'application/json' },
-      body: JSON.stringify({ name: room }),
-    });
-    assert.equal(r.status, 201, r.body);
+    await createRoom(sys, room);
     const pubToken = await mintToken(sys, room, 'encoder', { can_subscribe: false });
     const viewToken = await mintToken(sys, room, 'viewer', { can_publish: false });
 
     const publisher = await newPage(browser, sys, '/healthz');
     await installSdpExchange(publisher);
-    const pub = await publisher.evaluate(async ({ room, token, codec }) => {
-      const pc = new RTCPeerConnection();
-      const stream = await navigator.mediaDevices.getUserMedia({ audio: true, video: { width: 640, height: 480 } });
-      for (const track of stream.getTracks()) {
-        const tr = pc.addTransceiver(track, { direction: 'sendonly' });
-        if (track.kind === 'video') {
-          // Offer only the codec under test.
-          const codecs = RTCRtpSender.getCapabilities('video').codecs.filter((c) => c.mimeType === `video/${codec}`);
-          tr.setCodecPreferences(codecs);
-        }
-      }
-      return window.sdpExchange(pc, `/whip/${room}`, token);
-    }, { room, token: pubToken, codec });
+    // Offer only the codec under test.
+    const pub = await publishWhip(publisher, room, pubToken, codec);
     assert.equal(pub.status, 201, JSON.stringify(pub));
     assert.match(pub.location, new RegExp(`^/whip/${room}/`));
     assert.equal(pub.type, 'application/sdp');
@@ -53,40 +89,17 @@ for (const codec of ['VP8', 'H264']) test(`WHIP publish and WHEP playback in Chr
 
     const player = await newPage(browser, sys, '/healthz');
     await installSdpExchange(player);
-    const play = await player.evaluate(async ({ room, token }) => {
-      const pc = new RTCPeerConnection();
-      pc.addTransceiver('audio', { direction: 'recvonly' });
-      pc.addTransceiver('video', { direction: 'recvonly' });
-      const result = await window.sdpExchange(pc, `/whep/${room}`, token);
-      if (result.status !== 201) return result;
-      window.framesDecoded = async () => {
-        let frames = 0;
-        (await pc.getStats()).forEach((s) => { if (s.type === 'inbound-rtp' && s.kind === 'video') frames = s.framesDecoded || 0; });
-        return frames;
-      };
-      window.videoCodec = async () => {
-        const stats = await pc.getStats();
-        let codecId;
-        stats.forEach((s) => { if (s.type === 'inbound-rtp' && s.kind === 'video') codecId = s.codecId; });
-        return codecId && stats.get(codecId) ? stats.get(codecId).mimeType : null;
-      };
-      window.audioPackets = async () => {
-        let n = 0;
-        (await pc.getStats()).forEach((s) => { if (s.type === 'inbound-rtp' && s.kind === 'audio') n = s.packetsReceived || 0; });
-        return n;
-      };
-      return result;
-    }, { room, token: viewToken });
+    const play = await playWhep(player, room, viewToken);
     assert.equal(play.status, 201, JSON.stringify(play));
     assert.match(play.location, new RegExp(`^/whep/${room}/`));
 
-    await waitFor(async () => (await player.evaluate(() => window.framesDecoded())) > 0, { what: 'WHEP video frames', timeout: 20000 });
-    const f1 = await player.evaluate(() => window.framesDecoded());
+    await waitFor(async () => (await inbound(player)).frames > 0, { what: 'WHEP video frames', timeout: 20000 });
+    const f1 = (await inbound(player)).frames;
     await sleep(2000);
-    const f2 = await player.evaluate(() => window.framesDecoded());
+    const f2 = (await inbound(player)).frames;
     assert.ok(f2 > f1 + 10, `WHEP frames keep growing (${f1} -> ${f2})`);
-    assert.ok((await player.evaluate(() => window.audioPackets())) > 20, 'WHEP audio arrives');
-    assert.equal(await player.evaluate(() => window.videoCodec()), `video/${codec}`);
+    assert.ok((await inbound(player)).audioPackets > 20, 'WHEP audio arrives');
+    assert.equal((await inbound(player)).codec, `video/${codec}`);
 
     // DELETE ends both sessions.
     const del = async (loc, token) => (await request(sys, 'DELETE', loc, { headers: { authorization: `Bearer ${token}` } })).status;
@@ -105,22 +118,13 @@ test('a WHEP player keeps playing when its WHIP broadcaster reconnects', { timeo
   const { sys, browser } = await withSystem(t);
   try {
     const room = 'whep-follow';
-    const r = await request(sys, 'POST', '/api/rooms', {
-      headers: { authorization: basic(sys), 'content-type': 'application/json' },
-      body: JSON.stringify({ name: room }),
-    });
-    assert.equal(r.status, 201, r.body);
+    await createRoom(sys, room);
     const pubToken = await mintToken(sys, room, 'encoder', { can_subscribe: false });
     const viewToken = await mintToken(sys, room, 'viewer', { can_publish: false });
 
     const publisher = await newPage(browser, sys, '/healthz');
     await installSdpExchange(publisher);
-    const publish = () => publisher.evaluate(async ({ room, token }) => {
-      const pc = new RTCPeerConnection();
-      const stream = await navigator.mediaDevices.getUserMedia({ audio: true, video: { width: 640, height: 480 } });
-      for (const track of stream.getTracks()) pc.addTransceiver(track, { direction: 'sendonly' });
-      return window.sdpExchange(pc, `/whip/${room}`, token);
-    }, { room, token: pubToken });
+    const publish = () => publishWhip(publisher, room, pubToken);
     const tracksOf = async (identity) => {
       const info = await request(sys, 'GET', `/api/rooms/${room}`, { headers: { authorization: basic(sys) } });
       const p = info.json.participants.find((x) => x.identity === identity);
@@ -132,20 +136,9 @@ test('a WHEP player keeps playing when its WHIP broadcaster reconnects', { timeo
 
     const player = await newPage(browser, sys, '/healthz');
     await installSdpExchange(player);
-    const play = await player.evaluate(async ({ room, token }) => {
-      const pc = new RTCPeerConnection();
-      pc.addTransceiver('audio', { direction: 'recvonly' });
-      pc.addTransceiver('video', { direction: 'recvonly' });
-      const result = await window.sdpExchange(pc, `/whep/${room}`, token);
-      window.video = async () => {
-        let v = { frames: 0, ssrc: null };
-        (await pc.getStats()).forEach((s) => { if (s.type === 'inbound-rtp' && s.kind === 'video') v = { frames: s.framesDecoded || 0, ssrc: s.ssrc }; });
-        return v;
-      };
-      return result;
-    }, { room, token: viewToken });
+    const play = await playWhep(player, room, viewToken);
     assert.equal(play.status, 201, JSON.stringify(play));
-    await waitFor(async () => (await player.evaluate(() => window.video())).frames > 20, { what: 'WHEP frames from the first session', timeout: 20000 });
+    await waitFor(async () => (await inbound(player)).frames > 20, { what: 'WHEP frames from the first session', timeout: 20000 });
 
     // The encoder's connection goes away and it publishes again: a new WHIP session under
     // the same identity. The player does nothing.
@@ -153,17 +146,17 @@ test('a WHEP player keeps playing when its WHIP broadcaster reconnects', { timeo
     await publisher.evaluate(() => window.pc.close());
     await waitFor(async () => (await tracksOf('encoder')) === 0, { what: 'the first WHIP session to end', timeout: 20000 });
     await sleep(500);
-    const before = await player.evaluate(() => window.video());
+    const before = await inbound(player);
     await sleep(1000);
-    const paused = await player.evaluate(() => window.video());
+    const paused = await inbound(player);
     assert.ok(paused.frames - before.frames <= 2, `no frames while the encoder is away (${before.frames} -> ${paused.frames})`);
     const second = await publish();
     assert.equal(second.status, 201, JSON.stringify(second));
     assert.notEqual(second.location, first.location);
 
     // Frames decode again on the same inbound stream (same SSRC), without a new WHEP request.
-    await waitFor(async () => (await player.evaluate(() => window.video())).frames > paused.frames + 30, { what: 'WHEP frames from the second session', timeout: 20000 });
-    const after = await player.evaluate(() => window.video());
+    await waitFor(async () => (await inbound(player)).frames > paused.frames + 30, { what: 'WHEP frames from the second session', timeout: 20000 });
+    const after = await inbound(player);
     assert.equal(after.ssrc, before.ssrc, 'one inbound video stream across the reconnect');
     const info = await request(sys, 'GET', `/api/rooms/${room}`, { headers: { authorization: basic(sys) } });
     assert.equal(info.json.participants.filter((p) => p.via === 'whep').length, 1, 'the same player session');
