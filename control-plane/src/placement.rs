@@ -18,6 +18,8 @@ pub struct CoreLoad {
     pub capacity: u32,
     /// Share of time the core's thread was busy at its last report, in thousandths.
     pub busy_permille: u16,
+    /// Of that, the share spent on joins and ICE/DTLS handshakes (0: the node does not say).
+    pub setup_permille: u16,
     /// Busy share that the sessions placed here will cost once their media flows, from the
     /// tracks they receive and the measured cost of one forwarded track (0: not known yet).
     pub committed_permille: u32,
@@ -30,12 +32,13 @@ impl CoreLoad {
         self.assigned.max(self.reported)
     }
 
-    /// The busy share expected once every placed session has media: the last report plus,
-    /// for each session not yet connected then (placed since, or still in ICE/DTLS), the
-    /// average share of a connected one. Reports come once a second, so without this a
-    /// burst of joins would all land on a core before it reports being busy.
+    /// The busy share expected once every placed session has media: the last report's
+    /// forwarding share (handshakes end) plus, for each session not yet connected then
+    /// (placed since, or still in ICE/DTLS), the average share of a connected one. Reports
+    /// come once a second, so without this a burst of joins would all land on a core before
+    /// it reports being busy.
     pub fn busy_projected(&self) -> u32 {
-        let busy = u32::from(self.busy_permille);
+        let busy = u32::from(self.busy_permille.saturating_sub(self.setup_permille));
         // A node that does not say how many are connected: take all reported sessions.
         // One that says none: no connected session to average over, so the last report
         // stands alone (the committed cost covers the rest).
@@ -55,12 +58,15 @@ impl CoreLoad {
     }
 }
 
-/// A core's cost per forwarded packet, in busy thousandths per packet/s: the lowest over its
-/// last few reports. A burst of ICE/DTLS handshakes inflates single reports; steady
-/// forwarding does not.
+/// A core's cost per forwarded packet, in busy thousandths per packet/s, over its last few
+/// reports: their median when the node splits out the time spent on joins and handshakes,
+/// else their lowest (a burst of handshakes inflates single reports; steady forwarding does
+/// not).
 #[derive(Debug, Default, Clone)]
 pub struct PacketCost {
     recent: std::collections::VecDeque<f64>,
+    /// The node says how much of its busy share was setup work.
+    split: bool,
 }
 
 impl PacketCost {
@@ -69,12 +75,15 @@ impl PacketCost {
     /// Below this many forwarded packets/s a report says too little about the cost.
     pub const MIN_PPS: f64 = 100.0;
 
-    /// Takes one load report.
-    pub fn record(&mut self, busy_permille: u16, tx_pps: f64) {
+    /// Takes one load report: its busy share, of which `setup_permille` went to joins and
+    /// handshakes (`None` from a node that does not say), and its forwarded packets/s.
+    pub fn record(&mut self, busy_permille: u16, setup_permille: Option<u16>, tx_pps: f64) {
         if tx_pps < Self::MIN_PPS {
             return;
         }
-        self.recent.push_back(f64::from(busy_permille) / tx_pps);
+        let forwarding = busy_permille.saturating_sub(setup_permille.unwrap_or(0));
+        self.split = setup_permille.is_some();
+        self.recent.push_back(f64::from(forwarding) / tx_pps);
         if self.recent.len() > Self::WINDOW {
             self.recent.pop_front();
         }
@@ -85,7 +94,13 @@ impl PacketCost {
     /// while subscribers are still ramping up, unlike the busy share per session. `None`
     /// until the core has forwarded enough to tell.
     pub fn permille_per_track(&self, pps_per_track: f64) -> Option<f64> {
-        let per_packet = self.recent.iter().copied().reduce(f64::min)?;
+        let per_packet = if self.split {
+            let mut sorted: Vec<f64> = self.recent.iter().copied().collect();
+            sorted.sort_by(f64::total_cmp);
+            *sorted.get(sorted.len() / 2)?
+        } else {
+            self.recent.iter().copied().reduce(f64::min)?
+        };
         (pps_per_track > 0.0).then_some(per_packet * pps_per_track)
     }
 }
@@ -114,7 +129,7 @@ mod tests {
     use super::*;
 
     fn c(node: &str, core: u32, assigned: u32, reported: u32) -> CoreLoad {
-        CoreLoad { node: node.into(), core, assigned, reported, connected: None, capacity: 10, busy_permille: 0, committed_permille: 0, busy_limit: 850 }
+        CoreLoad { node: node.into(), core, assigned, reported, connected: None, capacity: 10, busy_permille: 0, setup_permille: 0, committed_permille: 0, busy_limit: 850 }
     }
 
     #[test]
@@ -178,17 +193,17 @@ mod tests {
         // 5 ‰ per forwarded track.
         let mut cost = PacketCost::default();
         assert_eq!(cost.permille_per_track(100.0), None);
-        cost.record(500, 10_000.0);
+        cost.record(500, None, 10_000.0);
         assert!((cost.permille_per_track(100.0).unwrap() - 5.0).abs() < 1e-9);
         assert_eq!(cost.permille_per_track(0.0), None);
         // A report during a burst of handshakes (same forwarding, twice the busy share) and
         // one with almost nothing forwarded change nothing; the calm one stands.
-        cost.record(1000, 10_000.0);
-        cost.record(300, 10.0);
+        cost.record(1000, None, 10_000.0);
+        cost.record(300, None, 10.0);
         assert!((cost.permille_per_track(100.0).unwrap() - 5.0).abs() < 1e-9);
         // It is forgotten after WINDOW newer reports.
         for _ in 0..PacketCost::WINDOW {
-            cost.record(800, 10_000.0);
+            cost.record(800, None, 10_000.0);
         }
         assert!((cost.permille_per_track(100.0).unwrap() - 8.0).abs() < 1e-9);
         // The report says 20 % (most sessions still connecting), but 180 forwarded tracks
@@ -196,6 +211,24 @@ mod tests {
         let core = CoreLoad { capacity: 1000, busy_permille: 200, connected: Some(200), committed_permille: 900, ..c("a", 0, 200, 200) };
         assert!(!core.has_room());
         assert!(CoreLoad { committed_permille: 800, ..core }.has_room());
+    }
+
+    #[test]
+    fn handshake_time_the_node_reports_is_not_charged_to_forwarding() {
+        // 50 % busy, of which 20 % handshakes, forwarding 10,000 pkt/s: 0.03 ‰ per packet/s.
+        let mut cost = PacketCost::default();
+        cost.record(500, Some(200), 10_000.0);
+        assert!((cost.permille_per_track(100.0).unwrap() - 3.0).abs() < 1e-9);
+        // With the split known, the middle report stands: one low outlier does not make
+        // every later session look cheap, as the lowest would.
+        cost.record(200, Some(0), 10_000.0);
+        cost.record(400, Some(100), 10_000.0);
+        assert!((cost.permille_per_track(100.0).unwrap() - 3.0).abs() < 1e-9);
+        // The projection starts from the forwarding share: handshakes end once connected.
+        // 60 % busy, 20 % of it handshakes, 100 connected, 150 placed: 40 % + 50 × 0.4 %.
+        let core = CoreLoad { capacity: 1000, busy_permille: 600, setup_permille: 200, connected: Some(100), ..c("a", 0, 150, 120) };
+        assert_eq!(core.busy_projected(), 600);
+        assert_eq!(CoreLoad { setup_permille: 0, ..core }.busy_projected(), 900);
     }
 
     #[test]

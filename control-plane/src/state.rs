@@ -183,6 +183,9 @@ pub struct CoreStatus {
     pub busy_permille: u16,
     /// Sessions whose media was connected at the last report (`None`: the node does not say).
     pub connected: Option<u32>,
+    /// Of the busy share, thousandths spent on joins and ICE/DTLS handshakes (`None`: the
+    /// node does not say).
+    pub setup_permille: Option<u16>,
     /// Cost per forwarded packet over the last reports (placement's model).
     #[serde(skip)]
     pub packet_cost: PacketCost,
@@ -528,7 +531,7 @@ impl App {
                 self.remove(&session, false, notice);
             }
             LinkEvent::Connected { session } => tracing::debug!(%session, "media connected"),
-            LinkEvent::Load { core, sessions, rx_packets, tx_packets, busy_permille, connected, interval_ms } => {
+            LinkEvent::Load { core, sessions, rx_packets, tx_packets, busy_permille, connected, interval_ms, setup_permille } => {
                 let mut st = self.lock();
                 if let Some(n) = st.nodes.get_mut(node_id) {
                     if let Some(c) = n.cores.get_mut(core as usize) {
@@ -539,7 +542,8 @@ impl App {
                         c.tx_total += tx_packets;
                         c.busy_permille = busy_permille;
                         c.connected = connected;
-                        c.packet_cost.record(busy_permille, c.tx_pps);
+                        c.setup_permille = setup_permille;
+                        c.packet_cost.record(busy_permille, setup_permille, c.tx_pps);
                     }
                 }
                 tracing::trace!(node = %node_id, core, sessions, rx_packets, tx_packets, busy_permille, "load");
@@ -636,7 +640,7 @@ fn core_loads(st: &State, busy_limit: u16) -> Vec<CoreLoad> {
                 Some(per_track) => (on_core().map(|(t, p)| received_tracks(t, p)).sum::<usize>() as f64 * per_track) as u32,
                 None => 0,
             };
-            loads.push(CoreLoad { node: id.clone(), core: i as u32, assigned, reported: c.sessions, connected: c.connected, capacity: n.capacity, busy_permille: c.busy_permille, committed_permille, busy_limit });
+            loads.push(CoreLoad { node: id.clone(), core: i as u32, assigned, reported: c.sessions, connected: c.connected, capacity: n.capacity, busy_permille: c.busy_permille, setup_permille: c.setup_permille.unwrap_or(0), committed_permille, busy_limit });
         }
     }
     loads

@@ -379,7 +379,7 @@ async fn signaling_join_offer_and_errors() {
 #[tokio::test]
 async fn a_busy_media_core_takes_no_new_participant() {
     let app = app_with_node(settings());
-    let load = |busy_permille| link::Event::Load { core: 0, sessions: 0, rx_packets: 0, tx_packets: 0, busy_permille, connected: Some(0), interval_ms: Some(1000) };
+    let load = |busy_permille| link::Event::Load { core: 0, sessions: 0, rx_packets: 0, tx_packets: 0, busy_permille, connected: Some(0), interval_ms: Some(1000), setup_permille: Some(0) };
     let pub_token = format!("Bearer {}", token("busy", "cam", Grants::default(), 60));
     let sdp = [("authorization", pub_token.as_str()), ("content-type", "application/sdp")];
     // The node's only core reports 95 % busy (limit 85 %): a clear 503, nothing else breaks.
@@ -421,7 +421,7 @@ async fn committed_forwarding_refuses_a_crowd_before_its_media_flows() {
     // 200 packets/s come in on 2 tracks: one forwarded track costs 50 ‰, one viewer 100 ‰.
     // The busy share per session (40 ‰) would let about 20 viewers in; what they will
     // cost once their video flows allows 9 under the 85 % limit.
-    app.node_event("node-1", link::Event::Load { core: 0, sessions: 5, rx_packets: 200, tx_packets: 400, busy_permille: 200, connected: Some(5), interval_ms: Some(1000) });
+    app.node_event("node-1", link::Event::Load { core: 0, sessions: 5, rx_packets: 200, tx_packets: 400, busy_permille: 200, connected: Some(5), interval_ms: Some(1000), setup_permille: Some(0) });
     let mut admitted = 4;
     loop {
         let r = viewer(admitted).await;

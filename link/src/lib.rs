@@ -214,6 +214,10 @@ pub enum Event {
         /// late; an older node leaves it out: `None`, read as [`LOAD_INTERVAL_SECS`]).
         #[serde(default, skip_serializing_if = "Option::is_none")]
         interval_ms: Option<u32>,
+        /// Of the busy share, thousandths spent on joins and ICE/DTLS handshakes rather than
+        /// on connected sessions (an older node leaves it out: `None`, cost not split).
+        #[serde(default, skip_serializing_if = "Option::is_none")]
+        setup_permille: Option<u16>,
     },
 }
 
@@ -255,12 +259,12 @@ mod tests {
     fn a_load_report_without_the_newer_fields_is_read_as_unknown_not_zero() {
         let old = r#"{"type":"load","core":1,"sessions":3,"rx_packets":10,"tx_packets":20,"busy_permille":5}"#;
         let e: Event = serde_json::from_str(old).expect("older load report parses");
-        let Event::Load { connected, interval_ms, .. } = e else { panic!("not a load report: {e:?}") };
-        assert_eq!((connected, interval_ms), (None, None));
-        let now = Event::Load { core: 1, sessions: 3, rx_packets: 10, tx_packets: 20, busy_permille: 5, connected: Some(0), interval_ms: Some(1250) };
+        let Event::Load { connected, interval_ms, setup_permille, .. } = e else { panic!("not a load report: {e:?}") };
+        assert_eq!((connected, interval_ms, setup_permille), (None, None, None));
+        let now = Event::Load { core: 1, sessions: 3, rx_packets: 10, tx_packets: 20, busy_permille: 5, connected: Some(0), interval_ms: Some(1250), setup_permille: Some(0) };
         let back: Event = serde_json::from_str(&now.to_json()).expect("round trip");
-        let Event::Load { connected, interval_ms, .. } = back else { panic!("not a load report: {back:?}") };
-        assert_eq!((connected, interval_ms), (Some(0), Some(1250)));
+        let Event::Load { connected, interval_ms, setup_permille, .. } = back else { panic!("not a load report: {back:?}") };
+        assert_eq!((connected, interval_ms, setup_permille), (Some(0), Some(1250), Some(0)));
     }
 
     #[test]

@@ -83,6 +83,17 @@ pub struct Counters {
     pub shed: u64,
 }
 
+/// What a received datagram went to, so that the loop can tell setup work from forwarding.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Hash)]
+pub enum Handled {
+    /// Nothing: unknown sender, unreadable, or its session is ending.
+    Dropped,
+    /// A session still in ICE/DTLS setup (its handshake work).
+    Setup,
+    /// A connected session: media, RTCP, consent checks.
+    Connected,
+}
+
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 enum OutState {
     ToOpen,
@@ -377,7 +388,7 @@ impl Core {
     }
 
     /// Feeds one received datagram.
-    pub fn handle_datagram(&mut self, now: Instant, source: SocketAddr, data: &[u8]) {
+    pub fn handle_datagram(&mut self, now: Instant, source: SocketAddr, data: &[u8]) -> Handled {
         let key = match self.by_addr.get(&source) {
             Some(k) => *k,
             None => match demux::stun_local_ufrag(data).and_then(|u| self.by_ufrag.get(u)) {
@@ -385,22 +396,23 @@ impl Core {
                 None => {
                     self.counters.unroutable += 1;
                     tracing::debug!(%source, len = data.len(), "datagram from an unknown sender dropped");
-                    return;
+                    return Handled::Dropped;
                 }
             },
         };
         let Ok(contents) = data.try_into() else {
-            return;
+            return Handled::Dropped;
         };
         let destination = self.destination_for(source);
         let input = Input::Receive(now, Receive { proto: Protocol::Udp, source, destination, contents });
-        let Some(s) = self.sessions.get_mut(key) else { return };
+        let Some(s) = self.sessions.get_mut(key) else { return Handled::Dropped };
         if s.ending.is_some() {
-            return;
+            return Handled::Dropped;
         }
+        let handled = if s.connected { Handled::Connected } else { Handled::Setup };
         if let Err(e) = s.rtc.handle_input(input) {
             tracing::debug!(session = %s.id, error = %e, "input rejected");
-            return;
+            return handled;
         }
         if !s.addrs.contains(&source) && demux::is_stun(data) {
             tracing::debug!(session = %s.id, identity = %s.identity, %source, "new address for session");
@@ -409,6 +421,7 @@ impl Core {
         }
         self.dirty.push(key);
         self.drain(now);
+        handled
     }
 
     /// The local candidate a datagram from `source` arrived on.
@@ -503,8 +516,9 @@ impl Core {
     }
 
     /// A load report for the control plane, with packet counts since `since` (`interval`
-    /// ago) and the share of that time the core's thread was busy (thousandths).
-    pub fn load_event(&self, since: Counters, interval: Duration, busy_permille: u16) -> LinkEvent {
+    /// ago), the share of that time the core's thread was busy, and the share it spent on
+    /// joins and handshakes (thousandths).
+    pub fn load_event(&self, since: Counters, interval: Duration, busy_permille: u16, setup_permille: u16) -> LinkEvent {
         LinkEvent::Load {
             core: self.cfg.index,
             sessions: self.session_count() as u32,
@@ -513,6 +527,7 @@ impl Core {
             busy_permille,
             connected: Some(self.sessions.iter().filter(|(_, s)| s.connected && s.shadow.is_none()).count() as u32),
             interval_ms: Some(u32::try_from(interval.as_millis()).unwrap_or(u32::MAX)),
+            setup_permille: Some(setup_permille.min(busy_permille)),
         }
     }
 

@@ -7,7 +7,7 @@ use std::net::SocketAddr;
 use std::time::{Duration, Instant};
 
 use link::{Command, Event as LinkEvent, Grants, LeaveReason, Subscription};
-use crate::sfu::{Core, CoreConfig};
+use crate::sfu::{Core, CoreConfig, Handled};
 use str0m::change::{SdpAnswer, SdpOffer, SdpPendingOffer};
 use str0m::format::Codec;
 use str0m::media::{Direction, MediaKind, Mid};
@@ -37,6 +37,8 @@ pub struct Peer {
     /// When set, every received RTP packet is logged: (m-line, extended sequence number,
     /// RTP timestamp, SSRC).
     pub rtp_log: Option<Vec<(Mid, u64, u32, u32)>>,
+    /// What the core said each of this peer's datagrams went to.
+    pub handled: HashMap<Handled, u64>,
 }
 
 /// The core and its clients on one virtual clock.
@@ -118,6 +120,7 @@ impl World {
             keyframe_requests: 0,
             alive: true,
             rtp_log: None,
+            handled: HashMap::new(),
         };
         let events: Vec<LinkEvent> = self.core.take_events().collect();
         let mut rest = Vec::new();
@@ -176,7 +179,9 @@ impl World {
         loop {
             match p.rtc.poll_output().unwrap() {
                 Output::Timeout(_) => break,
-                Output::Transmit(t) => core.handle_datagram(now, p.addr, &t.contents),
+                Output::Transmit(t) => {
+                    *p.handled.entry(core.handle_datagram(now, p.addr, &t.contents)).or_default() += 1;
+                }
                 Output::Event(e) => match e {
                     Event::Connected => p.connected = true,
                     Event::RtpPacket(pkt) => {

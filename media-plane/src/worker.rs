@@ -15,7 +15,7 @@ use percore::Backend;
 use tokio::sync::mpsc::{UnboundedReceiver, UnboundedSender};
 
 use crate::cross::CrossMsg;
-use crate::sfu::{Core, CoreConfig};
+use crate::sfu::{Core, CoreConfig, Handled};
 
 /// Interval between two load reports of a core.
 pub const LOAD_INTERVAL: Duration = Duration::from_secs(link::LOAD_INTERVAL_SECS);
@@ -121,11 +121,17 @@ pub fn run(config: CoreConfig, mut io: BatchIo, mut commands: UnboundedReceiver<
     let mut since = core.counters();
     let mut last_shed_log = Instant::now() - Duration::from_secs(60);
     let mut last_cpu = percore::thread_cpu();
+    // Time spent on joins and on datagrams of sessions still in ICE/DTLS since the last report.
+    let mut setup = Duration::ZERO;
     loop {
         let now = Instant::now();
         loop {
             match commands.try_recv() {
-                Ok(cmd) => core.handle_command(now, cmd),
+                Ok(cmd) => {
+                    let at = Instant::now();
+                    core.handle_command(now, cmd);
+                    setup += at.elapsed();
+                }
                 Err(tokio::sync::mpsc::error::TryRecvError::Empty) => break,
                 Err(tokio::sync::mpsc::error::TryRecvError::Disconnected) => {
                     tracing::info!(core = index, "command channel closed; core stops");
@@ -142,7 +148,7 @@ pub fn run(config: CoreConfig, mut io: BatchIo, mut commands: UnboundedReceiver<
         if now >= last_load + LOAD_INTERVAL {
             let cpu = percore::thread_cpu();
             let busy = busy_permille(cpu.saturating_sub(last_cpu), now - last_load);
-            let _ = events.send(core.load_event(since, now - last_load, busy));
+            let _ = events.send(core.load_event(since, now - last_load, busy, busy_permille(std::mem::take(&mut setup), now - last_load)));
             since = core.counters();
             last_load = now;
             last_cpu = cpu;
@@ -156,7 +162,10 @@ pub fn run(config: CoreConfig, mut io: BatchIo, mut commands: UnboundedReceiver<
         // Messages already waiting from other cores: do not sleep on them.
         let deadline = if cross_rx.is_empty() { deadline } else { now };
         let r = io.turn(&mut out, Some(deadline), WORK_LIMIT, &mut |from, data| {
-            core.handle_datagram(Instant::now(), from, data);
+            let at = Instant::now();
+            if core.handle_datagram(at, from, data) == Handled::Setup {
+                setup += at.elapsed();
+            }
         });
         match r {
             Ok(st) if st.shed > 0 => {

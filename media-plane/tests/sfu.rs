@@ -299,3 +299,28 @@ fn a_whep_player_follows_its_broadcaster_across_a_reconnect_with_numbering_conti
         assert!(switch > 960 && switch < 2 * 90_000, "{mid}: the switch moved the clock by {switch}");
     }
 }
+
+/// The loop charges datagrams of sessions still in ICE/DTLS to setup, the rest to forwarding;
+/// load reports carry the split so placement can price forwarding alone.
+#[test]
+fn datagrams_are_told_apart_as_handshake_or_connected_work() {
+    use media_plane::sfu::Handled;
+    let mut w = World::new();
+    let publisher = w.join("pub", "room", true);
+    let viewer = w.join("sub", "room", false);
+    w.connect_all();
+    let setup: Vec<u64> = w.peers.iter().map(|p| p.handled.get(&Handled::Setup).copied().unwrap_or(0)).collect();
+    // STUN checks, the DTLS client's flights: several each.
+    assert!(setup.iter().all(|&n| n >= 3), "handshake datagrams: {setup:?}");
+    w.run_media(50);
+    for (i, p) in w.peers.iter().enumerate() {
+        assert_eq!(p.handled.get(&Handled::Setup).copied().unwrap_or(0), setup[i], "{} after connecting", p.identity);
+        assert_eq!(p.handled.get(&Handled::Dropped), None, "{}", p.identity);
+    }
+    assert!(w.peers[publisher].handled[&Handled::Connected] >= 100, "media: {:?}", w.peers[publisher].handled);
+    assert!(w.peers[viewer].handled[&Handled::Connected] >= 1, "RTCP: {:?}", w.peers[viewer].handled);
+    assert_eq!(w.core.handle_datagram(w.now, "10.9.9.9:9".parse().unwrap(), b"junk"), Handled::Dropped);
+    let since = w.core.counters();
+    let LinkEvent::Load { setup_permille, busy_permille, connected, .. } = w.core.load_event(since, Duration::from_secs(1), 300, 450) else { panic!("not a load report") };
+    assert_eq!((busy_permille, setup_permille, connected), (300, Some(300), Some(2)), "setup is at most the busy share");
+}
