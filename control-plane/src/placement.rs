@@ -50,10 +50,13 @@ impl CoreLoad {
         busy.saturating_add((u64::from(pending) * u64::from(busy) / u64::from(base)).min(u64::from(u32::MAX)) as u32)
     }
 
-    /// Whether one more session fits: under the session capacity, and the core's thread
-    /// not expected busier than the limit (a saturated core queues delay for everyone on it).
+    /// Whether one more session fits: under the session capacity, the core's thread not
+    /// expected busier than the limit (a saturated core queues delay for everyone on it),
+    /// and not at the limit right now either. The projection leaves handshakes out because
+    /// they end; but while the core says it is at the limit, handshakes included, one more
+    /// join only adds to them.
     pub fn has_room(&self) -> bool {
-        let busy = self.busy_projected().max(self.committed_permille);
+        let busy = self.busy_projected().max(self.committed_permille).max(u32::from(self.busy_permille));
         self.load() < self.capacity && (self.busy_limit >= 1000 || busy < u32::from(self.busy_limit))
     }
 }
@@ -228,7 +231,20 @@ mod tests {
         // 60 % busy, 20 % of it handshakes, 100 connected, 150 placed: 40 % + 50 × 0.4 %.
         let core = CoreLoad { capacity: 1000, busy_permille: 600, setup_permille: 200, connected: Some(100), ..c("a", 0, 150, 120) };
         assert_eq!(core.busy_projected(), 600);
+        assert!(core.has_room());
         assert_eq!(CoreLoad { setup_permille: 0, ..core }.busy_projected(), 900);
+    }
+
+    #[test]
+    fn a_core_at_the_limit_with_handshakes_takes_no_join_until_it_reports_less() {
+        // 90 % busy, 30 % of it handshakes, all placed sessions connected: forwarding will
+        // cost 60 %, but right now the core is past the limit, and a join adds handshakes.
+        let core = CoreLoad { capacity: 1000, busy_permille: 900, setup_permille: 300, connected: Some(100), ..c("a", 0, 100, 100) };
+        assert_eq!(core.busy_projected(), 600);
+        assert!(!core.has_room());
+        // Once the handshakes are over and it says so, it takes joins again.
+        assert!(CoreLoad { busy_permille: 620, setup_permille: 20, ..core.clone() }.has_room());
+        assert!(CoreLoad { busy_limit: 1000, ..core }.has_room());
     }
 
     #[test]
