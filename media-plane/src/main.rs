@@ -64,6 +64,10 @@ struct Args {
     /// core's cache footprint grow with it (bench/RESULTS.md).
     #[arg(long, env = "NACK_HISTORY_MS", default_value_t = media_plane::sfu::NACK_HISTORY.as_millis() as u64)]
     nack_history_ms: u64,
+    /// Milliseconds between two load reports of each core. Placement reads them, so a
+    /// shorter interval lets it see a crowd of joins sooner, for a few more link messages.
+    #[arg(long, env = "LOAD_INTERVAL_MS", default_value_t = media_plane::worker::LOAD_INTERVAL.as_millis() as u64)]
+    load_interval_ms: u64,
 }
 
 fn primary_ipv4() -> Option<IpAddr> {
@@ -129,7 +133,7 @@ fn main() -> anyhow::Result<()> {
             cores: n as u32,
             nack_history: Duration::from_millis(args.nack_history_ms.max(1)),
         };
-        let (h, tx, backend) = worker::spawn(CoreSetup { config, socket, cpu: i % cpus, events: ev_tx.clone(), force_epoll: args.force_epoll, mesh: mesh.clone(), shed_after })?;
+        let (h, tx, backend) = worker::spawn(CoreSetup { config, socket, cpu: i % cpus, events: ev_tx.clone(), force_epoll: args.force_epoll, mesh: mesh.clone(), shed_after, load_interval: Duration::from_millis(args.load_interval_ms.max(10)) })?;
         tracing::info!(core = i, port = local.port(), backend = ?backend, "core started");
         if backend == Backend::Epoll && !args.force_epoll {
             tracing::warn!(core = i, "running on epoll: expect lower throughput than io_uring");

@@ -17,7 +17,7 @@ use tokio::sync::mpsc::{UnboundedReceiver, UnboundedSender};
 use crate::cross::CrossMsg;
 use crate::sfu::{Core, CoreConfig, Handled};
 
-/// Interval between two load reports of a core.
+/// Default interval between two load reports of a core.
 pub const LOAD_INTERVAL: Duration = Duration::from_secs(link::LOAD_INTERVAL_SECS);
 
 /// Most datagrams handled in one turn before timers and commands get a look.
@@ -76,12 +76,14 @@ pub struct CoreSetup {
     pub mesh: Mesh,
     /// Drop media datagrams that waited longer than this in the kernel (overload).
     pub shed_after: Option<Duration>,
+    /// Interval between two load reports ([`LOAD_INTERVAL`] by default).
+    pub load_interval: Duration,
 }
 
 /// Starts the core on its own pinned thread; returns its inbox and the I/O backend in use.
 /// The ring is created on the core's thread (io_uring with SINGLE_ISSUER belongs to it).
 pub fn spawn(setup: CoreSetup) -> std::io::Result<(std::thread::JoinHandle<()>, CoreInbox, Backend)> {
-    let CoreSetup { config, socket, cpu, events, force_epoll, mesh, shed_after } = setup;
+    let CoreSetup { config, socket, cpu, events, force_epoll, mesh, shed_after, load_interval } = setup;
     let waker = mesh.wakers.get(config.index as usize).cloned().ok_or_else(|| std::io::Error::other("core index outside the mesh"))?;
     let (tx, rx) = tokio::sync::mpsc::unbounded_channel();
     let (ready_tx, ready_rx) = std::sync::mpsc::channel();
@@ -99,7 +101,7 @@ pub fn spawn(setup: CoreSetup) -> std::io::Result<(std::thread::JoinHandle<()>, 
                     }
                 }
                 let _ = ready_tx.send(Ok(backend));
-                run(config, io, rx, events, mesh);
+                run(config, io, rx, events, mesh, load_interval);
             }
             Err(e) => {
                 let _ = ready_tx.send(Err(e));
@@ -111,7 +113,7 @@ pub fn spawn(setup: CoreSetup) -> std::io::Result<(std::thread::JoinHandle<()>, 
 }
 
 /// The core's loop; returns when the command channel closes.
-pub fn run(config: CoreConfig, mut io: BatchIo, mut commands: UnboundedReceiver<Command>, events: UnboundedSender<LinkEvent>, mesh: Mesh) {
+pub fn run(config: CoreConfig, mut io: BatchIo, mut commands: UnboundedReceiver<Command>, events: UnboundedSender<LinkEvent>, mesh: Mesh, load_interval: Duration) {
     let index = config.index;
     let Some(cross_rx) = mesh.rx.get(index as usize).cloned() else { return };
     let mut to_wake = vec![false; mesh.tx.len()];
@@ -145,7 +147,7 @@ pub fn run(config: CoreConfig, mut io: BatchIo, mut commands: UnboundedReceiver<
         if core.next_timeout().is_some_and(|t| t <= now) {
             core.handle_timeout(now);
         }
-        if now >= last_load + LOAD_INTERVAL {
+        if now >= last_load + load_interval {
             let cpu = percore::thread_cpu();
             let busy = busy_permille(cpu.saturating_sub(last_cpu), now - last_load);
             let _ = events.send(core.load_event(since, now - last_load, busy, busy_permille(std::mem::take(&mut setup), now - last_load)));
@@ -158,7 +160,7 @@ pub fn run(config: CoreConfig, mut io: BatchIo, mut commands: UnboundedReceiver<
             let _ = events.send(e);
         }
         flush_cross(&mut core, &mesh, &mut to_wake);
-        let deadline = core.next_timeout().unwrap_or(now + LOAD_INTERVAL).min(last_load + LOAD_INTERVAL);
+        let deadline = core.next_timeout().unwrap_or(now + load_interval).min(last_load + load_interval);
         // Messages already waiting from other cores: do not sleep on them.
         let deadline = if cross_rx.is_empty() { deadline } else { now };
         let r = io.turn(&mut out, Some(deadline), WORK_LIMIT, &mut |from, data| {
