@@ -108,6 +108,37 @@ impl PacketCost {
     }
 }
 
+/// Packets one published track brings into a node, as placement prices it: the highest
+/// rate over the last [`TrackRate::WINDOW`]. A publisher's rate dips for a while (its
+/// uplink congested, its camera muted, its own machine busy with a crowd of joins, which is
+/// what the load tester shows) and then comes back; pricing the dip lets a crowd in that
+/// the core cannot carry once the rate recovers.
+#[derive(Debug, Default, Clone)]
+pub struct TrackRate {
+    recent: std::collections::VecDeque<(std::time::Instant, f64)>,
+}
+
+impl TrackRate {
+    /// How long a rate is remembered.
+    pub const WINDOW: std::time::Duration = std::time::Duration::from_secs(10);
+
+    /// Takes the node's packets per published track per second, measured at `now`.
+    pub fn record(&mut self, now: std::time::Instant, pps_per_track: f64) {
+        while self.recent.front().is_some_and(|(t, _)| now.saturating_duration_since(*t) > Self::WINDOW) {
+            self.recent.pop_front();
+        }
+        if pps_per_track.is_finite() && pps_per_track > 0.0 {
+            self.recent.push_back((now, pps_per_track));
+        }
+    }
+
+    /// The rate to price a forwarded track at: the highest remembered, or `current` if
+    /// higher (0 when nothing is known).
+    pub fn priced(&self, current: f64) -> f64 {
+        self.recent.iter().map(|(_, r)| *r).fold(current.max(0.0), f64::max)
+    }
+}
+
 /// Seconds one load report covers: what the core measured, else the nominal interval (a
 /// node that does not say, or says 0). A saturated core reports late, and dividing its
 /// counts by the nominal second would overstate its packet rates.
@@ -245,6 +276,29 @@ mod tests {
         // Once the handshakes are over and it says so, it takes joins again.
         assert!(CoreLoad { busy_permille: 620, setup_permille: 20, ..core.clone() }.has_room());
         assert!(CoreLoad { busy_limit: 1000, ..core }.has_room());
+    }
+
+    #[test]
+    fn a_track_is_priced_at_its_rate_before_a_dip_until_the_window_forgets_it() {
+        let t0 = std::time::Instant::now();
+        let at = |s: u64| t0 + std::time::Duration::from_secs(s);
+        let mut rate = TrackRate::default();
+        assert_eq!(rate.priced(0.0), 0.0);
+        // 150 pkt/s per track, then a crowd joins and the publishers' rate reads 50-80.
+        rate.record(at(0), 150.0);
+        rate.record(at(1), 80.0);
+        rate.record(at(2), 50.0);
+        assert_eq!(rate.priced(50.0), 150.0);
+        // A higher current rate wins at once; nonsense is not remembered.
+        assert_eq!(rate.priced(170.0), 170.0);
+        rate.record(at(3), f64::NAN);
+        rate.record(at(3), -1.0);
+        assert_eq!(rate.priced(0.0), 150.0);
+        // Past the window, the dip is the new rate (the publishers really slowed down).
+        rate.record(at(11), 60.0);
+        assert_eq!(rate.priced(60.0), 80.0);
+        rate.record(at(13), 60.0);
+        assert_eq!(rate.priced(60.0), 60.0);
     }
 
     #[test]

@@ -11,7 +11,7 @@ use serde::Serialize;
 use tokio::sync::{mpsc, oneshot};
 
 use crate::error::ApiError;
-use crate::placement::{least_loaded, report_secs, CoreLoad, PacketCost};
+use crate::placement::{least_loaded, report_secs, CoreLoad, PacketCost, TrackRate};
 use crate::signal::ServerMsg;
 use crate::token::{unix_now, Claims, Grants, TokenKeys};
 
@@ -204,6 +204,8 @@ pub struct Node {
     pub tx: mpsc::UnboundedSender<Command>,
     /// Connection generation, to ignore a stale link's goodbye.
     pub generation: u64,
+    /// Packets per published track, as placement prices them.
+    pub track_rate: TrackRate,
 }
 
 /// Everything behind the lock.
@@ -471,7 +473,7 @@ impl App {
             let mut st = self.lock();
             let stale = sessions_on_node(&st, id);
             let cores = cores.into_iter().map(|port| CoreStatus { port, ..Default::default() }).collect();
-            st.nodes.insert(id.to_string(), Node { addresses, cores, capacity, tx, generation });
+            st.nodes.insert(id.to_string(), Node { addresses, cores, capacity, tx, generation, track_rate: TrackRate::default() });
             stale
         };
         for s in stale {
@@ -545,6 +547,10 @@ impl App {
                         c.setup_permille = setup_permille;
                         c.packet_cost.record(busy_permille, setup_permille, c.tx_pps);
                     }
+                }
+                let rate = pps_per_track(&st, node_id);
+                if let Some(n) = st.nodes.get_mut(node_id) {
+                    n.track_rate.record(std::time::Instant::now(), rate);
                 }
                 tracing::trace!(node = %node_id, core, sessions, rx_packets, tx_packets, busy_permille, "load");
             }
@@ -620,14 +626,31 @@ fn pick_core(loads: &[CoreLoad]) -> Result<(String, u32), ApiError> {
     least_loaded(loads).ok_or(if loads.is_empty() { ApiError::NoMediaNode } else { ApiError::NoCapacity })
 }
 
+/// Packets one published track brings into node `id` now, from its ingress and its rooms'
+/// published tracks (0 when it has none).
+fn pps_per_track(st: &State, id: &str) -> f64 {
+    let Some(n) = st.nodes.get(id) else { return 0.0 };
+    let tracks: usize = st
+        .rooms
+        .values()
+        .filter(|r| r.placement.as_ref().is_some_and(|(pn, _)| pn == id))
+        .flat_map(|r| r.participants.values())
+        .map(|p| p.tracks.len())
+        .sum();
+    let rx_pps: f64 = n.cores.iter().map(|c| c.rx_pps).sum();
+    if tracks > 0 {
+        rx_pps / tracks as f64
+    } else {
+        0.0
+    }
+}
+
 fn core_loads(st: &State, busy_limit: u16) -> Vec<CoreLoad> {
     let mut loads = Vec::new();
     for (id, n) in &st.nodes {
         let rooms: Vec<&Room> = st.rooms.values().filter(|r| r.placement.as_ref().is_some_and(|(pn, _)| pn == id)).collect();
-        // Packets one published track brings, from the node's ingress and its rooms' tracks.
-        let tracks: usize = rooms.iter().flat_map(|r| r.participants.values()).map(|p| p.tracks.len()).sum();
-        let rx_pps: f64 = n.cores.iter().map(|c| c.rx_pps).sum();
-        let pps_per_track = if tracks > 0 { rx_pps / tracks as f64 } else { 0.0 };
+        // Packets one published track brings, at the highest rate seen lately.
+        let pps_per_track = n.track_rate.priced(pps_per_track(st, id));
         // Per room, once: (all its published tracks, the most one participant publishes).
         let room_tracks: Vec<(usize, usize)> = rooms
             .iter()
