@@ -122,13 +122,20 @@ impl TrackRate {
     /// How long a rate is remembered.
     pub const WINDOW: std::time::Duration = std::time::Duration::from_secs(10);
 
-    /// Takes the node's packets per published track per second, measured at `now`.
+    /// Takes the node's packets per published track per second, measured at `now`. Every
+    /// core's report brings one; those within a report interval of the last kept sample
+    /// only raise it, so the window holds about one sample per second however many cores
+    /// the node has.
     pub fn record(&mut self, now: std::time::Instant, pps_per_track: f64) {
         while self.recent.front().is_some_and(|(t, _)| now.saturating_duration_since(*t) > Self::WINDOW) {
             self.recent.pop_front();
         }
-        if pps_per_track.is_finite() && pps_per_track > 0.0 {
-            self.recent.push_back((now, pps_per_track));
+        if !(pps_per_track.is_finite() && pps_per_track > 0.0) {
+            return;
+        }
+        match self.recent.back_mut() {
+            Some((t, r)) if now.saturating_duration_since(*t) < std::time::Duration::from_secs(link::LOAD_INTERVAL_SECS) => *r = r.max(pps_per_track),
+            _ => self.recent.push_back((now, pps_per_track)),
         }
     }
 
@@ -299,6 +306,12 @@ mod tests {
         assert_eq!(rate.priced(60.0), 80.0);
         rate.record(at(13), 60.0);
         assert_eq!(rate.priced(60.0), 60.0);
+        // Other cores' reports in the same second raise that second's sample, no more.
+        let later = at(13) + std::time::Duration::from_millis(400);
+        rate.record(later, 90.0);
+        rate.record(later, 70.0);
+        assert_eq!(rate.priced(0.0), 90.0);
+        assert_eq!(rate.recent.len(), 2);
     }
 
     #[test]

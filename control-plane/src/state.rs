@@ -548,8 +548,8 @@ impl App {
                         c.packet_cost.record(busy_permille, setup_permille, c.tx_pps);
                     }
                 }
-                let rate = pps_per_track(&st, node_id);
-                if let Some(n) = st.nodes.get_mut(node_id) {
+                let rate = st.nodes.get(node_id).map(|n| pps_per_track(n, rooms_on_node(&st, node_id)));
+                if let (Some(rate), Some(n)) = (rate, st.nodes.get_mut(node_id)) {
                     n.track_rate.record(std::time::Instant::now(), rate);
                 }
                 tracing::trace!(node = %node_id, core, sessions, rx_packets, tx_packets, busy_permille, "load");
@@ -626,17 +626,15 @@ fn pick_core(loads: &[CoreLoad]) -> Result<(String, u32), ApiError> {
     least_loaded(loads).ok_or(if loads.is_empty() { ApiError::NoMediaNode } else { ApiError::NoCapacity })
 }
 
-/// Packets one published track brings into node `id` now, from its ingress and its rooms'
-/// published tracks (0 when it has none).
-fn pps_per_track(st: &State, id: &str) -> f64 {
-    let Some(n) = st.nodes.get(id) else { return 0.0 };
-    let tracks: usize = st
-        .rooms
-        .values()
-        .filter(|r| r.placement.as_ref().is_some_and(|(pn, _)| pn == id))
-        .flat_map(|r| r.participants.values())
-        .map(|p| p.tracks.len())
-        .sum();
+/// Rooms placed on node `node`.
+fn rooms_on_node<'a>(st: &'a State, node: &'a str) -> impl Iterator<Item = &'a Room> + 'a {
+    st.rooms.values().filter(move |r| r.placement.as_ref().is_some_and(|(n, _)| n == node))
+}
+
+/// Packets one published track brings into node `n` now, from its ingress and the published
+/// tracks of its `rooms` (0 when it has none).
+fn pps_per_track<'a>(n: &Node, rooms: impl IntoIterator<Item = &'a Room>) -> f64 {
+    let tracks: usize = rooms.into_iter().flat_map(|r| r.participants.values()).map(|p| p.tracks.len()).sum();
     let rx_pps: f64 = n.cores.iter().map(|c| c.rx_pps).sum();
     if tracks > 0 {
         rx_pps / tracks as f64
@@ -648,9 +646,9 @@ fn pps_per_track(st: &State, id: &str) -> f64 {
 fn core_loads(st: &State, busy_limit: u16) -> Vec<CoreLoad> {
     let mut loads = Vec::new();
     for (id, n) in &st.nodes {
-        let rooms: Vec<&Room> = st.rooms.values().filter(|r| r.placement.as_ref().is_some_and(|(pn, _)| pn == id)).collect();
+        let rooms: Vec<&Room> = rooms_on_node(st, id).collect();
         // Packets one published track brings, at the highest rate seen lately.
-        let pps_per_track = n.track_rate.priced(pps_per_track(st, id));
+        let pps_per_track = n.track_rate.priced(pps_per_track(n, rooms.iter().copied()));
         // Per room, once: (all its published tracks, the most one participant publishes).
         let room_tracks: Vec<(usize, usize)> = rooms
             .iter()
@@ -691,11 +689,7 @@ fn node_of<'a>(st: &'a State, session: &str) -> Option<&'a Node> {
 }
 
 fn sessions_on_node(st: &State, node: &str) -> Vec<String> {
-    st.rooms
-        .values()
-        .filter(|r| r.placement.as_ref().is_some_and(|(n, _)| n == node))
-        .flat_map(|r| r.participants.keys().cloned())
-        .collect()
+    rooms_on_node(st, node).flat_map(|r| r.participants.keys().cloned()).collect()
 }
 
 /// `base64(HMAC-SHA1(secret, username))`, the TURN REST password coturn and our relay expect.
