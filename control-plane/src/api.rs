@@ -13,7 +13,7 @@ use serde::Deserialize;
 
 use crate::error::{from_rejection, ApiError};
 use crate::nodes::secrets_equal;
-use crate::signal::ServerMsg;
+use crate::signal::{ErrorCode, ServerMsg};
 use crate::state::{App, RoomView};
 use crate::token::Grants;
 
@@ -158,7 +158,7 @@ pub async fn kick(State(app): State<Arc<App>>, headers: HeaderMap, Path((room, i
         return Err(ApiError::NotFound(format!("participant {identity}")));
     }
     for s in sessions {
-        app.remove(&s, true, Some(ServerMsg::Error { code: "kicked".into(), message: "removed by the server".into() }));
+        app.remove(&s, true, Some(ServerMsg::error(ErrorCode::Kicked, "removed by the server")));
     }
     Ok(StatusCode::NO_CONTENT)
 }

@@ -3,6 +3,7 @@
 use axum::http::StatusCode;
 use axum::response::{IntoResponse, Response};
 use axum::Json;
+use signaling::ErrorCode;
 
 /// Every error the API returns.
 #[derive(Debug, thiserror::Error)]
@@ -56,28 +57,28 @@ pub enum ApiError {
 
 impl ApiError {
     /// HTTP status and machine-readable code.
-    pub fn parts(&self) -> (StatusCode, &'static str) {
+    pub fn parts(&self) -> (StatusCode, ErrorCode) {
         match self {
-            ApiError::BadRequest(_) => (StatusCode::BAD_REQUEST, "bad_request"),
-            ApiError::BadSdp(_) => (StatusCode::BAD_REQUEST, "bad_sdp"),
-            ApiError::Unauthorized(_) => (StatusCode::UNAUTHORIZED, "unauthorized"),
-            ApiError::TokenExpired => (StatusCode::UNAUTHORIZED, "token_expired"),
-            ApiError::Forbidden(_) => (StatusCode::FORBIDDEN, "forbidden"),
-            ApiError::RoomNotFound(_) => (StatusCode::NOT_FOUND, "room_not_found"),
-            ApiError::NotFound(_) => (StatusCode::NOT_FOUND, "not_found"),
-            ApiError::RoomExists(_) => (StatusCode::CONFLICT, "room_exists"),
-            ApiError::RoomFull(_) => (StatusCode::CONFLICT, "room_full"),
-            ApiError::PayloadTooLarge => (StatusCode::PAYLOAD_TOO_LARGE, "payload_too_large"),
-            ApiError::UnsupportedMediaType(_) => (StatusCode::UNSUPPORTED_MEDIA_TYPE, "unsupported_media_type"),
-            ApiError::NoMediaNode => (StatusCode::SERVICE_UNAVAILABLE, "no_media_node"),
-            ApiError::NoCapacity => (StatusCode::SERVICE_UNAVAILABLE, "no_capacity"),
-            ApiError::MediaTimeout => (StatusCode::GATEWAY_TIMEOUT, "media_timeout"),
-            ApiError::MethodNotAllowed => (StatusCode::METHOD_NOT_ALLOWED, "method_not_allowed"),
+            ApiError::BadRequest(_) => (StatusCode::BAD_REQUEST, ErrorCode::BadRequest),
+            ApiError::BadSdp(_) => (StatusCode::BAD_REQUEST, ErrorCode::BadSdp),
+            ApiError::Unauthorized(_) => (StatusCode::UNAUTHORIZED, ErrorCode::Unauthorized),
+            ApiError::TokenExpired => (StatusCode::UNAUTHORIZED, ErrorCode::TokenExpired),
+            ApiError::Forbidden(_) => (StatusCode::FORBIDDEN, ErrorCode::Forbidden),
+            ApiError::RoomNotFound(_) => (StatusCode::NOT_FOUND, ErrorCode::RoomNotFound),
+            ApiError::NotFound(_) => (StatusCode::NOT_FOUND, ErrorCode::NotFound),
+            ApiError::RoomExists(_) => (StatusCode::CONFLICT, ErrorCode::RoomExists),
+            ApiError::RoomFull(_) => (StatusCode::CONFLICT, ErrorCode::RoomFull),
+            ApiError::PayloadTooLarge => (StatusCode::PAYLOAD_TOO_LARGE, ErrorCode::PayloadTooLarge),
+            ApiError::UnsupportedMediaType(_) => (StatusCode::UNSUPPORTED_MEDIA_TYPE, ErrorCode::UnsupportedMediaType),
+            ApiError::NoMediaNode => (StatusCode::SERVICE_UNAVAILABLE, ErrorCode::NoMediaNode),
+            ApiError::NoCapacity => (StatusCode::SERVICE_UNAVAILABLE, ErrorCode::NoCapacity),
+            ApiError::MediaTimeout => (StatusCode::GATEWAY_TIMEOUT, ErrorCode::MediaTimeout),
+            ApiError::MethodNotAllowed => (StatusCode::METHOD_NOT_ALLOWED, ErrorCode::MethodNotAllowed),
         }
     }
 
     /// Machine-readable code, also used on the signaling WebSocket.
-    pub fn code(&self) -> &'static str {
+    pub fn code(&self) -> ErrorCode {
         self.parts().1
     }
 }
@@ -85,7 +86,7 @@ impl ApiError {
 impl IntoResponse for ApiError {
     fn into_response(self) -> Response {
         let (status, code) = self.parts();
-        let mut res = (status, Json(serde_json::json!({ "error": code, "message": self.to_string() }))).into_response();
+        let mut res = (status, Json(serde_json::json!({ "error": code.as_str(), "message": self.to_string() }))).into_response();
         if status == StatusCode::UNAUTHORIZED {
             res.headers_mut().insert("www-authenticate", axum::http::HeaderValue::from_static("Basic realm=\"conference\", Bearer"));
         }

@@ -10,111 +10,35 @@ use axum::extract::ws::{CloseFrame, Message, WebSocket};
 use axum::extract::{State, WebSocketUpgrade};
 use axum::response::Response;
 use futures_util::{SinkExt, StreamExt};
-use link::{Subscription, TrackKind};
-use serde::{Deserialize, Serialize};
+use link::Subscription;
+/// The protocol's messages, defined in the shared `signaling` crate.
+pub use signaling::{ClientMsg, ErrorCode, ServerMsg};
 use tokio::sync::mpsc;
 
 use crate::error::ApiError;
-use crate::state::{App, ParticipantView, Via};
-use crate::token::Grants;
+use crate::state::{App, Via};
 
 /// Largest signaling message accepted.
 pub const MAX_MESSAGE: usize = 256 * 1024;
 
-/// Messages from the client.
-#[derive(Debug, Deserialize)]
-#[serde(tag = "type", rename_all = "snake_case")]
-pub enum ClientMsg {
-    /// First message: the access token.
-    Join {
-        /// JWT.
-        token: String,
-    },
-    /// The client's offer (once, after `joined`).
-    Offer {
-        /// SDP.
-        sdp: String,
-    },
-    /// Answer to a server offer.
-    Answer {
-        /// SDP.
-        sdp: String,
-    },
-    /// Leave the room.
-    Leave,
-    /// Keep-alive.
-    Ping,
+/// What goes down one connection's channel: a message, or the order to close the socket.
+#[derive(Debug, Clone)]
+pub enum Outgoing {
+    /// A message to send.
+    Msg(ServerMsg),
+    /// Close the socket after sending what came before.
+    Close,
 }
 
-/// Messages to the client.
-#[derive(Debug, Clone, Serialize)]
-#[serde(tag = "type", rename_all = "snake_case")]
-pub enum ServerMsg {
-    /// Join accepted.
-    Joined {
-        /// Room.
-        room: String,
-        /// Own identity.
-        identity: String,
-        /// Own session id.
-        session: String,
-        /// Grants.
-        grants: Grants,
-        /// Others already in the room.
-        participants: Vec<ParticipantView>,
-        /// ICE servers for the RTCPeerConnection.
-        ice_servers: Vec<serde_json::Value>,
-    },
-    /// Answer to the client's offer.
-    Answer {
-        /// SDP.
-        sdp: String,
-    },
-    /// Server-initiated renegotiation.
-    Offer {
-        /// SDP.
-        sdp: String,
-    },
-    /// Someone joined.
-    ParticipantJoined {
-        /// Who.
-        participant: ParticipantView,
-    },
-    /// Someone left.
-    ParticipantLeft {
-        /// Identity.
-        identity: String,
-        /// Session id.
-        session: String,
-    },
-    /// Someone published a track.
-    TrackPublished {
-        /// Identity.
-        identity: String,
-        /// Session id (also the stream id of the track on the receiving side).
-        session: String,
-        /// Track id.
-        track: String,
-        /// Kind.
-        kind: TrackKind,
-    },
-    /// An error; `code` is machine-readable.
-    Error {
-        /// Code.
-        code: String,
-        /// Human-readable text.
-        message: String,
-    },
-    /// Reply to ping.
-    Pong,
-    /// Internal: close the socket after sending what came before.
-    #[serde(skip)]
-    Close,
+impl From<ServerMsg> for Outgoing {
+    fn from(msg: ServerMsg) -> Self {
+        Outgoing::Msg(msg)
+    }
 }
 
 impl From<&ApiError> for ServerMsg {
     fn from(e: &ApiError) -> Self {
-        ServerMsg::Error { code: e.code().into(), message: e.to_string() }
+        ServerMsg::error(e.code(), e.to_string())
     }
 }
 
@@ -129,13 +53,16 @@ fn encode(msg: &ServerMsg) -> Message {
 
 async fn serve(app: Arc<App>, socket: WebSocket) {
     let (mut sink, mut stream) = socket.split();
-    let (tx, mut rx) = mpsc::unbounded_channel::<ServerMsg>();
+    let (tx, mut rx) = mpsc::unbounded_channel::<Outgoing>();
     let writer = tokio::spawn(async move {
-        while let Some(msg) = rx.recv().await {
-            if matches!(msg, ServerMsg::Close) {
-                let _ = sink.send(Message::Close(Some(CloseFrame { code: 1000, reason: "bye".into() }))).await;
-                break;
-            }
+        while let Some(out) = rx.recv().await {
+            let msg = match out {
+                Outgoing::Msg(msg) => msg,
+                Outgoing::Close => {
+                    let _ = sink.send(Message::Close(Some(CloseFrame { code: 1000, reason: "bye".into() }))).await;
+                    break;
+                }
+            };
             if sink.send(encode(&msg)).await.is_err() {
                 break;
             }
@@ -151,12 +78,12 @@ async fn serve(app: Arc<App>, socket: WebSocket) {
         let parsed = match serde_json::from_str::<ClientMsg>(&text) {
             Ok(m) => m,
             Err(e) => {
-                let _ = tx.send(ServerMsg::Error { code: "bad_request".into(), message: format!("malformed message: {e}") });
+                let _ = tx.send(ServerMsg::error(ErrorCode::BadRequest, format!("malformed message: {e}")).into());
                 continue;
             }
         };
         if let Err(e) = handle(&app, &tx, &mut session, parsed).await {
-            let _ = tx.send(ServerMsg::from(&e));
+            let _ = tx.send(ServerMsg::from(&e).into());
         }
         if session.as_ref().is_some_and(|s| app.room_of(s).is_none()) {
             // Removed (kicked, room deleted, media lost): the notice and Close are queued.
@@ -171,7 +98,7 @@ async fn serve(app: Arc<App>, socket: WebSocket) {
     let _ = writer.await;
 }
 
-async fn handle(app: &Arc<App>, tx: &mpsc::UnboundedSender<ServerMsg>, session: &mut Option<String>, msg: ClientMsg) -> Result<(), ApiError> {
+async fn handle(app: &Arc<App>, tx: &mpsc::UnboundedSender<Outgoing>, session: &mut Option<String>, msg: ClientMsg) -> Result<(), ApiError> {
     match msg {
         ClientMsg::Join { token } => {
             if session.is_some() {
@@ -179,21 +106,24 @@ async fn handle(app: &Arc<App>, tx: &mpsc::UnboundedSender<ServerMsg>, session: 
             }
             let claims = app.keys.verify(&token)?;
             let adm = app.admit(&claims, Via::Websocket, Some(tx.clone()))?;
-            let _ = tx.send(ServerMsg::Joined {
-                room: adm.room,
-                identity: claims.sub.clone(),
-                session: adm.session.clone(),
-                grants: claims.grants,
-                participants: adm.others,
-                ice_servers: app.ice_servers(&claims.sub),
-            });
+            let _ = tx.send(
+                ServerMsg::Joined {
+                    room: adm.room,
+                    identity: claims.sub.clone(),
+                    session: adm.session.clone(),
+                    grants: claims.grants,
+                    participants: adm.others,
+                    ice_servers: app.ice_servers(&claims.sub),
+                }
+                .into(),
+            );
             *session = Some(adm.session);
             Ok(())
         }
         ClientMsg::Offer { sdp } => {
             let s = session.as_ref().ok_or_else(|| ApiError::Unauthorized("join first".into()))?;
             let answer = app.start_media(s, sdp, Subscription::All).await?;
-            let _ = tx.send(ServerMsg::Answer { sdp: answer });
+            let _ = tx.send(ServerMsg::Answer { sdp: answer }.into());
             Ok(())
         }
         ClientMsg::Answer { sdp } => {
@@ -204,11 +134,11 @@ async fn handle(app: &Arc<App>, tx: &mpsc::UnboundedSender<ServerMsg>, session: 
             if let Some(s) = session.take() {
                 app.remove(&s, true, None);
             }
-            let _ = tx.send(ServerMsg::Close);
+            let _ = tx.send(Outgoing::Close);
             Ok(())
         }
         ClientMsg::Ping => {
-            let _ = tx.send(ServerMsg::Pong);
+            let _ = tx.send(ServerMsg::Pong.into());
             Ok(())
         }
     }

@@ -6,14 +6,18 @@ use std::sync::atomic::{AtomicU64, Ordering};
 use std::sync::{Arc, Mutex, MutexGuard};
 use std::time::Duration;
 
-use link::{Command, Event as LinkEvent, Grants as LinkGrants, LeaveReason, Subscription, TrackKind};
+use link::{Command, Event as LinkEvent, Grants as LinkGrants, JoinError, LeaveReason, Subscription};
 use serde::Serialize;
+use signaling::{ErrorCode, IceServer, TrackKind};
 use tokio::sync::{mpsc, oneshot};
 
 use crate::error::ApiError;
 use crate::placement::{least_loaded, report_secs, CoreLoad, PacketCost, TrackRate};
-use crate::signal::ServerMsg;
+use crate::signal::{Outgoing, ServerMsg};
 use crate::token::{unix_now, Claims, Grants, TokenKeys};
+
+/// Connection kind, published track and participant view: the signaling messages' types.
+pub use signaling::{ParticipantView, TrackInfo, Via};
 
 /// How long a join waits for the media plane's answer.
 pub const JOIN_TIMEOUT: Duration = Duration::from_secs(10);
@@ -35,27 +39,6 @@ pub struct Settings {
     pub core_busy_limit: u16,
 }
 
-/// How a participant is connected.
-#[derive(Debug, Clone, Copy, Serialize, PartialEq, Eq)]
-#[serde(rename_all = "snake_case")]
-pub enum Via {
-    /// WebSocket signaling (web app, SDKs).
-    Websocket,
-    /// WHIP publisher.
-    Whip,
-    /// WHEP player.
-    Whep,
-}
-
-/// A published track.
-#[derive(Debug, Clone, Serialize)]
-pub struct TrackInfo {
-    /// Track id (publisher mid).
-    pub id: String,
-    /// Audio or video.
-    pub kind: TrackKind,
-}
-
 /// One participant session.
 #[derive(Debug)]
 pub struct Participant {
@@ -70,7 +53,7 @@ pub struct Participant {
     /// Published tracks.
     pub tracks: Vec<TrackInfo>,
     /// Signaling channel (WebSocket participants).
-    pub tx: Option<mpsc::UnboundedSender<ServerMsg>>,
+    pub tx: Option<mpsc::UnboundedSender<Outgoing>>,
     /// Unix time of joining.
     pub joined_at: u64,
     /// Whether the media session was created on the node.
@@ -78,21 +61,6 @@ pub struct Participant {
     /// Core of the room's node that hosts this participant: the room's core, or another
     /// core of the same node once that one is full (the room then spans cores).
     pub core: u32,
-}
-
-/// Public view of a participant.
-#[derive(Debug, Clone, Serialize)]
-pub struct ParticipantView {
-    /// Identity.
-    pub identity: String,
-    /// Session id.
-    pub session: String,
-    /// Connection kind.
-    pub via: Via,
-    /// Published tracks.
-    pub tracks: Vec<TrackInfo>,
-    /// Unix time of joining.
-    pub joined_at: u64,
 }
 
 impl Participant {
@@ -159,7 +127,7 @@ impl Room {
         for p in self.participants.values() {
             if p.session != except {
                 if let Some(tx) = &p.tx {
-                    let _ = tx.send(msg.clone());
+                    let _ = tx.send(Outgoing::Msg(msg.clone()));
                 }
             }
         }
@@ -288,7 +256,7 @@ impl App {
     }
 
     /// Admits the holder of `claims` as a new session, creating and placing the room as needed.
-    pub fn admit(&self, claims: &Claims, via: Via, tx: Option<mpsc::UnboundedSender<ServerMsg>>) -> Result<Admission, ApiError> {
+    pub fn admit(&self, claims: &Claims, via: Via, tx: Option<mpsc::UnboundedSender<Outgoing>>) -> Result<Admission, ApiError> {
         validate_name(&claims.room, "room")?;
         let mut st = self.lock();
         if !st.rooms.contains_key(&claims.room) {
@@ -311,7 +279,7 @@ impl App {
         });
         if let Some(old) = duplicate {
             drop(st);
-            self.remove(&old, true, Some(ServerMsg::Error { code: "duplicate_identity".into(), message: "replaced by a new connection".into() }));
+            self.remove(&old, true, Some(ServerMsg::error(ErrorCode::DuplicateIdentity, "replaced by a new connection")));
             st = self.lock();
         }
         let placed = {
@@ -434,8 +402,8 @@ impl App {
         let room = st.rooms.get_mut(&room_name)?;
         let p = room.participants.remove(session)?;
         if let (Some(tx), Some(n)) = (&p.tx, notice) {
-            let _ = tx.send(n);
-            let _ = tx.send(ServerMsg::Close);
+            let _ = tx.send(Outgoing::Msg(n));
+            let _ = tx.send(Outgoing::Close);
         }
         room.broadcast(session, &ServerMsg::ParticipantLeft { identity: p.identity.clone(), session: session.to_string() });
         if room.participants.is_empty() {
@@ -459,7 +427,7 @@ impl App {
             room.participants.keys().cloned().collect()
         };
         for s in sessions {
-            self.remove(&s, false, Some(ServerMsg::Error { code: "room_closed".into(), message: "the room was deleted".into() }));
+            self.remove(&s, false, Some(ServerMsg::error(ErrorCode::RoomClosed, "the room was deleted")));
         }
         self.lock().rooms.remove(name);
         Ok(())
@@ -477,7 +445,7 @@ impl App {
             stale
         };
         for s in stale {
-            self.remove(&s, false, Some(ServerMsg::Error { code: "media_lost".into(), message: "the media node restarted".into() }));
+            self.remove(&s, false, Some(ServerMsg::error(ErrorCode::MediaLost, "the media node restarted")));
         }
         (rx, generation)
     }
@@ -494,7 +462,7 @@ impl App {
         };
         tracing::warn!(node = %id, sessions = sessions.len(), "media-plane node disconnected");
         for s in sessions {
-            self.remove(&s, false, Some(ServerMsg::Error { code: "media_lost".into(), message: "the media node went away".into() }));
+            self.remove(&s, false, Some(ServerMsg::error(ErrorCode::MediaLost, "the media node went away")));
         }
     }
 
@@ -506,17 +474,22 @@ impl App {
                     let _ = tx.send(Ok(sdp));
                 }
             }
-            LinkEvent::JoinFailed { req, code, message } => {
+            LinkEvent::JoinFailed { req, error } => {
                 if let Some(tx) = self.lock().pending.remove(&req) {
-                    let err = if code == "bad_sdp" { ApiError::BadSdp(message) } else { ApiError::NoMediaNode };
+                    let err = match error {
+                        JoinError::BadSdp(message) => ApiError::BadSdp(message),
+                        JoinError::CoreFull(_) => ApiError::NoCapacity,
+                        JoinError::SessionExists(_) => ApiError::NoMediaNode,
+                    };
                     let _ = tx.send(Err(err));
                 }
             }
             LinkEvent::Offer { session, sdp } => self.to_session(&session, ServerMsg::Offer { sdp }),
             LinkEvent::AnswerFailed { session, message } => {
-                self.to_session(&session, ServerMsg::Error { code: "bad_sdp".into(), message });
+                self.to_session(&session, ServerMsg::error(ErrorCode::BadSdp, message));
             }
             LinkEvent::TrackPublished { room, session, track, kind } => {
+                let kind = track_kind(kind);
                 let mut st = self.lock();
                 let Some(r) = st.rooms.get_mut(&room) else { return };
                 let Some(p) = r.participants.get_mut(&session) else { return };
@@ -527,8 +500,8 @@ impl App {
             LinkEvent::SessionEnded { session, reason, .. } => {
                 let notice = match reason {
                     LeaveReason::Requested => None,
-                    LeaveReason::Timeout => Some(ServerMsg::Error { code: "media_timeout".into(), message: "ICE/DTLS timed out".into() }),
-                    LeaveReason::Closed => Some(ServerMsg::Error { code: "media_closed".into(), message: "the media connection closed".into() }),
+                    LeaveReason::Timeout => Some(ServerMsg::error(ErrorCode::MediaTimeout, "ICE/DTLS timed out")),
+                    LeaveReason::Closed => Some(ServerMsg::error(ErrorCode::MediaClosed, "the media connection closed")),
                 };
                 self.remove(&session, false, notice);
             }
@@ -562,7 +535,7 @@ impl App {
         let st = self.lock();
         let Some(room) = st.sessions.get(session).and_then(|r| st.rooms.get(r)) else { return };
         if let Some(tx) = room.participants.get(session).and_then(|p| p.tx.as_ref()) {
-            let _ = tx.send(msg);
+            let _ = tx.send(Outgoing::Msg(msg));
         }
     }
 
@@ -587,28 +560,36 @@ impl App {
 
     /// ICE servers for a client: STUN, and TURN over UDP, TCP and TLS with REST credentials
     /// (`<expiry>:<identity>`, `base64(HMAC-SHA1(secret, username))`) valid for the configured TTL.
-    pub fn ice_servers(&self, identity: &str) -> Vec<serde_json::Value> {
+    pub fn ice_servers(&self, identity: &str) -> Vec<IceServer> {
         let Some(t) = &self.settings.turn else { return Vec::new() };
         let host = if t.host.contains(':') && !t.host.starts_with('[') { format!("[{}]", t.host) } else { t.host.clone() };
         let username = format!("{}:{}", crate::token::unix_now() + t.ttl, identity.replace(':', "_"));
         let credential = turn_password(&t.secret, &username);
         vec![
-            serde_json::json!({ "urls": [format!("stun:{host}:{}", t.port)] }),
-            serde_json::json!({
-                "urls": [
+            IceServer { urls: vec![format!("stun:{host}:{}", t.port)], username: None, credential: None },
+            IceServer {
+                urls: vec![
                     format!("turn:{host}:{}?transport=udp", t.port),
                     format!("turn:{host}:{}?transport=tcp", t.port),
                     format!("turns:{host}:{}?transport=tcp", t.tls_port),
                 ],
-                "username": username,
-                "credential": credential,
-            }),
+                username: Some(username),
+                credential: Some(credential),
+            },
         ]
     }
 
     /// Room name of a session.
     pub fn room_of(&self, session: &str) -> Option<String> {
         self.lock().sessions.get(session).cloned()
+    }
+}
+
+/// The signaling form of a track kind from the control link.
+fn track_kind(kind: link::TrackKind) -> TrackKind {
+    match kind {
+        link::TrackKind::Audio => TrackKind::Audio,
+        link::TrackKind::Video => TrackKind::Video,
     }
 }
 

@@ -7,26 +7,8 @@ use serde::{Deserialize, Serialize};
 
 use crate::error::ApiError;
 
-/// What a token allows.
-#[derive(Debug, Clone, Copy, Serialize, Deserialize, PartialEq, Eq)]
-pub struct Grants {
-    /// May publish media.
-    #[serde(default = "yes")]
-    pub can_publish: bool,
-    /// May receive media.
-    #[serde(default = "yes")]
-    pub can_subscribe: bool,
-}
-
-fn yes() -> bool {
-    true
-}
-
-impl Default for Grants {
-    fn default() -> Self {
-        Grants { can_publish: true, can_subscribe: true }
-    }
-}
+/// What a token allows (defined with the signaling messages, which carry it in `joined`).
+pub use signaling::Grants;
 
 /// JWT claims of an access token.
 #[derive(Debug, Clone, Serialize, Deserialize, PartialEq, Eq)]

@@ -14,6 +14,7 @@ use axum::http::{header, HeaderMap, StatusCode};
 use axum::response::{IntoResponse, Response};
 use link::Subscription;
 use serde::Deserialize;
+use signaling::IceServer;
 
 use crate::api::validate_identity;
 use crate::error::{from_rejection, ApiError};
@@ -43,21 +44,21 @@ fn sdp_body(headers: &HeaderMap, body: Result<String, StringRejection>) -> Resul
 }
 
 /// RFC 9725 §4.6 `Link` headers announcing the STUN/TURN servers (with credentials).
-fn ice_links(ice_servers: &[serde_json::Value]) -> Vec<String> {
+fn ice_links(ice_servers: &[IceServer]) -> Vec<String> {
     let mut links = Vec::new();
     for server in ice_servers {
-        let creds = match (server["username"].as_str(), server["credential"].as_str()) {
+        let creds = match (&server.username, &server.credential) {
             (Some(u), Some(c)) => format!("; username=\"{u}\"; credential=\"{c}\"; credential-type=\"password\""),
             _ => String::new(),
         };
-        for url in server["urls"].as_array().into_iter().flatten().filter_map(|u| u.as_str()) {
+        for url in &server.urls {
             links.push(format!("<{url}>; rel=\"ice-server\"{creds}"));
         }
     }
     links
 }
 
-fn created(kind: &str, room: &str, session: &str, answer: String, ice_servers: &[serde_json::Value]) -> Response {
+fn created(kind: &str, room: &str, session: &str, answer: String, ice_servers: &[IceServer]) -> Response {
     let mut res = (
         StatusCode::CREATED,
         [(header::LOCATION, format!("/{kind}/{room}/{session}")), (header::CONTENT_TYPE, "application/sdp".to_string())],

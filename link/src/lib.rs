@@ -16,7 +16,7 @@ pub const SECRET_HEADER: &str = "x-node-secret";
 pub const LOAD_INTERVAL_SECS: u64 = 1;
 
 /// Version of this message set; both sides refuse a mismatch at registration.
-pub const PROTOCOL_VERSION: u32 = 1;
+pub const PROTOCOL_VERSION: u32 = 2;
 
 /// One core of a media-plane node, as announced at registration.
 #[derive(Debug, Clone, Serialize, Deserialize, PartialEq, Eq)]
@@ -109,6 +109,21 @@ pub enum LeaveReason {
     Closed,
 }
 
+/// Why a node refused a [`Command::Join`]; on the wire `{"code": ..., "detail": ...}`.
+#[derive(Debug, Clone, Serialize, Deserialize, PartialEq, Eq, thiserror::Error)]
+#[serde(tag = "code", content = "detail", rename_all = "snake_case")]
+pub enum JoinError {
+    /// A session with this id already exists on the node.
+    #[error("session {0} already exists")]
+    SessionExists(String),
+    /// The core holds as many sessions as it may (`--capacity-per-core`).
+    #[error("core {0} is at capacity")]
+    CoreFull(u32),
+    /// The SDP offer is malformed or was not accepted.
+    #[error("SDP offer rejected: {0}")]
+    BadSdp(String),
+}
+
 /// Kind of a media track.
 #[derive(Debug, Clone, Copy, Serialize, Deserialize, PartialEq, Eq, Hash)]
 #[serde(rename_all = "snake_case")]
@@ -147,10 +162,8 @@ pub enum Event {
     JoinFailed {
         /// Request id from the command.
         req: u64,
-        /// Machine-readable code, e.g. `bad_sdp`.
-        code: String,
-        /// Human-readable reason.
-        message: String,
+        /// Why.
+        error: JoinError,
     },
     /// The node needs to renegotiate with a client (tracks added or removed).
     Offer {
@@ -265,6 +278,18 @@ mod tests {
         let back: Event = serde_json::from_str(&now.to_json()).expect("round trip");
         let Event::Load { connected, interval_ms, setup_permille, .. } = back else { panic!("not a load report: {back:?}") };
         assert_eq!((connected, interval_ms, setup_permille), (Some(0), Some(1250), Some(0)));
+    }
+
+    #[test]
+    fn a_join_failure_is_typed_on_the_wire() {
+        let e = Event::JoinFailed { req: 3, error: JoinError::BadSdp("no m-lines".into()) };
+        let json = e.to_json();
+        assert_eq!(json, r#"{"type":"join_failed","req":3,"error":{"code":"bad_sdp","detail":"no m-lines"}}"#);
+        let back: Event = serde_json::from_str(&json).expect("round trip");
+        assert!(matches!(back, Event::JoinFailed { req: 3, error: JoinError::BadSdp(ref m) } if m == "no m-lines"));
+        let full = Event::JoinFailed { req: 4, error: JoinError::CoreFull(1) };
+        let back: Event = serde_json::from_str(&full.to_json()).expect("round trip");
+        assert!(matches!(back, Event::JoinFailed { error: JoinError::CoreFull(1), .. }));
     }
 
     #[test]

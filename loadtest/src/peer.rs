@@ -10,6 +10,7 @@ use std::pin::pin;
 use std::sync::Arc;
 use std::time::{Duration, Instant};
 
+use signaling::{ClientMsg, ServerMsg};
 use str0m::change::{SdpAnswer, SdpOffer, SdpPendingOffer};
 use str0m::format::Codec;
 use str0m::media::{Direction, MediaKind, Mid, Pt, Rid, Simulcast, SimulcastLayer};
@@ -29,9 +30,9 @@ pub type Ws = tokio_tungstenite::WebSocketStream<tokio_tungstenite::MaybeTlsStre
 /// cost a read syscall and a buffer fill per media packet).
 pub struct Signals {
     /// Messages from the server.
-    pub rx: tokio::sync::mpsc::UnboundedReceiver<serde_json::Value>,
+    pub rx: tokio::sync::mpsc::UnboundedReceiver<ServerMsg>,
     /// Messages to the server.
-    pub tx: tokio::sync::mpsc::UnboundedSender<serde_json::Value>,
+    pub tx: tokio::sync::mpsc::UnboundedSender<ClientMsg>,
 }
 
 /// Why a connection failed.
@@ -265,16 +266,14 @@ impl Conn {
                     }
                 }
                 m = next_signal(&mut signals) => match m {
-                    Some(v) => match v["type"].as_str() {
-                        Some("offer") => {
-                            let answer = self.accept_offer(v["sdp"].as_str().unwrap_or_default())?;
-                            if let Some(sig) = signals.as_mut() {
-                                let _ = sig.tx.send(serde_json::json!({ "type": "answer", "sdp": answer }));
-                            }
+                    Some(ServerMsg::Offer { sdp }) => {
+                        let answer = self.accept_offer(&sdp)?;
+                        if let Some(sig) = signals.as_mut() {
+                            let _ = sig.tx.send(ClientMsg::Answer { sdp: answer });
                         }
-                        Some("error") => tracing::warn!(message = %v, "server error"),
-                        _ => {}
-                    },
+                    }
+                    Some(ServerMsg::Error { code, message }) => tracing::warn!(%code, %message, "server error"),
+                    Some(_) => {}
                     None => break Err(PeerError::Ws("signaling closed".into())),
                 },
                 _ = &mut sleep => {
@@ -402,7 +401,7 @@ fn synth(size: usize, prefix: &[u8; stats::PREFIX], seq: u64, epoch: Instant, no
     payload
 }
 
-async fn next_signal(s: &mut Option<&mut Signals>) -> Option<serde_json::Value> {
+async fn next_signal(s: &mut Option<&mut Signals>) -> Option<ServerMsg> {
     match s {
         Some(s) => s.rx.recv().await,
         None => std::future::pending().await,

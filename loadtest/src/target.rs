@@ -7,6 +7,7 @@ use std::sync::{Arc, Mutex};
 use std::time::{Duration, Instant};
 
 use futures_util::{SinkExt, StreamExt};
+use signaling::{ClientMsg, ServerMsg};
 use tokio_tungstenite::tungstenite::Message;
 
 use crate::http::{Api, HttpError, Origin};
@@ -86,32 +87,42 @@ async fn ours(shared: &Shared, ctx: &Ctx, p: &Participant) -> Result<(), PeerErr
     let url = format!("wss://{}:{}/ws", api.origin.host, api.origin.port);
     let connector = shared.tls.clone().map(tokio_tungstenite::Connector::Rustls);
     let (mut ws, _) = tokio_tungstenite::connect_async_tls_with_config(url.as_str(), None, true, connector).await.map_err(|e| PeerError::Ws(e.to_string()))?;
-    ws_send(&mut ws, serde_json::json!({ "type": "join", "token": token })).await?;
-    wait_for(&mut ws, "joined").await?;
+    ws_send(&mut ws, &ClientMsg::Join { token }).await?;
+    wait_for(&mut ws, "joined", |m| matches!(m, ServerMsg::Joined { .. }).then_some(())).await?;
     let mut conn = Conn::new(shared.local_ip, shared.spec).await?;
     let sub = usize::from(p.role == Role::Subscriber);
     let (offer, pending) = conn.offer(&p.identity, p.sending(), sub, sub)?;
-    ws_send(&mut ws, serde_json::json!({ "type": "offer", "sdp": offer })).await?;
-    let answer = wait_for(&mut ws, "answer").await?;
-    conn.accept_answer(pending, answer["sdp"].as_str().unwrap_or_default())?;
+    ws_send(&mut ws, &ClientMsg::Offer { sdp: offer }).await?;
+    let answer = wait_for(&mut ws, "answer", |m| match m {
+        ServerMsg::Answer { sdp } => Some(sdp),
+        _ => None,
+    })
+    .await?;
+    conn.accept_answer(pending, &answer)?;
     // The WebSocket gets its own reader and writer tasks; the media loop sees channels.
     let (mut sink, mut stream) = ws.split();
     let (in_tx, in_rx) = tokio::sync::mpsc::unbounded_channel();
-    let (out_tx, mut out_rx) = tokio::sync::mpsc::unbounded_channel::<serde_json::Value>();
+    let (out_tx, mut out_rx) = tokio::sync::mpsc::unbounded_channel::<ClientMsg>();
     let reader = tokio::task::spawn_local(async move {
         while let Some(Ok(m)) = stream.next().await {
             if let Message::Text(t) = m {
-                if let Ok(v) = serde_json::from_str::<serde_json::Value>(&t) {
-                    if in_tx.send(v).is_err() {
-                        break;
-                    }
+                let Some(msg) = parse(&t) else { continue };
+                if in_tx.send(msg).is_err() {
+                    break;
                 }
             }
         }
     });
     let writer = tokio::task::spawn_local(async move {
-        while let Some(v) = out_rx.recv().await {
-            if sink.send(Message::text(v.to_string())).await.is_err() {
+        while let Some(msg) = out_rx.recv().await {
+            let text = match encode(&msg) {
+                Ok(t) => t,
+                Err(e) => {
+                    tracing::debug!(error = %e, "signaling message not sent");
+                    continue;
+                }
+            };
+            if sink.send(Message::text(text)).await.is_err() {
                 break;
             }
         }
@@ -119,31 +130,49 @@ async fn ours(shared: &Shared, ctx: &Ctx, p: &Participant) -> Result<(), PeerErr
     });
     let mut signals = Signals { rx: in_rx, tx: out_tx };
     let r = conn.run(p.sending(), Some(&mut signals), ctx, join_start).await;
-    let _ = signals.tx.send(serde_json::json!({ "type": "leave" }));
+    let _ = signals.tx.send(ClientMsg::Leave);
     drop(signals);
     let _ = writer.await;
     reader.abort();
     r
 }
 
-async fn ws_send(ws: &mut Ws, v: serde_json::Value) -> Result<(), PeerError> {
-    ws.send(Message::text(v.to_string())).await.map_err(|e| PeerError::Ws(e.to_string()))
+/// JSON text of a message to our server.
+fn encode(msg: &ClientMsg) -> Result<String, PeerError> {
+    serde_json::to_string(msg).map_err(|e| PeerError::Ws(format!("encoding {msg:?}: {e}")))
 }
 
-async fn wait_for(ws: &mut Ws, kind: &str) -> Result<serde_json::Value, PeerError> {
+/// A message from our server; one that does not parse (say, a type from a newer server) is
+/// logged and skipped.
+fn parse(text: &str) -> Option<ServerMsg> {
+    match serde_json::from_str(text) {
+        Ok(msg) => Some(msg),
+        Err(e) => {
+            tracing::debug!(error = %e, message = %text, "unparsed signaling message ignored");
+            None
+        }
+    }
+}
+
+async fn ws_send(ws: &mut Ws, msg: &ClientMsg) -> Result<(), PeerError> {
+    ws.send(Message::text(encode(msg)?)).await.map_err(|e| PeerError::Ws(e.to_string()))
+}
+
+/// Reads messages until `pick` takes one (named `kind` in errors); an `error` message fails.
+async fn wait_for<T>(ws: &mut Ws, kind: &str, pick: impl Fn(ServerMsg) -> Option<T>) -> Result<T, PeerError> {
     let deadline = tokio::time::Instant::now() + Duration::from_secs(20);
     loop {
         let msg = tokio::time::timeout_at(deadline, ws.next()).await.map_err(|_| PeerError::Ws(format!("no {kind} in time")))?;
         match msg {
-            Some(Ok(Message::Text(t))) => {
-                let v: serde_json::Value = serde_json::from_str(&t).unwrap_or_default();
-                if v["type"] == kind {
-                    return Ok(v);
+            Some(Ok(Message::Text(t))) => match parse(&t) {
+                Some(ServerMsg::Error { code, message }) => return Err(PeerError::Refused(format!("{code}: {message}"))),
+                Some(msg) => {
+                    if let Some(found) = pick(msg) {
+                        return Ok(found);
+                    }
                 }
-                if v["type"] == "error" {
-                    return Err(PeerError::Refused(format!("{}: {}", v["code"], v["message"])));
-                }
-            }
+                None => {}
+            },
             Some(Ok(_)) => {}
             _ => return Err(PeerError::Ws("signaling closed".into())),
         }
@@ -423,4 +452,18 @@ async fn janus(shared: &Shared, ctx: &Ctx, p: &Participant) -> Result<(), PeerEr
     };
     h.destroy().await;
     result
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn our_signaling_is_typed_and_bad_messages_are_skipped() {
+        assert_eq!(encode(&ClientMsg::Join { token: "t".into() }).unwrap(), r#"{"type":"join","token":"t"}"#);
+        assert_eq!(parse(r#"{"type":"offer","sdp":"v=0"}"#), Some(ServerMsg::Offer { sdp: "v=0".into() }));
+        assert_eq!(parse(r#"{"type":"error","code":"from_the_future","message":"m"}"#), Some(ServerMsg::error(signaling::ErrorCode::Unknown, "m")));
+        assert_eq!(parse(r#"{"type":"something_new"}"#), None);
+        assert_eq!(parse("{not json"), None);
+    }
 }

@@ -5,7 +5,6 @@
 //! sans-IO [`sfu::Core`], and sends what the core produces in one submission per turn. [`link_client`] connects the node to
 //! the control plane.
 
-pub mod cross;
 pub mod demux;
 pub mod link_client;
 pub mod rewrite;

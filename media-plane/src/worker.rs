@@ -14,7 +14,7 @@ use percore::batch::{BatchIo, Outgoing, Shed, Waker};
 use percore::Backend;
 use tokio::sync::mpsc::{UnboundedReceiver, UnboundedSender};
 
-use crate::cross::CrossMsg;
+use crate::sfu::CrossMsg;
 use crate::sfu::{Core, CoreConfig, Handled};
 
 /// Default interval between two load reports of a core.

@@ -1,0 +1,96 @@
+//! Driving the sessions' `Rtc`s: polling those touched in a turn until they have nothing
+//! left to say, reacting to their events, and removing those that ended.
+
+use std::time::Instant;
+
+use link::{Event as LinkEvent, LeaveReason};
+use str0m::{Event, IceConnectionState, Output};
+
+use super::ids::SessionKey;
+use super::outbox::Transmit;
+use super::track::DownState;
+use super::Core;
+
+impl Core {
+    /// Polls dirty sessions until none has output left, then removes ending sessions.
+    pub(super) fn drain(&mut self, now: Instant) {
+        loop {
+            while let Some(key) = self.dirty.pop() {
+                self.negotiate(key);
+                self.poll(now, key);
+                self.maybe_ending.push(key);
+            }
+            // Only sessions touched since the last drain can have started ending.
+            self.maybe_ending.sort_unstable();
+            self.maybe_ending.dedup();
+            let mut removed = false;
+            while let Some(key) = self.maybe_ending.pop() {
+                if let Some(reason) = self.sessions.get(key).and_then(|s| s.ending) {
+                    self.remove(key, reason);
+                    removed = true;
+                }
+            }
+            if !removed && self.dirty.is_empty() {
+                break;
+            }
+        }
+    }
+
+    fn poll(&mut self, now: Instant, key: SessionKey) {
+        loop {
+            let Some(s) = self.sessions.get_mut(key) else { return };
+            if s.ending.is_some() {
+                return;
+            }
+            if !s.rtc.is_alive() {
+                s.ending = Some(LeaveReason::Closed);
+                return;
+            }
+            match s.rtc.poll_output() {
+                Ok(Output::Timeout(t)) => {
+                    if s.next_timeout != t {
+                        s.next_timeout = t;
+                        self.deadlines.push(t, key);
+                    }
+                    return;
+                }
+                Ok(Output::Transmit(t)) => {
+                    self.out.transmits.push(Transmit { destination: t.destination, contents: t.contents.into() });
+                }
+                Ok(Output::Event(e)) => self.on_event(now, key, e),
+                Err(e) => {
+                    tracing::debug!(session = %s.id, error = %e, "poll_output failed");
+                    s.ending = Some(LeaveReason::Closed);
+                    return;
+                }
+            }
+        }
+    }
+
+    fn on_event(&mut self, now: Instant, key: SessionKey, e: Event) {
+        match e {
+            Event::RtpPacket(p) => self.forward(key, p),
+            Event::Connected => {
+                let s = &mut self.sessions[key];
+                s.connected = true;
+                self.out.events.push(LinkEvent::Connected { session: s.id.clone() });
+                self.dirty.push(key);
+            }
+            Event::IceConnectionStateChange(IceConnectionState::Disconnected) => {
+                self.sessions[key].ending = Some(LeaveReason::Timeout);
+            }
+            Event::Closed => {
+                self.sessions[key].ending = Some(LeaveReason::Closed);
+            }
+            Event::MediaAdded(m) => self.media_added(now, key, m.mid, m.kind, m.direction),
+            Event::KeyframeRequest(req) => {
+                let s = &self.sessions[key];
+                let up = s.downs.iter().filter_map(|d| self.downs.get(*d)).find(|d| d.state == DownState::Open(req.mid)).and_then(|d| d.up);
+                if let Some(up) = up {
+                    self.request_keyframe(now, up, req.kind);
+                }
+            }
+            _ => {}
+        }
+    }
+}

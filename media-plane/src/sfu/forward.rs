@@ -1,0 +1,141 @@
+//! Forwarding: a packet decrypted once by its publisher's `Rtc` goes to each open down-track
+//! of its up-track (header rewrite, shared payload) and once to each other core with
+//! members of the room. Nothing here allocates or copies per subscriber, and no list is
+//! moved or cloned to satisfy the borrow checker: up-tracks, down-tracks, sessions and the
+//! outbox are separate tables.
+
+use std::sync::Arc;
+use std::time::Instant;
+
+use str0m::format::PayloadParams;
+use str0m::media::{KeyframeRequestKind, MediaKind, Mid};
+use str0m::rtp::{ExtensionValues, RtpPacket, RtpWrite};
+
+use super::cross::{CrossMsg, CrossRtp, PubRef};
+use super::ids::{SessionKey, UpKey};
+use super::track::DownState;
+use super::{Core, KEYFRAME_THROTTLE};
+
+/// One received RTP packet as forwarding needs it: the publisher's header fields and the
+/// payload, shared by every subscriber.
+#[derive(Debug, Clone)]
+pub struct Packet {
+    /// Payload type as the publisher sent it.
+    pub pt: u8,
+    /// Codec parameters of that payload type.
+    pub params: PayloadParams,
+    /// Extended sequence number.
+    pub seq: u64,
+    /// RTP timestamp.
+    pub ts: u32,
+    /// Arrival time at the publisher's core.
+    pub wallclock: Instant,
+    /// Marker bit.
+    pub marker: bool,
+    /// Header extension values that are forwarded.
+    pub ext: ExtensionValues,
+    /// The payload.
+    pub payload: Arc<[u8]>,
+}
+
+impl Core {
+    /// The up-track of session `key` with publisher-side `mid`.
+    pub(super) fn up_by_mid(&self, key: SessionKey, mid: Mid) -> Option<UpKey> {
+        let s = self.sessions.get(key)?;
+        s.ups.iter().copied().find(|u| self.ups.get(*u).is_some_and(|t| t.mid == mid))
+    }
+
+    /// Hands one received RTP packet to every subscriber of its track, here and on every
+    /// other core with members of the room.
+    pub(super) fn forward(&mut self, key: SessionKey, p: RtpPacket) {
+        let Some(s) = self.sessions.get_mut(key) else { return };
+        let Some(mid) = s.rtc.direct_api().stream_rx(&p.header.ssrc).map(|rx| rx.mid()) else { return };
+        let Some(params) = s.rtc.codec_config().find(|pp| pp.pt() == p.header.payload_type).copied() else { return };
+        let Some(up) = s.ups.iter().copied().find(|u| self.ups.get(*u).is_some_and(|t| t.mid == mid)) else { return };
+        self.counters.rx_rtp += 1;
+        let packet = Packet {
+            pt: *p.header.payload_type,
+            params,
+            seq: *p.seq_no,
+            ts: p.header.timestamp,
+            wallclock: p.timestamp,
+            marker: p.header.marker,
+            ext: ExtensionValues {
+                audio_level: p.header.ext_vals.audio_level,
+                voice_activity: p.header.ext_vals.voice_activity,
+                video_orientation: p.header.ext_vals.video_orientation,
+                ..Default::default()
+            },
+            payload: p.payload,
+        };
+        // Only rooms that span cores pay for the lookup. One message per remote core, not per
+        // remote subscriber; the payload is shared.
+        if !self.room_cores.is_empty() {
+            if let Some(cores) = self.room_cores.get(&s.room) {
+                let from = PubRef { core: self.cfg.index, key, serial: s.serial };
+                for &c in cores {
+                    let r = CrossRtp { from, mid, packet: packet.clone() };
+                    self.out.cross.push((c, CrossMsg::Rtp(Box::new(r))));
+                }
+            }
+        }
+        self.fan_out(up, &packet);
+    }
+
+    /// Writes one packet of an up-track to each of its open down-tracks on this core.
+    pub(super) fn fan_out(&mut self, up: UpKey, pkt: &Packet) {
+        let Some(track) = self.ups.get(up) else { return };
+        let nackable = track.kind == MediaKind::Video;
+        let clock_rate = pkt.params.spec().clock_rate.get();
+        for &dk in &track.downs {
+            let Some(down) = self.downs.get_mut(dk) else { continue };
+            let DownState::Open(sub_mid) = down.state else { continue };
+            let Some(sub) = self.sessions.get_mut(down.subscriber) else { continue };
+            let pt = match down.rewrite.pt(pkt.pt) {
+                Some(o) => o,
+                None => {
+                    let Some(local) = sub.rtc.codec_config().match_params(pkt.params) else { continue };
+                    let o = *local.pt();
+                    down.rewrite.map_pt(pkt.pt, o);
+                    o
+                }
+            };
+            let Some((seq, ts)) = down.rewrite.map(pkt.seq, pkt.ts, pkt.wallclock, clock_rate) else { continue };
+            let mut api = sub.rtc.direct_api();
+            let Some(tx) = api.stream_tx_by_mid(sub_mid, None) else { continue };
+            tx.write_rtp(
+                RtpWrite::new(pt.into(), seq.into(), ts, pkt.wallclock, pkt.payload.clone())
+                    .marker(pkt.marker)
+                    .ext_vals(pkt.ext.clone())
+                    .nackable(nackable),
+            );
+            self.counters.tx_rtp += 1;
+            // str0m releases written packets on its next timeout, so rather than polling the
+            // subscriber now (which would only return that deadline) make it due at once.
+            if sub.next_timeout > pkt.wallclock {
+                sub.next_timeout = pkt.wallclock;
+                self.deadlines.push(pkt.wallclock, down.subscriber);
+            }
+        }
+    }
+
+    /// Asks the publisher of an up-track for a keyframe (video only, throttled per track);
+    /// a shadow passes the request to the publisher's core.
+    pub(super) fn request_keyframe(&mut self, now: Instant, up: UpKey, kind: KeyframeRequestKind) {
+        let Some(t) = self.ups.get_mut(up) else { return };
+        if t.kind != MediaKind::Video || t.last_keyframe_request.is_some_and(|last| now < last + KEYFRAME_THROTTLE) {
+            return;
+        }
+        t.last_keyframe_request = Some(now);
+        let (owner, mid) = (t.owner, t.mid);
+        let Some(p) = self.sessions.get_mut(owner) else { return };
+        if let Some(origin) = p.shadow {
+            self.out.cross.push((origin.core, CrossMsg::Keyframe { to: origin, mid, kind }));
+            return;
+        }
+        if let Some(rx) = p.rtc.direct_api().stream_rx_by_mid(mid, None) {
+            rx.request_keyframe(kind);
+            self.dirty.push(owner);
+        }
+    }
+}
