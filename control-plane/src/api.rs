@@ -104,6 +104,9 @@ pub struct TokenRequest {
     /// May subscribe (default true).
     #[serde(default = "yes")]
     pub can_subscribe: bool,
+    /// Receives everyone's tracks without subscribing (default true).
+    #[serde(default = "yes")]
+    pub auto_subscribe: bool,
     /// Lifetime in seconds (default 6 hours).
     #[serde(default = "default_ttl")]
     pub ttl_seconds: u64,
@@ -141,7 +144,7 @@ pub async fn create_token(
     if !app.lock().rooms.contains_key(&room) {
         return Err(ApiError::RoomNotFound(room));
     }
-    let grants = Grants { can_publish: body.can_publish, can_subscribe: body.can_subscribe };
+    let grants = Grants { can_publish: body.can_publish, can_subscribe: body.can_subscribe, auto_subscribe: body.auto_subscribe };
     let token = app.keys.mint(&room, &body.identity, grants, body.ttl_seconds)?;
     Ok((StatusCode::CREATED, Json(serde_json::json!({ "token": token }))))
 }

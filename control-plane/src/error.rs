@@ -53,6 +53,12 @@ pub enum ApiError {
     /// The method is not supported on this resource.
     #[error("method not allowed")]
     MethodNotAllowed,
+    /// A subscription names a track not published in the subscriber's room.
+    #[error("track {0} not found in this room")]
+    TrackNotFound(String),
+    /// Subscription settings out of range.
+    #[error("{0}")]
+    BadSettings(String),
 }
 
 impl ApiError {
@@ -74,6 +80,8 @@ impl ApiError {
             ApiError::NoCapacity => (StatusCode::SERVICE_UNAVAILABLE, ErrorCode::NoCapacity),
             ApiError::MediaTimeout => (StatusCode::GATEWAY_TIMEOUT, ErrorCode::MediaTimeout),
             ApiError::MethodNotAllowed => (StatusCode::METHOD_NOT_ALLOWED, ErrorCode::MethodNotAllowed),
+            ApiError::TrackNotFound(_) => (StatusCode::NOT_FOUND, ErrorCode::TrackNotFound),
+            ApiError::BadSettings(_) => (StatusCode::BAD_REQUEST, ErrorCode::BadSettings),
         }
     }
 

@@ -11,6 +11,7 @@ pub mod placement;
 pub mod server;
 pub mod signal;
 pub mod state;
+pub mod subscribe;
 pub mod token;
 pub mod web;
 pub mod whip;

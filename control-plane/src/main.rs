@@ -65,6 +65,9 @@ enum Cmd {
         /// Deny subscribing.
         #[arg(long)]
         no_subscribe: bool,
+        /// Receive only the tracks the client subscribes to (auto-subscribe off).
+        #[arg(long)]
+        no_auto_subscribe: bool,
         #[command(flatten)]
         server: ServerArgs,
     },
@@ -110,10 +113,10 @@ async fn main() -> anyhow::Result<()> {
         relay_bin: None,
         no_relay: false,
     }) {
-        Cmd::Token { room, identity, ttl_seconds, no_publish, no_subscribe, server } => {
+        Cmd::Token { room, identity, ttl_seconds, no_publish, no_subscribe, no_auto_subscribe, server } => {
             let cfg = server.resolve(false)?;
             let keys = TokenKeys::new(&cfg.api_key, &cfg.api_secret);
-            let grants = Grants { can_publish: !no_publish, can_subscribe: !no_subscribe };
+            let grants = Grants { can_publish: !no_publish, can_subscribe: !no_subscribe, auto_subscribe: !no_auto_subscribe };
             println!("{}", keys.mint(&room, &identity, grants, ttl_seconds).map_err(|e| anyhow::anyhow!("{e}"))?);
             Ok(())
         }

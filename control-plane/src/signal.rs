@@ -2,7 +2,9 @@
 //!
 //! The client joins with a token, sends one SDP offer for what it publishes, and answers the
 //! server's offers whenever other participants' tracks come or go. The server is the only
-//! side that renegotiates after the first offer, so there is no glare.
+//! side that renegotiates after the first offer, so there is no glare. After its offer it may
+//! `subscribe` and `unsubscribe` to single tracks ([`crate::subscribe`]); with auto-subscribe
+//! off (token grant or `join` flag) it receives only those.
 
 use std::sync::Arc;
 
@@ -10,7 +12,7 @@ use axum::extract::ws::{CloseFrame, Message, WebSocket};
 use axum::extract::{State, WebSocketUpgrade};
 use axum::response::Response;
 use futures_util::{SinkExt, StreamExt};
-use link::Subscription;
+use link::{Subscription, TrackSettings};
 /// The protocol's messages, defined in the shared `signaling` crate.
 pub use signaling::{ClientMsg, ErrorCode, ServerMsg};
 use tokio::sync::mpsc;
@@ -68,7 +70,7 @@ async fn serve(app: Arc<App>, socket: WebSocket) {
             }
         }
     });
-    let mut session: Option<String> = None;
+    let mut conn = Conn::default();
     while let Some(Ok(msg)) = stream.next().await {
         let text = match msg {
             Message::Text(t) => t,
@@ -82,26 +84,48 @@ async fn serve(app: Arc<App>, socket: WebSocket) {
                 continue;
             }
         };
-        if let Err(e) = handle(&app, &tx, &mut session, parsed).await {
+        if let Err(e) = handle(&app, &tx, &mut conn, parsed).await {
             let _ = tx.send(ServerMsg::from(&e).into());
         }
-        if session.as_ref().is_some_and(|s| app.room_of(s).is_none()) {
+        if conn.session.as_ref().is_some_and(|s| app.room_of(s).is_none()) {
             // Removed (kicked, room deleted, media lost): the notice and Close are queued.
-            session = None;
+            conn.session = None;
             break;
         }
     }
-    if let Some(s) = session {
+    if let Some(s) = conn.session {
         app.remove(&s, true, None);
     }
     drop(tx);
     let _ = writer.await;
 }
 
-async fn handle(app: &Arc<App>, tx: &mpsc::UnboundedSender<Outgoing>, session: &mut Option<String>, msg: ClientMsg) -> Result<(), ApiError> {
+/// What one connection knows about itself.
+#[derive(Debug)]
+struct Conn {
+    /// Its session, once joined.
+    session: Option<String>,
+    /// Receives every other participant's tracks without subscribing (token and `join` agree).
+    auto_subscribe: bool,
+}
+
+impl Default for Conn {
+    fn default() -> Self {
+        Conn { session: None, auto_subscribe: true }
+    }
+}
+
+impl Conn {
+    /// The session, or `unauthorized` before `join`.
+    fn joined(&self) -> Result<&str, ApiError> {
+        self.session.as_deref().ok_or_else(|| ApiError::Unauthorized("join first".into()))
+    }
+}
+
+async fn handle(app: &Arc<App>, tx: &mpsc::UnboundedSender<Outgoing>, conn: &mut Conn, msg: ClientMsg) -> Result<(), ApiError> {
     match msg {
-        ClientMsg::Join { token } => {
-            if session.is_some() {
+        ClientMsg::Join { token, auto_subscribe } => {
+            if conn.session.is_some() {
                 return Err(ApiError::BadRequest("already joined".into()));
             }
             let claims = app.keys.verify(&token)?;
@@ -117,21 +141,21 @@ async fn handle(app: &Arc<App>, tx: &mpsc::UnboundedSender<Outgoing>, session: &
                 }
                 .into(),
             );
-            *session = Some(adm.session);
+            conn.session = Some(adm.session);
+            conn.auto_subscribe = claims.grants.auto_subscribe && auto_subscribe.unwrap_or(true);
             Ok(())
         }
         ClientMsg::Offer { sdp } => {
-            let s = session.as_ref().ok_or_else(|| ApiError::Unauthorized("join first".into()))?;
-            let answer = app.start_media(s, sdp, Subscription::All).await?;
+            let subscription = if conn.auto_subscribe { Subscription::All } else { Subscription::Chosen };
+            let answer = app.start_media(conn.joined()?, sdp, subscription, TrackSettings::default()).await?;
             let _ = tx.send(ServerMsg::Answer { sdp: answer }.into());
             Ok(())
         }
-        ClientMsg::Answer { sdp } => {
-            let s = session.as_ref().ok_or_else(|| ApiError::Unauthorized("join first".into()))?;
-            app.client_answer(s, sdp)
-        }
+        ClientMsg::Answer { sdp } => app.client_answer(conn.joined()?, sdp),
+        ClientMsg::Subscribe { tracks, settings } => app.subscribe(conn.joined()?, &tracks, settings),
+        ClientMsg::Unsubscribe { tracks } => app.unsubscribe(conn.joined()?, &tracks),
         ClientMsg::Leave => {
-            if let Some(s) = session.take() {
+            if let Some(s) = conn.session.take() {
                 app.remove(&s, true, None);
             }
             let _ = tx.send(Outgoing::Close);

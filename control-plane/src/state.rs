@@ -6,7 +6,7 @@ use std::sync::atomic::{AtomicU64, Ordering};
 use std::sync::{Arc, Mutex, MutexGuard};
 use std::time::Duration;
 
-use link::{Command, Event as LinkEvent, Grants as LinkGrants, JoinError, LeaveReason, Subscription};
+use link::{Command, Event as LinkEvent, Grants as LinkGrants, JoinError, LeaveReason, Subscription, TrackSettings};
 use serde::Serialize;
 use signaling::{ErrorCode, IceServer, TrackKind};
 use tokio::sync::{mpsc, oneshot};
@@ -331,7 +331,8 @@ impl App {
     }
 
     /// Asks the room's node to create the media session from `offer`; returns the SDP answer.
-    pub async fn start_media(&self, session: &str, offer: String, subscription: Subscription) -> Result<String, ApiError> {
+    /// `video` is how the session wants each video track it receives, until it says otherwise.
+    pub async fn start_media(&self, session: &str, offer: String, subscription: Subscription, video: TrackSettings) -> Result<String, ApiError> {
         if offer.len() < 10 || !offer.starts_with("v=") {
             return Err(ApiError::BadSdp("body is not an SDP offer".into()));
         }
@@ -355,6 +356,7 @@ impl App {
                 identity: p.identity.clone(),
                 grants: LinkGrants { publish: p.grants.can_publish, subscribe: p.grants.can_subscribe },
                 subscription,
+                video,
                 offer,
             };
             let node = st.nodes.get(&node_id).ok_or(ApiError::NoMediaNode)?;
@@ -505,6 +507,10 @@ impl App {
                 };
                 self.remove(&session, false, notice);
             }
+            LinkEvent::TrackPaused { session, publisher, track, paused } => {
+                self.to_session(&session, ServerMsg::TrackPaused { session: publisher, track, paused });
+            }
+            LinkEvent::LayersWanted { session, track, rids } => self.to_session(&session, ServerMsg::LayersWanted { track, rids }),
             LinkEvent::Connected { session } => tracing::debug!(%session, "media connected"),
             LinkEvent::Load { core, sessions, rx_packets, tx_packets, busy_permille, connected, interval_ms, setup_permille } => {
                 let mut st = self.lock();
@@ -665,7 +671,8 @@ fn node_of_room<'a>(st: &'a State, room: &str) -> Option<&'a Node> {
     st.nodes.get(node)
 }
 
-fn node_of<'a>(st: &'a State, session: &str) -> Option<&'a Node> {
+/// The node hosting `session`'s room.
+pub(crate) fn node_of<'a>(st: &'a State, session: &str) -> Option<&'a Node> {
     node_of_room(st, st.sessions.get(session)?)
 }
 

@@ -88,9 +88,23 @@ mod tests {
     #[test]
     fn round_trip() {
         let k = TokenKeys::new("key", "secret-secret-secret-secret-1234");
-        let t = k.mint("room", "alice", Grants { can_publish: false, can_subscribe: true }, 60).unwrap();
+        let t = k.mint("room", "alice", Grants { can_publish: false, auto_subscribe: false, ..Grants::default() }, 60).unwrap();
         let c = k.verify(&t).unwrap();
-        assert_eq!((c.room.as_str(), c.sub.as_str(), c.grants.can_publish), ("room", "alice", false));
+        assert_eq!((c.room.as_str(), c.sub.as_str(), c.grants.can_publish, c.grants.can_subscribe, c.grants.auto_subscribe), ("room", "alice", false, true, false));
+    }
+
+    #[test]
+    fn a_token_minted_before_auto_subscribe_existed_auto_subscribes() {
+        let secret = "secret-secret-secret-secret-1234";
+        let now = unix_now();
+        let old = serde_json::json!({
+            "iss": "key", "sub": "alice", "room": "room",
+            "grants": {"can_publish": true, "can_subscribe": false},
+            "iat": now, "nbf": now - 1, "exp": now + 60,
+        });
+        let t = encode(&Header::new(Algorithm::HS256), &old, &EncodingKey::from_secret(secret.as_bytes())).unwrap();
+        let c = TokenKeys::new("key", secret).verify(&t).unwrap();
+        assert_eq!(c.grants, Grants { can_publish: true, can_subscribe: false, auto_subscribe: true });
     }
 
     #[test]

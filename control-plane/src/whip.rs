@@ -8,17 +8,18 @@
 
 use std::sync::Arc;
 
-use axum::extract::rejection::StringRejection;
+use axum::extract::rejection::{QueryRejection, StringRejection};
 use axum::extract::{Path, Query, State};
 use axum::http::{header, HeaderMap, StatusCode};
 use axum::response::{IntoResponse, Response};
-use link::Subscription;
+use link::{Subscription, TrackSettings};
 use serde::Deserialize;
-use signaling::IceServer;
+use signaling::{IceServer, Quality};
 
 use crate::api::validate_identity;
 use crate::error::{from_rejection, ApiError};
 use crate::state::{App, Via};
+use crate::subscribe::link_quality;
 use crate::token::Claims;
 
 fn bearer(app: &App, headers: &HeaderMap, room: &str) -> Result<Claims, ApiError> {
@@ -73,10 +74,17 @@ fn created(kind: &str, room: &str, session: &str, answer: String, ice_servers: &
     res
 }
 
-async fn start(app: &Arc<App>, claims: &Claims, via: Via, offer: String, sub: impl FnOnce() -> Result<Subscription, ApiError>) -> Result<(String, String), ApiError> {
+async fn start(
+    app: &Arc<App>,
+    claims: &Claims,
+    via: Via,
+    offer: String,
+    sub: impl FnOnce() -> Result<Subscription, ApiError>,
+    video: TrackSettings,
+) -> Result<(String, String), ApiError> {
     let subscription = sub()?;
     let adm = app.admit(claims, via, None)?;
-    match app.start_media(&adm.session, offer, subscription).await {
+    match app.start_media(&adm.session, offer, subscription, video).await {
         Ok(answer) => Ok((adm.session, answer)),
         Err(e) => {
             app.remove(&adm.session, true, None);
@@ -92,7 +100,7 @@ pub async fn whip_post(State(app): State<Arc<App>>, Path(room): Path<String>, he
         return Err(ApiError::Forbidden("token lacks the can_publish grant".into()));
     }
     let offer = sdp_body(&headers, body)?;
-    let (session, answer) = start(&app, &claims, Via::Whip, offer, || Ok(Subscription::None)).await?;
+    let (session, answer) = start(&app, &claims, Via::Whip, offer, || Ok(Subscription::None), TrackSettings::default()).await?;
     Ok(created("whip", &room, &session, answer, &app.ice_servers(&claims.sub)))
 }
 
@@ -101,13 +109,29 @@ pub async fn whip_post(State(app): State<Arc<App>>, Path(room): Path<String>, he
 pub struct WhepQuery {
     /// Identity of the publisher to play (default: the room's first video publisher).
     pub participant: Option<String>,
+    /// Highest simulcast layer to play: `low`, `medium` or `high` (default: the best that fits).
+    pub layer: Option<String>,
+    /// Alias of `layer`.
+    pub quality: Option<String>,
+}
+
+impl WhepQuery {
+    /// The video settings the player asks for: its `layer` (or `quality`), if any.
+    pub fn video(&self) -> Result<TrackSettings, ApiError> {
+        let parse = |v: &Option<String>| v.as_deref().map(str::parse::<Quality>).transpose().map_err(|e| ApiError::BadRequest(e.to_string()));
+        let quality = match (parse(&self.layer)?, parse(&self.quality)?) {
+            (Some(a), Some(b)) if a != b => return Err(ApiError::BadRequest("layer and quality disagree".into())),
+            (a, b) => a.or(b),
+        };
+        Ok(TrackSettings { quality: quality.map(link_quality), ..TrackSettings::default() })
+    }
 }
 
 /// `POST /whep/{room}`: play one publisher's audio and video.
 pub async fn whep_post(
     State(app): State<Arc<App>>,
     Path(room): Path<String>,
-    Query(q): Query<WhepQuery>,
+    query: Result<Query<WhepQuery>, QueryRejection>,
     headers: HeaderMap,
     body: Result<String, StringRejection>,
 ) -> Result<Response, ApiError> {
@@ -115,6 +139,8 @@ pub async fn whep_post(
     if !claims.grants.can_subscribe {
         return Err(ApiError::Forbidden("token lacks the can_subscribe grant".into()));
     }
+    let Query(q) = query.map_err(|e| ApiError::BadRequest(e.body_text()))?;
+    let video = q.video()?;
     if let Some(p) = &q.participant {
         validate_identity(p)?;
     }
@@ -122,7 +148,7 @@ pub async fn whep_post(
     let (publisher, identity) = app.find_publisher(&room, q.participant.as_deref())?;
     // The player follows the identity: a broadcaster that reconnects (a new session under
     // the same identity) takes over the player's m-lines, its numbering continued.
-    let (session, answer) = start(&app, &claims, Via::Whep, offer, || Ok(Subscription::Only { publisher, identity: Some(identity) })).await?;
+    let (session, answer) = start(&app, &claims, Via::Whep, offer, || Ok(Subscription::Only { publisher, identity: Some(identity) }), video).await?;
     Ok(created("whep", &room, &session, answer, &app.ice_servers(&claims.sub)))
 }
 

@@ -53,6 +53,47 @@ pub enum Subscription {
     },
     /// Nothing (WHIP publishers).
     None,
+    /// Only the tracks named by [`Command::Subscribe`] (auto-subscribe off).
+    Chosen,
+}
+
+/// A simulcast layer a subscriber asks for at most, lowest to highest.
+#[derive(Debug, Clone, Copy, Serialize, Deserialize, PartialEq, Eq, PartialOrd, Ord, Hash)]
+#[serde(rename_all = "snake_case")]
+pub enum Quality {
+    /// The lowest layer.
+    Low,
+    /// The middle layer (the lowest of two).
+    Medium,
+    /// The highest layer.
+    High,
+}
+
+/// How a subscriber wants one video track (audio ignores all but `enabled`).
+#[derive(Debug, Clone, Copy, Serialize, Deserialize, PartialEq, Eq)]
+pub struct TrackSettings {
+    /// Send it at all; a disabled track stays subscribed and costs no per-packet work.
+    #[serde(default = "enabled_by_default")]
+    pub enabled: bool,
+    /// Largest width the client renders it at; the highest layer that fits is chosen.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub max_width: Option<u32>,
+    /// Largest height the client renders it at.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub max_height: Option<u32>,
+    /// Highest layer wanted.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub quality: Option<Quality>,
+}
+
+fn enabled_by_default() -> bool {
+    true
+}
+
+impl Default for TrackSettings {
+    fn default() -> Self {
+        TrackSettings { enabled: true, max_width: None, max_height: None, quality: None }
+    }
 }
 
 /// Commands from the control plane to a media-plane node.
@@ -75,8 +116,31 @@ pub enum Command {
         grants: Grants,
         /// What this session receives.
         subscription: Subscription,
+        /// How it wants each video track it receives, until told otherwise per track.
+        #[serde(default)]
+        video: TrackSettings,
         /// The client's SDP offer.
         offer: String,
+    },
+    /// Subscribe a session to one published track, or change how it receives it.
+    Subscribe {
+        /// The subscribing session.
+        session: String,
+        /// The publishing session (in the same room; the control plane checks).
+        publisher: String,
+        /// The publisher's track id (as in [`Event::TrackPublished`]).
+        track: String,
+        /// How it wants the track.
+        settings: TrackSettings,
+    },
+    /// Stop sending one published track to a session.
+    Unsubscribe {
+        /// The subscribing session.
+        session: String,
+        /// The publishing session.
+        publisher: String,
+        /// The publisher's track id.
+        track: String,
     },
     /// The client's SDP answer to a server-initiated offer ([`Event::Offer`]).
     Answer {
@@ -199,6 +263,28 @@ pub enum Event {
         /// Why.
         reason: LeaveReason,
     },
+    /// A subscriber's video track was paused (it does not fit the subscriber's bandwidth even
+    /// at its lowest layer) or resumed.
+    TrackPaused {
+        /// The subscribing session.
+        session: String,
+        /// The publishing session.
+        publisher: String,
+        /// The publisher's track id.
+        track: String,
+        /// Paused (true) or resumed (false).
+        paused: bool,
+    },
+    /// Which simulcast layers of a published track someone receives (dynacast): the
+    /// publisher may pause the others.
+    LayersWanted {
+        /// The publishing session.
+        session: String,
+        /// Its track id.
+        track: String,
+        /// The rids of the layers wanted; empty when no one wants the track.
+        rids: Vec<String>,
+    },
     /// The DTLS connection of a session is up.
     Connected {
         /// Session id.
@@ -262,6 +348,7 @@ mod tests {
             identity: "i".into(),
             grants: Grants { publish: true, subscribe: false },
             subscription: Subscription::Only { publisher: "p".into(), identity: Some("alice".into()) },
+            video: TrackSettings { quality: Some(Quality::Low), ..Default::default() },
             offer: "v=0".into(),
         };
         let back: Command = serde_json::from_str(&c.to_json()).unwrap();
@@ -290,6 +377,16 @@ mod tests {
         let full = Event::JoinFailed { req: 4, error: JoinError::CoreFull(1) };
         let back: Event = serde_json::from_str(&full.to_json()).expect("round trip");
         assert!(matches!(back, Event::JoinFailed { error: JoinError::CoreFull(1), .. }));
+    }
+
+    #[test]
+    fn track_settings_default_to_enabled_with_no_limit() {
+        let s: TrackSettings = serde_json::from_str("{}").expect("empty settings parse");
+        assert_eq!(s, TrackSettings::default());
+        assert!(s.enabled);
+        let c: Command = serde_json::from_str(r#"{"type":"subscribe","session":"a","publisher":"b","track":"1","settings":{"max_width":320,"quality":"medium"}}"#).expect("subscribe parses");
+        assert!(matches!(c, Command::Subscribe { settings: TrackSettings { enabled: true, max_width: Some(320), max_height: None, quality: Some(Quality::Medium) }, .. }));
+        assert!(serde_json::from_str::<Command>(r#"{"type":"subscribe","session":"a","publisher":"b","track":"1","settings":{"quality":"ultra"}}"#).is_err());
     }
 
     #[test]

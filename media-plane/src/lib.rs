@@ -5,9 +5,13 @@
 //! sans-IO [`sfu::Core`], and sends what the core produces in one submission per turn. [`link_client`] connects the node to
 //! the control plane.
 
+pub mod allocate;
+pub mod codec;
 pub mod demux;
+pub mod layers;
 pub mod link_client;
 pub mod rewrite;
 pub mod sfu;
 pub mod sim;
+pub mod vp8munge;
 pub mod worker;

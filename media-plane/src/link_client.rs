@@ -120,7 +120,9 @@ fn route(cmd: Command, cores: &[CoreInbox], session_core: &mut HashMap<String, u
             session_core.insert(session.clone(), c);
             Some(c)
         }
-        Command::Answer { session, .. } | Command::Leave { session } => session_core.get(session).copied(),
+        Command::Answer { session, .. } | Command::Leave { session } | Command::Subscribe { session, .. } | Command::Unsubscribe { session, .. } => {
+            session_core.get(session).copied()
+        }
         Command::CloseRoom { .. } => None,
     };
     match target {

@@ -68,6 +68,10 @@ struct Args {
     /// shorter interval lets it see a crowd of joins sooner, for a few more link messages.
     #[arg(long, env = "LOAD_INTERVAL_MS", default_value_t = media_plane::worker::LOAD_INTERVAL.as_millis() as u64)]
     load_interval_ms: u64,
+    /// Send-side bandwidth estimation toward each subscriber starts from this estimate
+    /// (kbit/s); each subscriber's video layers are chosen to fit it. 0 turns estimation off.
+    #[arg(long, env = "BWE_INITIAL_KBPS", default_value_t = media_plane::sfu::BWE_INITIAL / 1000)]
+    bwe_initial_kbps: u64,
 }
 
 fn primary_ipv4() -> Option<IpAddr> {
@@ -132,6 +136,7 @@ fn main() -> anyhow::Result<()> {
             connect_timeout: Duration::from_secs(30),
             cores: n as u32,
             nack_history: Duration::from_millis(args.nack_history_ms.max(1)),
+            bwe_initial: args.bwe_initial_kbps.saturating_mul(1000),
         };
         let (h, tx, backend) = worker::spawn(CoreSetup { config, socket, cpu: i % cpus, events: ev_tx.clone(), force_epoll: args.force_epoll, mesh: mesh.clone(), shed_after, load_interval: Duration::from_millis(args.load_interval_ms.max(10)) })?;
         tracing::info!(core = i, port = local.port(), backend = ?backend, "core started");

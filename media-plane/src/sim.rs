@@ -7,10 +7,11 @@ use std::net::SocketAddr;
 use std::time::{Duration, Instant};
 
 use link::{Command, Event as LinkEvent, Grants, LeaveReason, Subscription};
+use crate::codec::{self, FrameInfo, VideoCodec};
 use crate::sfu::{Core, CoreConfig, Handled};
 use str0m::change::{SdpAnswer, SdpOffer, SdpPendingOffer};
 use str0m::format::Codec;
-use str0m::media::{Direction, MediaKind, Mid};
+use str0m::media::{Direction, MediaKind, Mid, Rid, Simulcast, SimulcastLayer};
 use str0m::net::{Protocol, Receive};
 use str0m::rtp::RtpWrite;
 use str0m::{Candidate, Event, Input, Output, Rtc};
@@ -39,6 +40,73 @@ pub struct Peer {
     pub rtp_log: Option<Vec<(Mid, u64, u32, u32)>>,
     /// What the core said each of this peer's datagrams went to.
     pub handled: HashMap<Handled, u64>,
+    /// Simulcast video layers this peer sends (empty: one plain video stream).
+    pub layers: Vec<SimLayer>,
+    /// When set, every received video packet is logged with what its payload tells.
+    pub frame_log: Option<Vec<Received>>,
+}
+
+/// One simulcast layer a simulated publisher sends: VP8 with a valid payload descriptor,
+/// one packet per frame, a keyframe when asked and every second.
+#[derive(Debug, Clone)]
+pub struct SimLayer {
+    /// Its rid.
+    pub rid: Rid,
+    /// Frame size its keyframes announce.
+    pub size: (u16, u16),
+    /// Payload bytes per packet (sets its bitrate: one packet per 10 ms step).
+    pub len: usize,
+    /// PictureID of the next frame (each layer starts elsewhere, as in libwebrtc).
+    pub picture_id: u16,
+    /// TL0PICIDX of the next frame.
+    pub tl0: u8,
+    /// The next frame is a keyframe.
+    pub keyframe_due: bool,
+    /// Not sent (the publisher paused this encoding).
+    pub paused: bool,
+    /// Packets sent.
+    pub sent: u64,
+    /// Keyframe requests that named this layer.
+    pub keyframe_requests: u64,
+}
+
+/// One received video packet, as a subscriber saw it.
+#[derive(Debug, Clone, Copy)]
+pub struct Received {
+    /// Its m-line.
+    pub mid: Mid,
+    /// Extended sequence number.
+    pub seq: u64,
+    /// RTP timestamp.
+    pub ts: u32,
+    /// SSRC.
+    pub ssrc: u32,
+    /// What the payload tells.
+    pub frame: FrameInfo,
+}
+
+/// Three layers as a browser sends them, lowest first: rids l, m, h at 320×180, 640×360 and
+/// 1280×720.
+pub fn three_layers() -> Vec<SimLayer> {
+    [("l", (320, 180), 200, 1000), ("m", (640, 360), 500, 9000), ("h", (1280, 720), 1000, 20000)]
+        .into_iter()
+        .map(|(rid, size, len, picture_id)| SimLayer { rid: Rid::from(rid), size, len, picture_id, tl0: 0, keyframe_due: true, paused: false, sent: 0, keyframe_requests: 0 })
+        .collect()
+}
+
+/// A VP8 RTP payload: descriptor with 15-bit PictureID, TL0PICIDX and TID 0 (Y set), a partition start,
+/// and for a keyframe the frame tag, start code and size; `len` bytes in all (at least 16).
+pub fn vp8_payload(picture_id: u16, tl0: u8, keyframe: bool, size: (u16, u16), len: usize) -> Vec<u8> {
+    let mut p = vec![0x90, 0xe0, 0x80 | ((picture_id >> 8) as u8 & 0x7f), picture_id as u8, tl0, 0x20];
+    if keyframe {
+        p.extend_from_slice(&[0x10, 0x02, 0x00, 0x9d, 0x01, 0x2a]);
+        p.extend_from_slice(&size.0.to_le_bytes());
+        p.extend_from_slice(&size.1.to_le_bytes());
+    } else {
+        p.extend_from_slice(&[0x11, 0x02, 0x00]);
+    }
+    p.resize(len.max(p.len() + 1), 0);
+    p
 }
 
 /// The core and its clients on one virtual clock.
@@ -65,7 +133,7 @@ impl World {
         str0m::crypto::from_feature_flags().install_process_default();
         let now = Instant::now();
         let addr: SocketAddr = SFU.parse().unwrap();
-        let core = Core::new(CoreConfig { index, local: addr, candidates: vec![addr], capacity: 5000, connect_timeout: Duration::from_secs(30), cores, nack_history: crate::sfu::NACK_HISTORY });
+        let core = Core::new(CoreConfig { index, local: addr, candidates: vec![addr], capacity: 5000, connect_timeout: Duration::from_secs(30), cores, nack_history: crate::sfu::NACK_HISTORY, bwe_initial: crate::sfu::BWE_INITIAL });
         World { now, core, peers: Vec::new(), link: Vec::new(), next_req: 1, lose_to: Vec::new() }
     }
 
@@ -82,6 +150,16 @@ impl World {
     /// [`World::join`] with a given session id and subscription (a WHEP player, or the
     /// same identity joining again as a new session).
     pub fn join_with(&mut self, identity: &str, session: &str, room: &str, publish: bool, subscription: Subscription) -> usize {
+        self.join_layers(identity, session, room, publish, subscription, Vec::new())
+    }
+
+    /// A client that publishes audio and simulcast VP8 video with `layers` (lowest first).
+    pub fn join_simulcast(&mut self, identity: &str, room: &str, layers: Vec<SimLayer>) -> usize {
+        self.join_layers(identity, &format!("S-{identity}"), room, true, Subscription::All, layers)
+    }
+
+    /// [`World::join_with`], with simulcast video layers when `layers` is not empty.
+    pub fn join_layers(&mut self, identity: &str, session: &str, room: &str, publish: bool, subscription: Subscription, layers: Vec<SimLayer>) -> usize {
         let i = self.peers.len();
         let addr: SocketAddr = format!("10.0.1.{}:4000", i + 1).parse().unwrap();
         let mut rtc = Rtc::builder().set_rtp_mode(true).build(self.now);
@@ -89,7 +167,8 @@ impl World {
         let mut api = rtc.sdp_api();
         let dir = if publish { Direction::SendOnly } else { Direction::RecvOnly };
         let a = api.add_media(MediaKind::Audio, dir, Some(identity.into()), None, None);
-        let v = api.add_media(MediaKind::Video, dir, Some(identity.into()), None, None);
+        let simulcast = (!layers.is_empty()).then(|| Simulcast { send: layers.iter().map(|l| SimulcastLayer::new(&l.rid)).collect(), recv: Vec::new() });
+        let v = api.add_media(MediaKind::Video, dir, Some(identity.into()), None, simulcast);
         let (offer, pending) = api.apply().unwrap();
         let session = session.to_string();
         let req = self.next_req;
@@ -104,6 +183,7 @@ impl World {
                 identity: identity.into(),
                 grants: Grants { publish, subscribe: true },
                 subscription,
+                video: Default::default(),
                 offer: offer.to_sdp_string(),
             },
         );
@@ -121,6 +201,8 @@ impl World {
             alive: true,
             rtp_log: None,
             handled: HashMap::new(),
+            layers,
+            frame_log: None,
         };
         let events: Vec<LinkEvent> = self.core.take_events().collect();
         let mut rest = Vec::new();
@@ -191,9 +273,22 @@ impl World {
                             if let Some(log) = &mut p.rtp_log {
                                 log.push((mid, *pkt.seq_no, pkt.header.timestamp, *pkt.header.ssrc));
                             }
+                            let video = p.rtc.media(mid).is_some_and(|m| m.kind() == MediaKind::Video);
+                            if let Some(log) = p.frame_log.as_mut().filter(|_| video) {
+                                let frame = codec::inspect(VideoCodec::Vp8, &pkt.payload);
+                                if frame.vp8.is_some() {
+                                    log.push(Received { mid, seq: *pkt.seq_no, ts: pkt.header.timestamp, ssrc: *pkt.header.ssrc, frame });
+                                }
+                            }
                         }
                     }
-                    Event::KeyframeRequest(_) => p.keyframe_requests += 1,
+                    Event::KeyframeRequest(req) => {
+                        p.keyframe_requests += 1;
+                        for l in p.layers.iter_mut().filter(|l| req.rid.is_none_or(|r| r == l.rid)) {
+                            l.keyframe_due = true;
+                            l.keyframe_requests += 1;
+                        }
+                    }
                     _ => {}
                 },
             }
@@ -240,6 +335,21 @@ impl World {
             p.seq += 1;
             for &(mid, kind) in &p.send {
                 let codec = if kind == MediaKind::Audio { Codec::Opus } else { Codec::Vp8 };
+                if kind == MediaKind::Video && !p.layers.is_empty() {
+                    let Some(pt) = p.rtc.codec_config().find(|c| c.spec().codec == codec).map(|c| c.pt()) else { continue };
+                    for l in p.layers.iter_mut().filter(|l| !l.paused) {
+                        let keyframe = l.keyframe_due || seq % 100 == 0;
+                        l.keyframe_due = false;
+                        let payload = vp8_payload(l.picture_id, l.tl0, keyframe, l.size, l.len);
+                        l.picture_id = (l.picture_id + 1) & 0x7fff;
+                        l.tl0 = l.tl0.wrapping_add(1);
+                        let mut api = p.rtc.direct_api();
+                        let Some(tx) = api.stream_tx_by_mid(mid, Some(l.rid)) else { continue };
+                        tx.write_rtp(RtpWrite::new(pt, seq.into(), (seq * 900) as u32, now, payload).marker(true));
+                        l.sent += 1;
+                    }
+                    continue;
+                }
                 let Some(pt) = p.rtc.codec_config().find(|c| c.spec().codec == codec).map(|c| c.pt()) else { continue };
                 let mut api = p.rtc.direct_api();
                 let Some(tx) = api.stream_tx_by_mid(mid, None) else { continue };

@@ -186,6 +186,7 @@ fn bad_input_gets_typed_errors_and_disturbs_nobody() {
             identity: "bad".into(),
             grants: Grants { publish: true, subscribe: true },
             subscription: Subscription::All,
+            video: Default::default(),
             offer: "v=0\r\nthis is not sdp".into(),
         },
     );

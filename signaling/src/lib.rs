@@ -19,6 +19,10 @@ pub enum ClientMsg {
     Join {
         /// The JWT.
         token: String,
+        /// Receive every other participant's tracks without asking (absent: true); off when
+        /// this or the token's `auto_subscribe` grant says false.
+        #[serde(default, skip_serializing_if = "Option::is_none")]
+        auto_subscribe: Option<bool>,
     },
     /// The client's one offer, sent right after `joined`.
     Offer {
@@ -30,10 +34,111 @@ pub enum ClientMsg {
         /// SDP answer.
         sdp: String,
     },
+    /// Receive these tracks, or change how they are received; each subscribe sets their
+    /// settings in full (absent: the defaults).
+    Subscribe {
+        /// The tracks, at most [`MAX_TRACKS_PER_MESSAGE`].
+        tracks: Vec<TrackRef>,
+        /// How to receive them (absent: enabled, no size limit, the best layer that fits).
+        #[serde(default, skip_serializing_if = "Option::is_none")]
+        settings: Option<TrackSettings>,
+    },
+    /// Stop receiving these tracks.
+    Unsubscribe {
+        /// The tracks, at most [`MAX_TRACKS_PER_MESSAGE`].
+        tracks: Vec<TrackRef>,
+    },
     /// Leave the room; the server closes the socket.
     Leave,
     /// Keep-alive; the server replies `pong`.
     Ping,
+}
+
+impl ClientMsg {
+    /// A `join` with `token` and the server's default auto-subscribe.
+    pub fn join(token: impl Into<String>) -> Self {
+        ClientMsg::Join { token: token.into(), auto_subscribe: None }
+    }
+}
+
+/// Most tracks one `subscribe` or `unsubscribe` may name.
+pub const MAX_TRACKS_PER_MESSAGE: usize = 256;
+
+/// Largest `max_width` or `max_height` a subscriber may ask for, in pixels.
+pub const MAX_DIMENSION: u32 = 16384;
+
+/// One published track: its publisher's session and its track id (as in `track_published`).
+#[derive(Debug, Clone, PartialEq, Eq, Hash, Serialize, Deserialize)]
+pub struct TrackRef {
+    /// The publisher's session id.
+    pub session: String,
+    /// The publisher's track id.
+    pub track: String,
+}
+
+/// A simulcast layer a subscriber asks for at most, lowest to highest.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, PartialOrd, Ord, Hash, Serialize, Deserialize)]
+#[serde(rename_all = "snake_case")]
+pub enum Quality {
+    /// The lowest layer.
+    Low,
+    /// The middle layer.
+    Medium,
+    /// The highest layer.
+    High,
+}
+
+impl Quality {
+    /// The name as it appears on the wire.
+    pub fn as_str(self) -> &'static str {
+        match self {
+            Quality::Low => "low",
+            Quality::Medium => "medium",
+            Quality::High => "high",
+        }
+    }
+}
+
+impl std::str::FromStr for Quality {
+    type Err = UnknownQuality;
+
+    /// Parses `low`, `medium` or `high` (any ASCII case).
+    fn from_str(s: &str) -> Result<Self, Self::Err> {
+        match s.to_ascii_lowercase().as_str() {
+            "low" => Ok(Quality::Low),
+            "medium" => Ok(Quality::Medium),
+            "high" => Ok(Quality::High),
+            _ => Err(UnknownQuality(s.chars().take(32).collect())),
+        }
+    }
+}
+
+/// A quality name other than `low`, `medium` or `high`.
+#[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]
+#[error("unknown quality {0:?}: expected low, medium or high")]
+pub struct UnknownQuality(pub String);
+
+/// How a subscriber wants a track received (audio ignores all but `enabled`).
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize)]
+pub struct TrackSettings {
+    /// Receive it at all (default true); a disabled track stays subscribed but sends nothing.
+    #[serde(default = "yes")]
+    pub enabled: bool,
+    /// Largest width it is rendered at, 1 to [`MAX_DIMENSION`]; the best layer that fits is sent.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub max_width: Option<u32>,
+    /// Largest height it is rendered at, 1 to [`MAX_DIMENSION`].
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub max_height: Option<u32>,
+    /// Highest layer wanted.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub quality: Option<Quality>,
+}
+
+impl Default for TrackSettings {
+    fn default() -> Self {
+        TrackSettings { enabled: true, max_width: None, max_height: None, quality: None }
+    }
 }
 
 /// Messages from the server to the client.
@@ -87,6 +192,24 @@ pub enum ServerMsg {
         track: String,
         /// Audio or video.
         kind: TrackKind,
+    },
+    /// A video track this client receives was paused because it does not fit the client's
+    /// bandwidth even at its lowest layer (`paused: true`), or resumed.
+    TrackPaused {
+        /// The publisher's session id.
+        session: String,
+        /// The publisher's track id.
+        track: String,
+        /// Paused (true) or resumed (false).
+        paused: bool,
+    },
+    /// Which simulcast layers of this client's own published track anyone receives; it may
+    /// stop encoding the others (`RTCRtpSender.setParameters`, `active: false`).
+    LayersWanted {
+        /// The client's own track id (its mid).
+        track: String,
+        /// The rids wanted; empty when no one receives the track.
+        rids: Vec<String>,
     },
     /// An error; `code` is machine-readable.
     Error {
@@ -150,6 +273,10 @@ pub enum ErrorCode {
     RoomClosed,
     /// The same identity joined again; this connection was replaced.
     DuplicateIdentity,
+    /// A `subscribe` or `unsubscribe` names a track that is not published in the room.
+    TrackNotFound,
+    /// A `subscribe` asks for settings out of range (a size of 0 or above 16384).
+    BadSettings,
     /// A code this side does not know (from a newer server); never sent.
     #[serde(other)]
     Unknown,
@@ -179,6 +306,8 @@ impl ErrorCode {
             ErrorCode::Kicked => "kicked",
             ErrorCode::RoomClosed => "room_closed",
             ErrorCode::DuplicateIdentity => "duplicate_identity",
+            ErrorCode::TrackNotFound => "track_not_found",
+            ErrorCode::BadSettings => "bad_settings",
             ErrorCode::Unknown => "unknown",
         }
     }
@@ -199,6 +328,10 @@ pub struct Grants {
     /// May receive media (default true).
     #[serde(default = "yes")]
     pub can_subscribe: bool,
+    /// Receives every other participant's tracks without asking (default true); when false
+    /// only the tracks it subscribes to.
+    #[serde(default = "yes")]
+    pub auto_subscribe: bool,
 }
 
 fn yes() -> bool {
@@ -207,7 +340,7 @@ fn yes() -> bool {
 
 impl Default for Grants {
     fn default() -> Self {
-        Grants { can_publish: true, can_subscribe: true }
+        Grants { can_publish: true, can_subscribe: true, auto_subscribe: true }
     }
 }
 
@@ -274,6 +407,10 @@ pub struct IceServer {
 mod tests {
     use super::*;
 
+    fn track_ref(session: &str, track: &str) -> TrackRef {
+        TrackRef { session: session.into(), track: track.into() }
+    }
+
     fn alice() -> ParticipantView {
         ParticipantView {
             identity: "alice".into(),
@@ -289,7 +426,7 @@ mod tests {
             room: "r".into(),
             identity: "bob".into(),
             session: "PA_2".into(),
-            grants: Grants { can_publish: false, can_subscribe: true },
+            grants: Grants { can_publish: false, ..Grants::default() },
             participants: vec![alice()],
             ice_servers: vec![
                 IceServer { urls: vec!["stun:h:3478".into()], username: None, credential: None },
@@ -301,9 +438,16 @@ mod tests {
     #[test]
     fn client_messages_round_trip() {
         let all = [
-            ClientMsg::Join { token: "t".into() },
+            ClientMsg::join("t"),
+            ClientMsg::Join { token: "t".into(), auto_subscribe: Some(false) },
             ClientMsg::Offer { sdp: "v=0".into() },
             ClientMsg::Answer { sdp: "v=0".into() },
+            ClientMsg::Subscribe { tracks: vec![track_ref("PA_1", "1")], settings: None },
+            ClientMsg::Subscribe {
+                tracks: vec![track_ref("PA_1", "0"), track_ref("PA_1", "1")],
+                settings: Some(TrackSettings { enabled: false, max_width: Some(640), max_height: Some(360), quality: Some(Quality::Medium) }),
+            },
+            ClientMsg::Unsubscribe { tracks: vec![track_ref("PA_1", "1")] },
             ClientMsg::Leave,
             ClientMsg::Ping,
         ];
@@ -322,7 +466,10 @@ mod tests {
             ServerMsg::ParticipantJoined { participant: alice() },
             ServerMsg::ParticipantLeft { identity: "alice".into(), session: "PA_1".into() },
             ServerMsg::TrackPublished { identity: "alice".into(), session: "PA_1".into(), track: "1".into(), kind: TrackKind::Video },
+            ServerMsg::TrackPaused { session: "PA_1".into(), track: "1".into(), paused: true },
+            ServerMsg::LayersWanted { track: "1".into(), rids: vec!["q".into(), "h".into()] },
             ServerMsg::error(ErrorCode::RoomFull, "room r is full"),
+            ServerMsg::error(ErrorCode::TrackNotFound, "no such track"),
             ServerMsg::Pong,
         ];
         for m in all {
@@ -334,12 +481,35 @@ mod tests {
     #[test]
     fn wire_form_matches_the_documented_json() {
         let s = |m: &ClientMsg| serde_json::to_string(m).unwrap();
-        assert_eq!(s(&ClientMsg::Join { token: "t".into() }), r#"{"type":"join","token":"t"}"#);
+        assert_eq!(s(&ClientMsg::join("t")), r#"{"type":"join","token":"t"}"#);
+        assert_eq!(s(&ClientMsg::Join { token: "t".into(), auto_subscribe: Some(false) }), r#"{"type":"join","token":"t","auto_subscribe":false}"#);
+        assert_eq!(
+            s(&ClientMsg::Subscribe { tracks: vec![track_ref("PA_1", "1")], settings: None }),
+            r#"{"type":"subscribe","tracks":[{"session":"PA_1","track":"1"}]}"#
+        );
+        assert_eq!(
+            s(&ClientMsg::Subscribe {
+                tracks: vec![track_ref("PA_1", "1")],
+                settings: Some(TrackSettings { max_width: Some(640), quality: Some(Quality::Low), ..TrackSettings::default() })
+            }),
+            r#"{"type":"subscribe","tracks":[{"session":"PA_1","track":"1"}],"settings":{"enabled":true,"max_width":640,"quality":"low"}}"#
+        );
+        assert_eq!(s(&ClientMsg::Unsubscribe { tracks: vec![track_ref("PA_1", "0")] }), r#"{"type":"unsubscribe","tracks":[{"session":"PA_1","track":"0"}]}"#);
         assert_eq!(s(&ClientMsg::Offer { sdp: "v=0".into() }), r#"{"type":"offer","sdp":"v=0"}"#);
         assert_eq!(s(&ClientMsg::Leave), r#"{"type":"leave"}"#);
         assert_eq!(s(&ClientMsg::Ping), r#"{"type":"ping"}"#);
         let s = |m: &ServerMsg| serde_json::to_string(m).unwrap();
         assert_eq!(s(&ServerMsg::Pong), r#"{"type":"pong"}"#);
+        assert_eq!(
+            s(&ServerMsg::TrackPaused { session: "PA_1".into(), track: "1".into(), paused: true }),
+            r#"{"type":"track_paused","session":"PA_1","track":"1","paused":true}"#
+        );
+        assert_eq!(s(&ServerMsg::LayersWanted { track: "1".into(), rids: vec!["q".into()] }), r#"{"type":"layers_wanted","track":"1","rids":["q"]}"#);
+        assert_eq!(s(&ServerMsg::LayersWanted { track: "1".into(), rids: vec![] }), r#"{"type":"layers_wanted","track":"1","rids":[]}"#);
+        assert_eq!(
+            s(&ServerMsg::error(ErrorCode::TrackNotFound, "track PA_9/1 not found")),
+            r#"{"type":"error","code":"track_not_found","message":"track PA_9/1 not found"}"#
+        );
         assert_eq!(s(&ServerMsg::error(ErrorCode::BadRequest, "malformed")), r#"{"type":"error","code":"bad_request","message":"malformed"}"#);
         assert_eq!(
             s(&ServerMsg::ParticipantLeft { identity: "alice".into(), session: "PA_1".into() }),
@@ -356,7 +526,7 @@ mod tests {
         assert_eq!(
             s(&joined()),
             concat!(
-                r#"{"type":"joined","room":"r","identity":"bob","session":"PA_2","grants":{"can_publish":false,"can_subscribe":true},"#,
+                r#"{"type":"joined","room":"r","identity":"bob","session":"PA_2","grants":{"can_publish":false,"can_subscribe":true,"auto_subscribe":true},"#,
                 r#""participants":[{"identity":"alice","session":"PA_1","via":"websocket","tracks":[{"id":"0","kind":"audio"},{"id":"1","kind":"video"}],"joined_at":1700000000}],"#,
                 r#""ice_servers":[{"urls":["stun:h:3478"]},{"urls":["turn:h:3478?transport=udp"],"username":"1:bob","credential":"pw"}]}"#
             )
@@ -366,7 +536,8 @@ mod tests {
     #[test]
     fn documented_client_json_parses() {
         let p = |s: &str| serde_json::from_str::<ClientMsg>(s).unwrap();
-        assert_eq!(p(r#"{"type":"join","token":"t"}"#), ClientMsg::Join { token: "t".into() });
+        assert_eq!(p(r#"{"type":"join","token":"t"}"#), ClientMsg::join("t"));
+        assert_eq!(p(r#"{"type":"join","token":"t","auto_subscribe":true}"#), ClientMsg::Join { token: "t".into(), auto_subscribe: Some(true) });
         assert_eq!(p(r#"{"type":"answer","sdp":"v=0"}"#), ClientMsg::Answer { sdp: "v=0".into() });
         assert_eq!(p(r#"{"type":"leave"}"#), ClientMsg::Leave);
         assert!(serde_json::from_str::<ClientMsg>(r#"{"type":"dance"}"#).is_err());
@@ -403,6 +574,8 @@ mod tests {
             ErrorCode::Kicked,
             ErrorCode::RoomClosed,
             ErrorCode::DuplicateIdentity,
+            ErrorCode::TrackNotFound,
+            ErrorCode::BadSettings,
             ErrorCode::Unknown,
         ];
         for c in all {
@@ -414,8 +587,48 @@ mod tests {
     #[test]
     fn grants_default_to_true_and_ice_servers_skip_absent_credentials() {
         assert_eq!(serde_json::from_str::<Grants>("{}").unwrap(), Grants::default());
-        assert_eq!(serde_json::from_str::<Grants>(r#"{"can_publish":false}"#).unwrap(), Grants { can_publish: false, can_subscribe: true });
+        assert_eq!(serde_json::from_str::<Grants>(r#"{"can_publish":false}"#).unwrap(), Grants { can_publish: false, can_subscribe: true, auto_subscribe: true });
+        assert_eq!(serde_json::from_str::<Grants>(r#"{"auto_subscribe":false}"#).unwrap(), Grants { auto_subscribe: false, ..Grants::default() });
         let stun: IceServer = serde_json::from_str(r#"{"urls":["stun:h:3478"]}"#).unwrap();
         assert_eq!((stun.username, stun.credential), (None, None));
+    }
+
+    #[test]
+    fn documented_subscription_json_parses() {
+        let p = |s: &str| serde_json::from_str::<ClientMsg>(s);
+        assert_eq!(
+            p(r#"{"type":"subscribe","tracks":[{"session":"PA_1","track":"1"}],"settings":{"max_height":180,"quality":"high"}}"#).unwrap(),
+            ClientMsg::Subscribe {
+                tracks: vec![track_ref("PA_1", "1")],
+                settings: Some(TrackSettings { enabled: true, max_width: None, max_height: Some(180), quality: Some(Quality::High) })
+            }
+        );
+        assert_eq!(
+            p(r#"{"type":"subscribe","tracks":[{"session":"PA_1","track":"1"}],"settings":{"enabled":false}}"#).unwrap(),
+            ClientMsg::Subscribe { tracks: vec![track_ref("PA_1", "1")], settings: Some(TrackSettings { enabled: false, ..TrackSettings::default() }) }
+        );
+        assert_eq!(p(r#"{"type":"unsubscribe","tracks":[]}"#).unwrap(), ClientMsg::Unsubscribe { tracks: vec![] });
+        // An unknown quality, a negative size or a track without its session does not parse.
+        for bad in [
+            r#"{"type":"subscribe","tracks":[{"session":"PA_1","track":"1"}],"settings":{"quality":"ultra"}}"#,
+            r#"{"type":"subscribe","tracks":[{"session":"PA_1","track":"1"}],"settings":{"max_width":-1}}"#,
+            r#"{"type":"subscribe","tracks":[{"track":"1"}]}"#,
+            r#"{"type":"subscribe"}"#,
+            r#"{"type":"unsubscribe","tracks":"PA_1"}"#,
+        ] {
+            assert!(p(bad).is_err(), "{bad}");
+        }
+    }
+
+    #[test]
+    fn quality_names_parse_in_any_case_and_nothing_else() {
+        for q in [Quality::Low, Quality::Medium, Quality::High] {
+            assert_eq!(q.as_str().parse::<Quality>(), Ok(q));
+            assert_eq!(q.as_str().to_ascii_uppercase().parse::<Quality>(), Ok(q));
+            assert_eq!(serde_json::to_string(&q).unwrap(), format!("\"{}\"", q.as_str()));
+        }
+        assert!(Quality::Low < Quality::Medium && Quality::Medium < Quality::High);
+        assert_eq!("ultra".parse::<Quality>(), Err(UnknownQuality("ultra".into())));
+        assert!("".parse::<Quality>().is_err());
     }
 }

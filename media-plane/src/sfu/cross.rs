@@ -10,13 +10,14 @@
 use std::time::Instant;
 
 use link::LeaveReason;
-use str0m::media::{KeyframeRequestKind, MediaKind, Mid};
+use str0m::media::{KeyframeRequestKind, MediaKind, Mid, Rid};
 use str0m::Rtc;
 
 use super::forward::Packet;
 use super::ids::SessionKey;
 use super::session::Session;
 use super::Core;
+use crate::layers::Slot;
 
 /// A publisher session on some core: core index, slab key and the session's serial number
 /// (keys are reused; serials are not).
@@ -56,6 +57,8 @@ pub enum CrossMsg {
         mid: Mid,
         /// Audio or video.
         kind: MediaKind,
+        /// Its simulcast rids, lowest first as offered (empty: one layer).
+        rids: Vec<Rid>,
     },
     /// The publisher left; its shadow goes.
     PublisherLeft {
@@ -70,8 +73,22 @@ pub enum CrossMsg {
         to: PubRef,
         /// Publisher-side mid.
         mid: Mid,
+        /// The layer.
+        slot: Slot,
         /// PLI or FIR.
         kind: KeyframeRequestKind,
+    },
+    /// Which layers of a track a core's subscribers want (a bit per slot); the publisher's
+    /// core forwards only those to it, and tells the publisher the union.
+    LayersWanted {
+        /// The publisher (on the receiving core).
+        to: PubRef,
+        /// Publisher-side mid.
+        mid: Mid,
+        /// The core whose subscribers want them.
+        core: u32,
+        /// Bit `s` set: slot `s` is wanted.
+        mask: u32,
     },
 }
 
@@ -91,7 +108,7 @@ impl Core {
     pub fn handle_cross(&mut self, now: Instant, msg: CrossMsg) {
         match msg {
             CrossMsg::Members { room, core, present } => self.room_members_changed(room, core, present),
-            CrossMsg::Track { room, from, session, identity, mid, kind } => {
+            CrossMsg::Track { room, from, session, identity, mid, kind, rids } => {
                 if self.local_members(&room) == 0 {
                     return;
                 }
@@ -99,7 +116,7 @@ impl Core {
                     Some(k) => k,
                     None => self.add_shadow(now, &room, from, &session, &identity),
                 };
-                self.add_up(now, key, mid, kind);
+                self.add_up(now, key, mid, kind, &rids);
             }
             CrossMsg::PublisherLeft { from } => {
                 if let Some(key) = self.sessions.shadow_of(&from) {
@@ -113,14 +130,24 @@ impl Core {
                     self.fan_out(up, &r.packet);
                 }
             }
-            CrossMsg::Keyframe { to, mid, kind } => {
-                let owned = self.sessions.get(to.key).is_some_and(|s| s.serial == to.serial && s.shadow.is_none());
-                if let Some(up) = owned.then(|| self.up_by_mid(to.key, mid)).flatten() {
-                    self.request_keyframe(now, up, kind);
+            CrossMsg::Keyframe { to, mid, slot, kind } => {
+                if let Some(up) = self.own_up(to, mid) {
+                    self.request_keyframe(now, up, slot, kind);
+                }
+            }
+            CrossMsg::LayersWanted { to, mid, core, mask } => {
+                if let Some(up) = self.own_up(to, mid) {
+                    self.remote_wants(up, core, mask);
                 }
             }
         }
         self.drain(now);
+    }
+
+    /// The up-track `mid` of a publisher on this core, if `to` still names it.
+    fn own_up(&self, to: PubRef, mid: Mid) -> Option<super::ids::UpKey> {
+        let owned = self.sessions.get(to.key).is_some_and(|s| s.serial == to.serial && s.shadow.is_none());
+        owned.then(|| self.up_by_mid(to.key, mid)).flatten()
     }
 
     /// Another core gained or lost its members of `room`; a newcomer hears of every track
@@ -129,6 +156,7 @@ impl Core {
         if core == self.cfg.index {
             return;
         }
+        self.forget_remote_wants(&room, core);
         let cores = self.room_cores.entry(room.clone()).or_default();
         cores.retain(|c| *c != core);
         if !present {
@@ -145,7 +173,7 @@ impl Core {
             }
             let from = PubRef { core: self.cfg.index, key, serial: s.serial };
             for t in s.ups.iter().filter_map(|u| self.ups.get(*u)) {
-                let msg = CrossMsg::Track { room: room.clone(), from, session: s.id.clone(), identity: s.identity.clone(), mid: t.mid, kind: t.kind };
+                let msg = CrossMsg::Track { room: room.clone(), from, session: s.id.clone(), identity: s.identity.clone(), mid: t.mid, kind: t.kind, rids: t.rids() };
                 self.out.cross.push((core, msg));
             }
         }
@@ -164,11 +192,11 @@ impl Core {
     }
 
     /// Tells the other cores with members of the session's room about one of its tracks.
-    pub(super) fn announce_track(&mut self, key: SessionKey, mid: Mid, kind: MediaKind) {
+    pub(super) fn announce_track(&mut self, key: SessionKey, mid: Mid, kind: MediaKind, rids: &[Rid]) {
         let s = &self.sessions[key];
         let from = PubRef { core: self.cfg.index, key, serial: s.serial };
         for &c in self.room_cores.get(&s.room).into_iter().flatten() {
-            let msg = CrossMsg::Track { room: s.room.clone(), from, session: s.id.clone(), identity: s.identity.clone(), mid, kind };
+            let msg = CrossMsg::Track { room: s.room.clone(), from, session: s.id.clone(), identity: s.identity.clone(), mid, kind, rids: rids.to_vec() };
             self.out.cross.push((c, msg));
         }
     }
@@ -182,6 +210,7 @@ impl Core {
             rtc: Rtc::builder().set_rtp_mode(true).build(now),
             grants: link::Grants { publish: true, subscribe: false },
             subscription: link::Subscription::None,
+            video: link::TrackSettings::default(),
             ufrag: String::new(),
             addrs: Vec::new(),
             ups: Vec::new(),
@@ -191,6 +220,7 @@ impl Core {
             next_timeout: now + std::time::Duration::from_secs(86_400 * 365),
             created: now,
             connected: true,
+            estimate: None,
             ending: None,
             serial: self.sessions.next_serial(),
             shadow: Some(from),

@@ -4,12 +4,17 @@
 use std::time::Instant;
 
 use link::{Event as LinkEvent, LeaveReason};
-use str0m::{Event, IceConnectionState, Output};
+use str0m::bwe::BweKind;
+use str0m::media::Rid;
+use str0m::{Event, IceConnectionState, Input, Output};
 
 use super::ids::SessionKey;
 use super::outbox::Transmit;
 use super::track::DownState;
 use super::Core;
+
+/// Most timeouts already due that one poll of a session feeds at once (a keyframe's packets).
+const PACER_SPINS: u32 = 256;
 
 impl Core {
     /// Polls dirty sessions until none has output left, then removes ending sessions.
@@ -37,6 +42,7 @@ impl Core {
     }
 
     fn poll(&mut self, now: Instant, key: SessionKey) {
+        let mut spins = 0;
         loop {
             let Some(s) = self.sessions.get_mut(key) else { return };
             if s.ending.is_some() {
@@ -48,6 +54,17 @@ impl Core {
             }
             match s.rtc.poll_output() {
                 Ok(Output::Timeout(t)) => {
+                    // With estimation on, str0m's pacer releases one packet per timeout input:
+                    // feed the ones already due now, so a frame leaves in this turn.
+                    if t <= now && spins < PACER_SPINS {
+                        spins += 1;
+                        if let Err(e) = s.rtc.handle_input(Input::Timeout(now)) {
+                            tracing::debug!(session = %s.id, error = %e, "timeout input failed");
+                            s.ending = Some(LeaveReason::Closed);
+                            return;
+                        }
+                        continue;
+                    }
                     if s.next_timeout != t {
                         s.next_timeout = t;
                         self.deadlines.push(t, key);
@@ -82,12 +99,19 @@ impl Core {
             Event::Closed => {
                 self.sessions[key].ending = Some(LeaveReason::Closed);
             }
-            Event::MediaAdded(m) => self.media_added(now, key, m.mid, m.kind, m.direction),
+            Event::EgressBitrateEstimate(BweKind::Twcc { estimate, .. }) => {
+                self.set_estimate_of(now, key, estimate.as_u64());
+            }
+            Event::MediaAdded(m) => {
+                let rids: Vec<Rid> = m.simulcast.map(|s| s.recv.iter().map(|l| l.rid).collect()).unwrap_or_default();
+                self.media_added(now, key, m.mid, m.kind, m.direction, &rids);
+            }
             Event::KeyframeRequest(req) => {
                 let s = &self.sessions[key];
-                let up = s.downs.iter().filter_map(|d| self.downs.get(*d)).find(|d| d.state == DownState::Open(req.mid)).and_then(|d| d.up);
-                if let Some(up) = up {
-                    self.request_keyframe(now, up, req.kind);
+                let down = s.downs.iter().filter_map(|d| self.downs.get(*d)).find(|d| d.state == DownState::Open(req.mid));
+                // The layer it receives, or the one it is about to.
+                if let Some((up, Some(slot))) = down.and_then(|d| Some((d.up?, d.selector.current().or(d.selector.target())))) {
+                    self.request_keyframe(now, up, slot, req.kind);
                 }
             }
             _ => {}

@@ -16,6 +16,7 @@
 //! - [`negotiate`]: SDP offers and answers;
 //! - [`subscribe`]: binding down-tracks to up-tracks;
 //! - [`forward`]: the per-packet path;
+//! - [`select`]: each down-track's simulcast layer, and dynacast;
 //! - [`cross`]: rooms that span cores;
 //! - [`drive`]: polling `Rtc`s and their events;
 //! - [`leave`]: removing a session;
@@ -29,6 +30,7 @@ mod ids;
 mod leave;
 mod negotiate;
 mod outbox;
+mod select;
 mod session;
 mod subscribe;
 mod track;
@@ -38,7 +40,7 @@ use std::net::SocketAddr;
 use std::time::{Duration, Instant};
 
 use link::{Command, Event as LinkEvent, LeaveReason, TrackKind};
-use str0m::media::MediaKind;
+use str0m::media::{MediaKind, Mid};
 use str0m::net::{Protocol, Receive};
 use str0m::Input;
 
@@ -75,7 +77,15 @@ pub struct CoreConfig {
     pub cores: u32,
     /// How long each subscriber's video stream keeps sent packets to answer NACKs with.
     pub nack_history: Duration,
+    /// Send-side bandwidth estimation (TWCC) toward each subscriber, starting from this
+    /// estimate in bits per second; 0 turns it off (every subscriber gets what it asks for).
+    pub bwe_initial: u64,
 }
+
+/// Default of [`CoreConfig::bwe_initial`]: off. Measured on the virtual clock, str0m's
+/// estimate of an application-limited path sinks below the rate actually sent (10 → 1.7
+/// Mbit/s while 1.76 flowed), which would pause healthy video; see docs/decisions.md.
+pub const BWE_INITIAL: u64 = 0;
 
 /// Default of [`CoreConfig::nack_history`]: long enough for a NACK and its retransmission
 /// to cross a 300 ms round trip several times over, like mediasoup's and Janus's buffers.
@@ -128,6 +138,10 @@ pub struct Core {
     /// Sessions that may have been marked as ending since the last drain.
     maybe_ending: Vec<SessionKey>,
     counters: Counters,
+    /// When layers are next measured and chosen again (once there is a session).
+    next_tick: Option<Instant>,
+    /// Start of the current bitrate window.
+    window_start: Option<Instant>,
 }
 
 fn kind_of(k: MediaKind) -> TrackKind {
@@ -152,6 +166,8 @@ impl Core {
             dirty: Vec::new(),
             maybe_ending: Vec::new(),
             counters: Counters::default(),
+            next_tick: None,
+            window_start: None,
         }
     }
 
@@ -195,11 +211,11 @@ impl Core {
     pub fn next_timeout(&mut self) -> Option<Instant> {
         while let Some((t, key)) = self.deadlines.peek() {
             if self.timer_valid(t, key) {
-                return Some(t);
+                return Some(self.next_tick.map_or(t, |tick| tick.min(t)));
             }
             self.deadlines.pop();
         }
-        None
+        self.next_tick
     }
 
     fn timer_valid(&self, t: Instant, key: SessionKey) -> bool {
@@ -254,8 +270,13 @@ impl Core {
             .unwrap_or(self.cfg.local)
     }
 
-    /// Advances time: drives every session whose deadline has passed.
+    /// Advances time: drives every session whose deadline has passed, and chooses layers
+    /// again when their tick is due.
     pub fn handle_timeout(&mut self, now: Instant) {
+        if self.next_tick.is_some_and(|t| t <= now) {
+            self.next_tick = Some(now + select::TICK);
+            self.tick(now);
+        }
         let mut due = Vec::new();
         while let Some((t, key)) = self.deadlines.peek() {
             if t > now {
@@ -294,8 +315,8 @@ impl Core {
     /// Applies one command from the control plane.
     pub fn handle_command(&mut self, now: Instant, cmd: Command) {
         match cmd {
-            Command::Join { req, room, session, identity, grants, subscription, offer, .. } => {
-                let j = JoinRequest { room: &room, session: &session, identity: &identity, grants, subscription, offer: &offer };
+            Command::Join { req, room, session, identity, grants, subscription, video, offer, .. } => {
+                let j = JoinRequest { room: &room, session: &session, identity: &identity, grants, subscription, video, offer: &offer };
                 match self.join(now, j) {
                     Err(error) => self.out.events.push(LinkEvent::JoinFailed { req, error }),
                     Ok(key) => {
@@ -307,6 +328,16 @@ impl Core {
                 }
             }
             Command::Answer { session, sdp } => self.accept_answer(now, &session, &sdp),
+            Command::Subscribe { session, publisher, track, settings } => {
+                if let Some((sub, up)) = self.named_track(&session, &publisher, &track) {
+                    self.attach_chosen(now, up, sub, Some(settings));
+                }
+            }
+            Command::Unsubscribe { session, publisher, track } => {
+                if let Some((sub, up)) = self.named_track(&session, &publisher, &track) {
+                    self.detach(sub, up);
+                }
+            }
             Command::Leave { session } => {
                 if let Some(key) = self.sessions.key_of(&session) {
                     self.sessions[key].ending.get_or_insert(LeaveReason::Requested);
@@ -319,6 +350,31 @@ impl Core {
                     self.maybe_ending.push(key);
                 }
             }
+        }
+        self.drain(now);
+    }
+
+    /// The subscriber `session` and the up-track `track` of `publisher` in the same room (the
+    /// control plane checked this too; a stale or foreign name is ignored).
+    fn named_track(&self, session: &str, publisher: &str, track: &str) -> Option<(SessionKey, UpKey)> {
+        let sub = self.sessions.key_of(session)?;
+        let pubk = self.sessions.key_of(publisher)?;
+        if self.sessions[sub].room != self.sessions[pubk].room {
+            tracing::debug!(session, publisher, "subscription across rooms ignored");
+            return None;
+        }
+        let up = self.up_by_mid(pubk, Mid::from(track));
+        if up.is_none() {
+            tracing::debug!(session, publisher, track, "subscription to an unknown track ignored");
+        }
+        Some((sub, up?))
+    }
+
+    /// Takes `bps` as the bandwidth estimate toward `session` (as str0m's estimator reports
+    /// it, or scripted by a test) and spends it across the session's video tracks.
+    pub fn set_estimate(&mut self, now: Instant, session: &str, bps: u64) {
+        if let Some(key) = self.sessions.key_of(session) {
+            self.set_estimate_of(now, key, bps);
         }
         self.drain(now);
     }

@@ -4,9 +4,10 @@
 
 use std::time::Instant;
 
-use link::{Event as LinkEvent, Grants, JoinError, Subscription};
+use link::{Event as LinkEvent, Grants, JoinError, Subscription, TrackSettings};
 use str0m::change::{SdpAnswer, SdpOffer};
-use str0m::media::{Direction, MediaKind, Mid};
+use str0m::media::{Direction, MediaKind, Mid, Rid};
+use str0m::bwe::Bitrate;
 use str0m::{Candidate, Input, Rtc};
 
 use super::ids::SessionKey;
@@ -27,6 +28,8 @@ pub struct JoinRequest<'a> {
     pub grants: Grants,
     /// What it receives.
     pub subscription: Subscription,
+    /// How it wants video tracks by default.
+    pub video: TrackSettings,
     /// Its SDP offer.
     pub offer: &'a str,
 }
@@ -42,6 +45,8 @@ impl Core {
             return Err(JoinError::CoreFull(self.cfg.index));
         }
         let offer = SdpOffer::from_sdp_string(j.offer).map_err(|e| JoinError::BadSdp(format!("malformed SDP offer: {e}")))?;
+        let receives = j.grants.subscribe && j.subscription != Subscription::None;
+        let bwe = (receives && self.cfg.bwe_initial > 0).then(|| Bitrate::bps(self.cfg.bwe_initial));
         let mut rtc = Rtc::builder()
             .set_ice_lite(true)
             .set_rtp_mode(true)
@@ -49,6 +54,7 @@ impl Core {
             .enable_opus(true, false)
             .enable_vp8(true)
             .enable_h264(true)
+            .enable_bwe(bwe)
             .build(now);
         for addr in &self.cfg.candidates {
             match Candidate::host(*addr, "udp") {
@@ -69,6 +75,7 @@ impl Core {
             rtc,
             grants: j.grants,
             subscription: j.subscription,
+            video: j.video,
             ufrag,
             addrs: Vec::new(),
             ups: Vec::new(),
@@ -78,11 +85,13 @@ impl Core {
             next_timeout: now,
             created: now,
             connected: false,
+            estimate: None,
             ending: None,
             serial: self.sessions.next_serial(),
             shadow: None,
         };
         let key = self.sessions.insert(s);
+        self.next_tick.get_or_insert(now + super::select::TICK);
         self.deadlines.push(now, key);
         self.deadlines.push(now + self.cfg.connect_timeout, key);
         if self.local_members(j.room) == 0 {
@@ -167,7 +176,8 @@ impl Core {
 
     /// str0m negotiated an m-line: a WHEP player's receiving line waits for a track; a
     /// publisher's sending line becomes a published track.
-    pub(super) fn media_added(&mut self, now: Instant, key: SessionKey, mid: Mid, kind: MediaKind, dir: Direction) {
+    /// `rids`: the simulcast layers a publisher offered, lowest first (empty: one layer).
+    pub(super) fn media_added(&mut self, now: Instant, key: SessionKey, mid: Mid, kind: MediaKind, dir: Direction, rids: &[Rid]) {
         let s = &mut self.sessions[key];
         if dir.is_sending() && s.binds_offered_lines() {
             let dk = self.downs.insert(DownTrack::idle(key, mid, kind));
@@ -191,7 +201,7 @@ impl Core {
         }
         let s = &self.sessions[key];
         self.out.events.push(LinkEvent::TrackPublished { room: s.room.clone(), session: s.id.clone(), track: mid.to_string(), kind: kind_of(kind) });
-        self.announce_track(key, mid, kind);
-        self.add_up(now, key, mid, kind);
+        self.announce_track(key, mid, kind, rids);
+        self.add_up(now, key, mid, kind, rids);
     }
 }

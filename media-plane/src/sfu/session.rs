@@ -6,7 +6,7 @@ use std::net::SocketAddr;
 use std::ops::{Index, IndexMut};
 use std::time::Instant;
 
-use link::{Grants, LeaveReason, Subscription};
+use link::{Grants, LeaveReason, Subscription, TrackSettings};
 use rustc_hash::FxHashMap;
 use str0m::change::SdpPendingOffer;
 use str0m::Rtc;
@@ -30,6 +30,8 @@ pub struct Session {
     pub grants: Grants,
     /// Which publishers it receives.
     pub subscription: Subscription,
+    /// How it wants the video tracks it receives, unless told otherwise per track.
+    pub video: TrackSettings,
     /// Server ICE ufrag (empty for shadows).
     pub ufrag: String,
     /// Addresses that passed ICE for it.
@@ -48,6 +50,8 @@ pub struct Session {
     pub created: Instant,
     /// ICE and DTLS are up.
     pub connected: bool,
+    /// The latest send-side bandwidth estimate toward it (bits per second), once there is one.
+    pub estimate: Option<u64>,
     /// Set once it is to be removed.
     pub ending: Option<LeaveReason>,
     /// Unique on this core (keys are reused).
@@ -66,7 +70,7 @@ impl Session {
         match &self.subscription {
             Subscription::All => true,
             Subscription::Only { publisher, identity } => publisher == publisher_id || identity.as_deref() == Some(publisher_identity),
-            Subscription::None => false,
+            Subscription::None | Subscription::Chosen => false,
         }
     }
 

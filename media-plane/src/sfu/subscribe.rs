@@ -3,7 +3,8 @@
 
 use std::time::Instant;
 
-use str0m::media::{KeyframeRequestKind, MediaKind, Mid};
+use link::TrackSettings;
+use str0m::media::{MediaKind, Mid, Rid};
 
 use super::ids::{DownKey, SessionKey, UpKey};
 use super::track::{DownState, DownTrack, UpTrack};
@@ -11,11 +12,11 @@ use super::{Core, NACK_HISTORY_PACKETS, RTX_RATIO_CAP};
 
 impl Core {
     /// Adds a published track to a session (local or shadow) and subscribes the room to it.
-    pub(super) fn add_up(&mut self, now: Instant, owner: SessionKey, mid: Mid, kind: MediaKind) {
+    pub(super) fn add_up(&mut self, now: Instant, owner: SessionKey, mid: Mid, kind: MediaKind, rids: &[Rid]) {
         if self.up_by_mid(owner, mid).is_some() {
             return;
         }
-        let up = self.ups.insert(UpTrack { owner, mid, kind, downs: Vec::new(), last_keyframe_request: None });
+        let up = self.ups.insert(UpTrack::new(owner, mid, kind, rids));
         let s = &mut self.sessions[owner];
         s.ups.push(up);
         let members = self.rooms.get(&s.room).cloned().unwrap_or_default();
@@ -33,17 +34,39 @@ impl Core {
         }
     }
 
-    /// Gives `sub` a down-track of `up`, if it wants that track and has none yet.
+    /// Gives `sub` a down-track of `up`, if its subscription takes that track and it has none yet.
     pub(super) fn attach(&mut self, now: Instant, up: UpKey, sub: SessionKey) {
+        let Some(p) = self.ups.get(up).and_then(|t| self.sessions.get(t.owner)) else { return };
+        if self.sessions.get(sub).is_some_and(|s| s.receives_from(&p.id, &p.identity)) {
+            self.attach_chosen(now, up, sub, None);
+        }
+    }
+
+    /// The down-track of `up` that `sub` has, if any.
+    pub(super) fn down_of(&self, sub: SessionKey, up: UpKey) -> Option<DownKey> {
+        self.sessions.get(sub)?.downs.iter().copied().find(|d| self.downs.get(*d).is_some_and(|d| d.up == Some(up)))
+    }
+
+    /// Gives `sub` a down-track of `up` with `settings` (else the session's defaults), or
+    /// applies them to the one it has.
+    pub(super) fn attach_chosen(&mut self, now: Instant, up: UpKey, sub: SessionKey, settings: Option<TrackSettings>) {
         let Some(track) = self.ups.get(up) else { return };
         let (publisher, kind) = (track.owner, track.kind);
         if publisher == sub {
             return;
         }
-        let (Some(p), Some(s)) = (self.sessions.get(publisher), self.sessions.get(sub)) else { return };
-        if !s.receives_from(&p.id, &p.identity) || s.downs.iter().any(|d| self.downs.get(*d).is_some_and(|d| d.up == Some(up))) {
+        if let Some(dk) = self.down_of(sub, up) {
+            if let (Some(set), Some(d)) = (settings, self.downs.get_mut(dk)) {
+                d.settings = set;
+                self.retarget(now, dk);
+            }
             return;
         }
+        let (Some(p), Some(s)) = (self.sessions.get(publisher), self.sessions.get(sub)) else { return };
+        if !s.grants.subscribe {
+            return;
+        }
+        let settings = settings.unwrap_or(s.video);
         // Receivers group a publisher's tracks by its session id.
         let (stream_id, track_id) = (p.id.clone(), format!("{}-{}", p.id, track.mid));
         if s.binds_offered_lines() {
@@ -57,21 +80,23 @@ impl Core {
             down.stream_id = stream_id;
             down.track_id = track_id;
             down.state = DownState::Open(mid);
+            down.settings = settings;
             down.rewrite.switch_source();
             self.ups[up].downs.push(dk);
             self.open(now, dk);
         } else {
-            let dk = self.downs.insert(DownTrack::wanted(sub, up, kind, stream_id, track_id));
+            let dk = self.downs.insert(DownTrack::wanted(sub, up, kind, stream_id, track_id, settings));
             self.sessions[sub].downs.push(dk);
             self.ups[up].downs.push(dk);
             self.dirty.push(sub);
         }
     }
 
-    /// A down-track became open: size its NACK history and ask for a keyframe.
+    /// A down-track became open: size its NACK history, choose its layer (asking for a
+    /// keyframe of it) and put it in the fan-out.
     pub(super) fn open(&mut self, now: Instant, dk: DownKey) {
         let Some(down) = self.downs.get(dk) else { return };
-        let (Some(up), DownState::Open(mid)) = (down.up, down.state) else { return };
+        let (Some(_), DownState::Open(mid)) = (down.up, down.state) else { return };
         if let Some(s) = self.sessions.get_mut(down.subscriber) {
             if let Some(tx) = s.rtc.direct_api().stream_tx_by_mid(mid, None) {
                 // str0m keeps 3 s by default; per subscriber that is most of its memory. Only
@@ -79,7 +104,7 @@ impl Core {
                 tx.set_rtx_cache(NACK_HISTORY_PACKETS, self.cfg.nack_history, Some(RTX_RATIO_CAP));
             }
         }
-        self.request_keyframe(now, up, KeyframeRequestKind::Pli);
+        self.retarget(now, dk);
     }
 
     /// The track a down-track carried is gone: a WHEP line goes idle (keeping its rewrite
@@ -88,6 +113,8 @@ impl Core {
     pub(super) fn unbind(&mut self, dk: DownKey) {
         let Some(down) = self.downs.get_mut(dk) else { return };
         down.up = None;
+        down.selector.set_target(None);
+        down.desired = None;
         let sub = down.subscriber;
         let whep = self.sessions.get(sub).is_some_and(|s| s.binds_offered_lines());
         match down.state {
@@ -105,11 +132,22 @@ impl Core {
         self.dirty.push(sub);
     }
 
-    /// Removes a down-track from its up-track's list and from the table.
+    /// Removes a down-track from its up-track's lists and from the table.
     pub(super) fn drop_down(&mut self, dk: DownKey) {
         let Some(down) = self.downs.remove(dk) else { return };
         if let Some(up) = down.up.and_then(|u| self.ups.get_mut(u)) {
             up.downs.retain(|d| *d != dk);
+            up.fanout.retain(|d| *d != dk);
         }
+    }
+
+    /// Stops sending `up` to `sub`: its down-track leaves the up-track and its m-line goes.
+    pub(super) fn detach(&mut self, sub: SessionKey, up: UpKey) {
+        let Some(dk) = self.down_of(sub, up) else { return };
+        if let Some(t) = self.ups.get_mut(up) {
+            t.downs.retain(|d| *d != dk);
+            t.fanout.retain(|d| *d != dk);
+        }
+        self.unbind(dk);
     }
 }

@@ -4,12 +4,51 @@
 //! publisher's track, write a subscriber's down-track and drive the subscriber's `Rtc` in one
 //! pass without borrowing the same table twice.
 
-use std::time::Instant;
+use std::time::{Duration, Instant};
 
-use str0m::media::{MediaKind, Mid};
+use link::TrackSettings;
+use str0m::media::{MediaKind, Mid, Rid};
 
 use super::ids::{DownKey, SessionKey, UpKey};
+use crate::codec::FrameInfo;
+use crate::layers::{LayerView, Selector, Slot};
 use crate::rewrite::Rewrite;
+use crate::vp8munge::Vp8Munger;
+
+/// Most layers a track keeps; further rids in an offer are ignored (their packets dropped).
+pub const MAX_LAYERS: usize = 4;
+
+/// A layer that sent nothing for this long is taken as paused by its publisher.
+pub const LAYER_IDLE: Duration = Duration::from_millis(1500);
+
+/// One simulcast layer of a published track (a track without simulcast has one, with no rid).
+#[derive(Debug, Clone)]
+pub struct UpLayer {
+    /// Its rid.
+    pub rid: Option<Rid>,
+    /// Frame size of its last keyframe, where the codec tells.
+    pub size: Option<(u16, u16)>,
+    /// Payload bytes received in the current measuring window.
+    pub window_bytes: u64,
+    /// Bitrate measured over the last full window (kept while the layer is paused).
+    pub bitrate: u64,
+    /// When its last packet arrived.
+    pub last_packet: Option<Instant>,
+    /// When a keyframe was last asked of the publisher for this layer.
+    pub last_keyframe_request: Option<Instant>,
+}
+
+impl UpLayer {
+    /// A layer not heard from yet.
+    pub fn new(rid: Option<Rid>) -> Self {
+        UpLayer { rid, size: None, window_bytes: 0, bitrate: 0, last_packet: None, last_keyframe_request: None }
+    }
+
+    /// Whether it has sent recently.
+    pub fn live(&self, now: Instant) -> bool {
+        self.last_packet.is_some_and(|t| now.saturating_duration_since(t) < LAYER_IDLE)
+    }
+}
 
 /// A track one session publishes (or a shadow carries from another core).
 #[derive(Debug)]
@@ -20,10 +59,79 @@ pub struct UpTrack {
     pub mid: Mid,
     /// Audio or video.
     pub kind: MediaKind,
-    /// Down-tracks bound to it, in any state; packets go to those that are open.
+    /// Down-tracks bound to it, in any state.
     pub downs: Vec<DownKey>,
-    /// When a keyframe was last asked of the publisher for this track.
-    pub last_keyframe_request: Option<Instant>,
+    /// The down-tracks packets go to: open, and with a layer to forward. A disabled or
+    /// paused subscription is not in it and costs nothing per packet.
+    pub fanout: Vec<DownKey>,
+    /// Its layers, by slot (the order of the rids in the offer).
+    pub layers: Vec<UpLayer>,
+    /// Slots someone wants, as a bit set (dynacast); last told to the publisher.
+    pub wanted: u32,
+    /// Slots that subscribers on other cores want (origin track only), by core.
+    pub remote_wanted: Vec<(u32, u32)>,
+    /// A layer appeared, went idle or told its size: subscribers' layers are to be chosen again.
+    pub layers_changed: bool,
+    /// Its share of a subscriber's bandwidth comes before that of lower ones (screen share).
+    pub priority: u8,
+}
+
+impl UpTrack {
+    /// A new track with one layer per rid (one without a rid when `rids` is empty).
+    pub fn new(owner: SessionKey, mid: Mid, kind: MediaKind, rids: &[Rid]) -> Self {
+        let layers = if rids.is_empty() { vec![UpLayer::new(None)] } else { rids.iter().take(MAX_LAYERS).map(|r| UpLayer::new(Some(*r))).collect() };
+        // Until the first tick says otherwise, the publisher sends (and is taken to be asked for) every layer.
+        UpTrack { owner, mid, kind, downs: Vec::new(), fanout: Vec::new(), layers, wanted: u32::MAX, remote_wanted: Vec::new(), layers_changed: false, priority: 0 }
+    }
+
+    /// Whether it is simulcast: more than one layer, so switches wait for keyframes.
+    pub fn simulcast(&self) -> bool {
+        self.layers.len() > 1
+    }
+
+    /// Its rids, by slot (empty for a track without simulcast).
+    pub fn rids(&self) -> Vec<Rid> {
+        self.layers.iter().filter_map(|l| l.rid).collect()
+    }
+
+    /// Accounts one received packet of layer `slot`.
+    pub fn note_packet(&mut self, slot: Slot, len: usize, frame: &FrameInfo, at: Instant) {
+        let Some(l) = self.layers.get_mut(usize::from(slot)) else { return };
+        if !l.live(at) {
+            self.layers_changed = true;
+        }
+        l.last_packet = Some(at);
+        l.window_bytes += len as u64;
+        if frame.size.is_some() && frame.size != l.size {
+            l.size = frame.size;
+            self.layers_changed = true;
+        }
+    }
+
+    /// Whether core `core` wants packets of layer `slot` (a core that has not said yet gets all).
+    pub fn remote_wants(&self, core: u32, slot: Slot) -> bool {
+        self.remote_wanted.iter().find(|(c, _)| *c == core).is_none_or(|(_, m)| m & (1 << slot) != 0)
+    }
+
+    /// The slot of `rid`.
+    pub fn slot_of(&self, rid: Option<Rid>) -> Option<Slot> {
+        self.layers.iter().position(|l| l.rid == rid).and_then(|i| Slot::try_from(i).ok())
+    }
+
+    /// Its layers as the selection sees them: every layer (`live_only` false) or those that
+    /// sent recently, lowest first. While none has sent yet, every layer counts as live.
+    pub fn views(&self, now: Instant, live_only: bool) -> Vec<LayerView> {
+        let any_live = self.layers.iter().any(|l| l.live(now));
+        let mut v: Vec<LayerView> = self
+            .layers
+            .iter()
+            .enumerate()
+            .filter(|(_, l)| !live_only || !any_live || l.live(now))
+            .filter_map(|(i, l)| Some(LayerView { slot: Slot::try_from(i).ok()?, size: l.size, bitrate: l.bitrate }))
+            .collect();
+        crate::layers::rank(&mut v);
+        v
+    }
 }
 
 /// Where a down-track's m-line is in its negotiation.
@@ -60,16 +168,53 @@ pub struct DownTrack {
     pub state: DownState,
     /// Payload-type map, sequence rebase and timestamp offset.
     pub rewrite: Rewrite,
+    /// What the subscriber asked for.
+    pub settings: TrackSettings,
+    /// The layer it wants, among all the track's layers (dynacast counts it as wanted).
+    pub desired: Option<Slot>,
+    /// The layer it forwards and the one it switches to at the next keyframe.
+    pub selector: Selector,
+    /// VP8 picture numbering continuity across switches.
+    pub vp8: Vp8Munger,
+    /// What the subscriber's bandwidth allows it.
+    pub allotted: Allotted,
+    /// Paused for lack of bandwidth (the client was told).
+    pub paused: bool,
+}
+
+/// What a subscriber's stream allocator gave one of its video tracks.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Allotted {
+    /// No estimate (yet, or estimation is off): what the client asks for.
+    Unlimited,
+    /// At most the layer of this slot.
+    UpTo(Slot),
+    /// Nothing: it does not fit even at its lowest layer.
+    Paused,
 }
 
 impl DownTrack {
     /// A down-track waiting for its m-line.
-    pub fn wanted(subscriber: SessionKey, up: UpKey, kind: MediaKind, stream_id: String, track_id: String) -> Self {
-        DownTrack { subscriber, up: Some(up), kind, stream_id, track_id, state: DownState::ToOpen, rewrite: Rewrite::default() }
+    pub fn wanted(subscriber: SessionKey, up: UpKey, kind: MediaKind, stream_id: String, track_id: String, settings: TrackSettings) -> Self {
+        DownTrack { up: Some(up), stream_id, track_id, state: DownState::ToOpen, settings, ..Self::idle(subscriber, Mid::from("-"), kind) }
     }
 
     /// An m-line offered by the client (WHEP), bound to nothing yet.
     pub fn idle(subscriber: SessionKey, mid: Mid, kind: MediaKind) -> Self {
-        DownTrack { subscriber, up: None, kind, stream_id: String::new(), track_id: String::new(), state: DownState::Idle(mid), rewrite: Rewrite::default() }
+        DownTrack {
+            subscriber,
+            up: None,
+            kind,
+            stream_id: String::new(),
+            track_id: String::new(),
+            state: DownState::Idle(mid),
+            rewrite: Rewrite::default(),
+            settings: TrackSettings::default(),
+            desired: None,
+            selector: Selector::default(),
+            vp8: Vp8Munger::default(),
+            allotted: Allotted::Unlimited,
+            paused: false,
+        }
     }
 }

@@ -1,0 +1,127 @@
+//! The stream allocator of one subscriber: spends its bandwidth estimate across the video
+//! tracks it receives, by priority, each capped by what the client asked for.
+//!
+//! Like LiveKit's allocator: first every track gets its lowest layer, by priority, while
+//! the budget lasts (a track that does not fit even so is paused); then tracks are raised a
+//! layer at a time, by priority, up to their caps. Audio is set aside first, so video never
+//! starves it. A plain function of its inputs, tested on scripted estimates.
+
+use crate::layers::LayerView;
+
+/// Bandwidth set aside per audio track before video is allocated (Opus plus headers).
+pub const AUDIO_RESERVE: u64 = 64_000;
+
+/// One video track a subscriber wants.
+#[derive(Debug, Clone)]
+pub struct Want {
+    /// Its layers, ranked lowest first.
+    pub layers: Vec<LayerView>,
+    /// The highest rank the client's settings allow (`None`: it wants nothing).
+    pub cap: Option<usize>,
+    /// Higher goes first (screen share above camera).
+    pub priority: u8,
+}
+
+/// The rate a layer is counted at: its measured bitrate, or a guess by rank before any.
+pub fn layer_rate(layers: &[LayerView], rank: usize) -> u64 {
+    let measured = layers.get(rank).map_or(0, |l| l.bitrate);
+    if measured > 0 {
+        return measured;
+    }
+    match (layers.len(), rank) {
+        (1, _) => 1_000_000,
+        (_, 0) => 150_000,
+        (n, r) if r + 1 < n => 500_000,
+        _ => 1_500_000,
+    }
+}
+
+/// The rank each track gets (`None`: paused or not wanted), and the rate it would take to
+/// give every track its cap (what probing should aim for).
+pub fn allocate(estimate: u64, audio_tracks: usize, wants: &[Want]) -> (Vec<Option<usize>>, u64) {
+    let mut budget = estimate.saturating_sub(AUDIO_RESERVE * audio_tracks as u64);
+    let mut order: Vec<usize> = (0..wants.len()).collect();
+    order.sort_by_key(|&i| std::cmp::Reverse(wants[i].priority));
+    let mut got: Vec<Option<usize>> = vec![None; wants.len()];
+    for &i in &order {
+        if wants[i].cap.is_none() {
+            continue;
+        }
+        let need = layer_rate(&wants[i].layers, 0);
+        if need <= budget {
+            budget -= need;
+            got[i] = Some(0);
+        }
+    }
+    loop {
+        let mut raised = false;
+        for &i in &order {
+            let (Some(now), Some(cap)) = (got[i], wants[i].cap) else { continue };
+            if now >= cap {
+                continue;
+            }
+            let extra = layer_rate(&wants[i].layers, now + 1).saturating_sub(layer_rate(&wants[i].layers, now));
+            if extra <= budget {
+                budget -= extra;
+                got[i] = Some(now + 1);
+                raised = true;
+            }
+        }
+        if !raised {
+            break;
+        }
+    }
+    let desired = wants.iter().filter_map(|w| w.cap.map(|c| layer_rate(&w.layers, c))).sum::<u64>() + AUDIO_RESERVE * audio_tracks as u64;
+    (got, desired)
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn layers() -> Vec<LayerView> {
+        vec![
+            LayerView { slot: 0, size: Some((320, 180)), bitrate: 150_000 },
+            LayerView { slot: 1, size: Some((640, 360)), bitrate: 500_000 },
+            LayerView { slot: 2, size: Some((1280, 720)), bitrate: 1_500_000 },
+        ]
+    }
+
+    fn want(cap: Option<usize>, priority: u8) -> Want {
+        Want { layers: layers(), cap, priority }
+    }
+
+    #[test]
+    fn plenty_gives_every_track_its_cap() {
+        let (got, desired) = allocate(10_000_000, 2, &[want(Some(2), 0), want(Some(1), 0)]);
+        assert_eq!(got, vec![Some(2), Some(1)]);
+        assert_eq!(desired, 1_500_000 + 500_000 + 128_000);
+    }
+
+    #[test]
+    fn a_drop_lowers_layers_before_pausing_any() {
+        // 300 kbit/s: audio 64k, then two low layers (300k) do not both fit.
+        let (got, _) = allocate(300_000, 1, &[want(Some(2), 0), want(Some(2), 0)]);
+        assert_eq!(got, vec![Some(0), None], "the second is paused, not both starved");
+        let (got, _) = allocate(900_000, 1, &[want(Some(2), 0), want(Some(2), 0)]);
+        assert_eq!(got, vec![Some(1), Some(0)], "raised a layer at a time, in order");
+    }
+
+    #[test]
+    fn priority_goes_first_and_audio_is_never_starved() {
+        let (got, _) = allocate(400_000, 4, &[want(Some(2), 0), want(Some(2), 9)]);
+        // 400k - 256k audio = 144k: not even one low layer (150k); audio keeps its share.
+        assert_eq!(got, vec![None, None]);
+        let (got, _) = allocate(800_000, 1, &[want(Some(2), 0), want(Some(2), 9)]);
+        assert_eq!(got, vec![Some(0), Some(1)], "the screen share climbs first");
+    }
+
+    #[test]
+    fn unwanted_tracks_take_nothing_and_unknown_rates_are_guessed() {
+        let (got, desired) = allocate(1_000_000, 0, &[want(None, 0), want(Some(0), 0)]);
+        assert_eq!(got, vec![None, Some(0)]);
+        assert_eq!(desired, 150_000);
+        let unknown = vec![LayerView { slot: 0, size: None, bitrate: 0 }];
+        assert_eq!(layer_rate(&unknown, 0), 1_000_000);
+    }
+}

@@ -1,0 +1,169 @@
+//! What forwarding needs to know of a video payload, read once per received packet: whether
+//! it starts a keyframe, the VP8 descriptor fields a layer switch rewrites, and the frame
+//! size a VP8 keyframe announces (which ranks simulcast layers).
+//!
+//! The parse is bounds-checked byte by byte: a malformed payload yields no fields, never a
+//! panic (fuzz target `codec_inspect`).
+
+use str0m::format::{detect_h264_keyframe, detect_h264_nalu, Codec};
+
+/// The codec of a forwarded track, as far as forwarding cares.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum VideoCodec {
+    /// VP8 (RFC 7741).
+    Vp8,
+    /// H.264 (RFC 6184).
+    H264,
+    /// Anything else, audio included: no keyframes to wait for.
+    Other,
+}
+
+impl VideoCodec {
+    /// The forwarding view of a str0m codec.
+    pub fn of(codec: Codec) -> Self {
+        match codec {
+            Codec::Vp8 => VideoCodec::Vp8,
+            Codec::H264 => VideoCodec::H264,
+            _ => VideoCodec::Other,
+        }
+    }
+}
+
+/// The VP8 payload descriptor fields that a layer switch rewrites.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Default)]
+pub struct Vp8Fields {
+    /// PictureID, 7 or 15 bits.
+    pub picture_id: Option<u16>,
+    /// Whether the PictureID field is 15 bits wide.
+    pub wide_picture_id: bool,
+    /// TL0PICIDX.
+    pub tl0_pic_idx: Option<u8>,
+    /// Temporal layer index.
+    pub tid: Option<u8>,
+    /// KEYIDX.
+    pub key_idx: Option<u8>,
+}
+
+/// What one received video packet tells forwarding.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Default)]
+pub struct FrameInfo {
+    /// The packet starts a keyframe: a decoder can start (or switch layers) here.
+    pub keyframe_start: bool,
+    /// The frame size a VP8 keyframe announces.
+    pub size: Option<(u16, u16)>,
+    /// VP8 descriptor fields.
+    pub vp8: Option<Vp8Fields>,
+}
+
+/// Reads what forwarding needs from one RTP payload.
+pub fn inspect(codec: VideoCodec, payload: &[u8]) -> FrameInfo {
+    match codec {
+        VideoCodec::Vp8 => inspect_vp8(payload).unwrap_or_default(),
+        // A keyframe usually starts with its SPS (alone or in a STAP-A), then the IDR slice.
+        VideoCodec::H264 => FrameInfo { keyframe_start: detect_h264_nalu(payload, 7) || detect_h264_keyframe(payload), size: None, vp8: None },
+        VideoCodec::Other => FrameInfo::default(),
+    }
+}
+
+/// VP8: descriptor (RFC 7741 §4.2), then the payload header of a partition start, and for a
+/// keyframe the frame tag, start code and size (RFC 6386 §9.1).
+fn inspect_vp8(p: &[u8]) -> Option<FrameInfo> {
+    let b0 = *p.first()?;
+    let mut i = 1;
+    let mut f = Vp8Fields::default();
+    if b0 & 0x80 != 0 {
+        let x = *p.get(i)?;
+        i += 1;
+        if x & 0x80 != 0 {
+            let m = *p.get(i)?;
+            i += 1;
+            if m & 0x80 != 0 {
+                let lo = *p.get(i)?;
+                i += 1;
+                f.picture_id = Some((u16::from(m & 0x7f) << 8) | u16::from(lo));
+                f.wide_picture_id = true;
+            } else {
+                f.picture_id = Some(u16::from(m & 0x7f));
+            }
+        }
+        if x & 0x40 != 0 {
+            f.tl0_pic_idx = Some(*p.get(i)?);
+            i += 1;
+        }
+        if x & 0x30 != 0 {
+            let b = *p.get(i)?;
+            i += 1;
+            if x & 0x20 != 0 {
+                f.tid = Some(b >> 6);
+            }
+            if x & 0x10 != 0 {
+                f.key_idx = Some(b & 0x1f);
+            }
+        }
+    }
+    let header = p.get(i..).filter(|h| !h.is_empty())?;
+    let partition_start = b0 & 0x10 != 0 && b0 & 0x07 == 0;
+    let keyframe_start = partition_start && header[0] & 0x01 == 0;
+    let size = if keyframe_start && header.len() >= 10 && header[3..6] == [0x9d, 0x01, 0x2a] {
+        let w = u16::from_le_bytes([header[6], header[7]]) & 0x3fff;
+        let h = u16::from_le_bytes([header[8], header[9]]) & 0x3fff;
+        Some((w, h))
+    } else {
+        None
+    };
+    Some(FrameInfo { keyframe_start, size, vp8: Some(f) })
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    /// A VP8 packet as Chrome sends it (15-bit PictureID, TL0PICIDX, TID).
+    fn vp8_packet(picture_id: u16, tl0: u8, keyframe: bool, size: (u16, u16)) -> Vec<u8> {
+        crate::sim::vp8_payload(picture_id, tl0, keyframe, size, 40)
+    }
+
+    #[test]
+    fn a_vp8_keyframe_shows_its_size_and_descriptor() {
+        let info = inspect(VideoCodec::Vp8, &vp8_packet(0x1234, 7, true, (1280, 720)));
+        assert!(info.keyframe_start);
+        assert_eq!(info.size, Some((1280, 720)));
+        let f = info.vp8.expect("descriptor");
+        assert_eq!((f.picture_id, f.wide_picture_id, f.tl0_pic_idx, f.tid, f.key_idx), (Some(0x1234), true, Some(7), Some(0), None));
+        // str0m reads the same descriptor.
+        let d = str0m::rtp::Vp8Descriptor::parse(&vp8_packet(0x1234, 7, true, (1280, 720))).expect("str0m parses it");
+        assert_eq!(d.picture_id(), Some(0x1234));
+    }
+
+    #[test]
+    fn a_delta_frame_is_no_keyframe() {
+        let info = inspect(VideoCodec::Vp8, &vp8_packet(5, 1, false, (0, 0)));
+        assert!(!info.keyframe_start);
+        assert_eq!(info.size, None);
+    }
+
+    #[test]
+    fn a_continuation_packet_is_no_keyframe_start() {
+        let mut p = vp8_packet(5, 1, true, (320, 180));
+        p[0] &= !0x10;
+        assert!(!inspect(VideoCodec::Vp8, &p).keyframe_start);
+    }
+
+    #[test]
+    fn truncated_or_garbage_payloads_yield_nothing() {
+        for len in 0..12 {
+            let p = vp8_packet(300, 1, true, (640, 360));
+            let _ = inspect(VideoCodec::Vp8, &p[..len]);
+        }
+        assert_eq!(inspect(VideoCodec::Vp8, &[]), FrameInfo::default());
+        assert_eq!(inspect(VideoCodec::Vp8, &[0xff]), FrameInfo::default());
+        assert!(!inspect(VideoCodec::H264, &[0xff, 0xff]).keyframe_start);
+    }
+
+    #[test]
+    fn h264_keyframes_start_at_the_sps_or_the_idr() {
+        assert!(inspect(VideoCodec::H264, &[0x67, 0x42, 0x00]).keyframe_start);
+        assert!(inspect(VideoCodec::H264, &[0x65, 0x88]).keyframe_start);
+        assert!(!inspect(VideoCodec::H264, &[0x41, 0x9a]).keyframe_start);
+    }
+}

@@ -1,0 +1,221 @@
+//! Layer selection and dynacast: which layer each down-track forwards, which down-tracks are
+//! in their up-track's fan-out, and which layers the publisher is told anyone wants.
+//!
+//! A down-track is chosen a layer when it opens or its settings change, and again on every
+//! tick (layers come and go, learn their sizes, change their bitrates). The decisions are
+//! the plain functions of [`crate::layers`].
+
+use std::time::{Duration, Instant};
+
+use link::Event as LinkEvent;
+use str0m::bwe::Bitrate;
+use str0m::media::{KeyframeRequestKind, MediaKind};
+
+use super::cross::CrossMsg;
+use super::ids::{DownKey, UpKey};
+use super::ids::SessionKey;
+use super::track::{Allotted, DownState};
+use crate::allocate::{allocate, layer_rate, Want};
+use super::Core;
+use crate::layers::{choose, nearest_live, LayerView, Slot};
+
+/// How often layers are measured and chosen again.
+pub const TICK: Duration = Duration::from_millis(250);
+
+/// Bitrates are measured over windows of this length.
+const WINDOW: Duration = Duration::from_secs(1);
+
+impl Core {
+    /// Chooses again the layer of one down-track, from its up-track's layers now.
+    pub(super) fn retarget(&mut self, now: Instant, dk: DownKey) {
+        let Some(up) = self.downs.get(dk).and_then(|d| d.up) else { return };
+        let Some(track) = self.ups.get(up) else { return };
+        let (all, live) = (track.views(now, false), track.views(now, true));
+        self.retarget_with(now, dk, up, &all, &live);
+    }
+
+    /// [`Core::retarget`] with the up-track's layers already ranked (`all`, and `live`).
+    fn retarget_with(&mut self, now: Instant, dk: DownKey, up: UpKey, all: &[LayerView], live: &[LayerView]) {
+        let Some(track) = self.ups.get(up) else { return };
+        let audio = track.kind == MediaKind::Audio;
+        let Some(down) = self.downs.get_mut(dk) else { return };
+        let (desired, target) = if audio {
+            let on = down.settings.enabled.then_some(0);
+            (on, on)
+        } else {
+            let asked = choose(all, &down.settings, None);
+            let rank = |slot: Slot| all.iter().position(|l| l.slot == slot);
+            let desired = match down.allotted {
+                Allotted::Unlimited => asked,
+                Allotted::Paused => None,
+                Allotted::UpTo(cap) => asked.map(|a| if rank(a) <= rank(cap) { a } else { cap }),
+            };
+            let paused = asked.is_some() && desired.is_none();
+            if paused != down.paused {
+                down.paused = paused;
+                if let (Some(s), Some(p)) = (self.sessions.get(down.subscriber), self.sessions.get(track.owner)) {
+                    self.out.events.push(LinkEvent::TrackPaused { session: s.id.clone(), publisher: p.id.clone(), track: track.mid.to_string(), paused });
+                }
+            }
+            (desired, desired.and_then(|d| nearest_live(live, all, d)))
+        };
+        down.desired = desired;
+        if down.selector.target() != target {
+            down.selector.set_target(target);
+            if let Some(slot) = down.selector.awaiting_keyframe() {
+                self.request_keyframe(now, up, slot, KeyframeRequestKind::Pli);
+            }
+        }
+        self.sync_fanout(dk);
+    }
+
+    /// Puts a down-track in its up-track's fan-out list exactly when it is open with a layer
+    /// to forward.
+    pub(super) fn sync_fanout(&mut self, dk: DownKey) {
+        let Some(down) = self.downs.get(dk) else { return };
+        let Some(track) = down.up.and_then(|u| self.ups.get_mut(u)) else { return };
+        let should = matches!(down.state, DownState::Open(_)) && down.selector.target().is_some();
+        let pos = track.fanout.iter().position(|d| *d == dk);
+        match (should, pos) {
+            (true, None) => track.fanout.push(dk),
+            (false, Some(i)) => {
+                track.fanout.swap_remove(i);
+            }
+            _ => {}
+        }
+    }
+
+    /// Records a bandwidth estimate toward a session and allocates it.
+    pub(super) fn set_estimate_of(&mut self, now: Instant, key: SessionKey, bps: u64) {
+        let Some(s) = self.sessions.get_mut(key) else { return };
+        s.estimate = Some(bps);
+        self.allocate(now, key);
+    }
+
+    /// Spends a subscriber's bandwidth estimate across its video tracks, chooses their
+    /// layers again, and points probing at what would give every track what it asks for.
+    pub(super) fn allocate(&mut self, now: Instant, key: SessionKey) {
+        let Some(s) = self.sessions.get(key) else { return };
+        let Some(estimate) = s.estimate else { return };
+        let mut audio = 0;
+        let mut video: Vec<DownKey> = Vec::new();
+        let mut wants: Vec<Want> = Vec::new();
+        for &dk in &s.downs {
+            let Some(d) = self.downs.get(dk) else { continue };
+            let Some(track) = d.up.and_then(|u| self.ups.get(u)) else { continue };
+            if !matches!(d.state, DownState::Open(_)) || !d.settings.enabled {
+                continue;
+            }
+            if track.kind == MediaKind::Audio {
+                audio += 1;
+                continue;
+            }
+            let layers = track.views(now, false);
+            let cap = choose(&layers, &d.settings, None).and_then(|slot| layers.iter().position(|l| l.slot == slot));
+            video.push(dk);
+            wants.push(Want { layers, cap, priority: track.priority });
+        }
+        let (got, desired) = allocate(estimate, audio, &wants);
+        let mut minimum = 0;
+        for ((dk, rank), want) in video.iter().zip(&got).zip(&wants) {
+            let allotted = match rank {
+                Some(r) => Allotted::UpTo(want.layers[*r].slot),
+                None => Allotted::Paused,
+            };
+            // Probing keeps a floor of the next step up, so the estimate can grow into it.
+            minimum += rank.map_or(0, |r| layer_rate(&want.layers, (r + 1).min(want.cap.unwrap_or(r))));
+            if let Some(d) = self.downs.get_mut(*dk) {
+                d.allotted = allotted;
+            }
+            self.retarget(now, *dk);
+        }
+        if let Some(s) = self.sessions.get_mut(key) {
+            s.rtc.bwe().set_bitrate(Bitrate::bps(minimum.min(desired)), Bitrate::bps(desired));
+        }
+    }
+
+    /// Measures layers, chooses every down-track's layer again, re-asks for keyframes that
+    /// a pending switch still waits for, and tells publishers which layers are wanted.
+    pub(super) fn tick(&mut self, now: Instant) {
+        let start = *self.window_start.get_or_insert(now);
+        let window = now.saturating_duration_since(start);
+        let roll = window >= WINDOW;
+        if roll {
+            self.window_start = Some(now);
+        }
+        let estimated: Vec<SessionKey> = self.sessions.iter().filter(|(_, s)| s.estimate.is_some()).map(|(k, _)| k).collect();
+        for key in estimated {
+            self.allocate(now, key);
+        }
+        let ups: Vec<UpKey> = self.ups.iter().map(|(k, _)| k).collect();
+        for up in ups {
+            let track = &mut self.ups[up];
+            if roll {
+                for l in &mut track.layers {
+                    if l.window_bytes > 0 {
+                        l.bitrate = (l.window_bytes * 8 * 1000) / (window.as_millis() as u64).max(1);
+                    }
+                    l.window_bytes = 0;
+                }
+            }
+            track.layers_changed = false;
+            let (all, live) = (track.views(now, false), track.views(now, true));
+            for i in 0..self.ups[up].downs.len() {
+                let Some(&dk) = self.ups[up].downs.get(i) else { break };
+                self.retarget_with(now, dk, up, &all, &live);
+                if let Some(slot) = self.downs.get(dk).and_then(|d| d.selector.awaiting_keyframe()) {
+                    self.request_keyframe(now, up, slot, KeyframeRequestKind::Pli);
+                }
+            }
+            self.tell_wanted(up);
+        }
+    }
+
+    /// Tells the publisher (or, for a shadow, the publisher's core) which layers anyone here
+    /// wants, when that changed.
+    fn tell_wanted(&mut self, up: UpKey) {
+        let Some(track) = self.ups.get(up) else { return };
+        if track.kind != MediaKind::Video {
+            return;
+        }
+        let local = track.downs.iter().filter_map(|d| self.downs.get(*d)?.desired).fold(0u32, |m, s: Slot| m | (1 << s));
+        let Some(owner) = self.sessions.get(track.owner) else { return };
+        if let Some(origin) = owner.shadow {
+            if local != track.wanted {
+                self.out.cross.push((origin.core, CrossMsg::LayersWanted { to: origin, mid: track.mid, core: self.cfg.index, mask: local }));
+                self.ups[up].wanted = local;
+            }
+            return;
+        }
+        let all = track.remote_wanted.iter().fold(local, |m, (_, r)| m | r);
+        if all == track.wanted {
+            return;
+        }
+        if track.simulcast() {
+            let rids = track.layers.iter().enumerate().filter(|(i, _)| all & (1 << i) != 0).filter_map(|(_, l)| l.rid.map(|r| r.to_string())).collect();
+            self.out.events.push(LinkEvent::LayersWanted { session: owner.id.clone(), track: track.mid.to_string(), rids });
+        }
+        self.ups[up].wanted = all;
+    }
+
+    /// A subscriber core says which layers of a track it wants.
+    pub(super) fn remote_wants(&mut self, up: UpKey, core: u32, mask: u32) {
+        let Some(track) = self.ups.get_mut(up) else { return };
+        match track.remote_wanted.iter_mut().find(|(c, _)| *c == core) {
+            Some(e) => e.1 = mask,
+            None => track.remote_wanted.push((core, mask)),
+        }
+        self.tell_wanted(up);
+    }
+
+    /// Another core left the room: its wishes no longer count.
+    pub(super) fn forget_remote_wants(&mut self, room: &str, core: u32) {
+        let ups: Vec<UpKey> = self.rooms.get(room).into_iter().flatten().filter_map(|k| self.sessions.get(*k)).flat_map(|s| s.ups.iter().copied()).collect();
+        for up in ups {
+            if let Some(t) = self.ups.get_mut(up) {
+                t.remote_wanted.retain(|(c, _)| *c != core);
+            }
+            self.tell_wanted(up);
+        }
+    }
+}
