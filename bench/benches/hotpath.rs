@@ -170,5 +170,37 @@ fn transmit_alloc(c: &mut Criterion) {
     g.finish();
 }
 
-criterion_group!(benches, srtp, fanout, demux, rewrite, gso_order, transmit_alloc);
+/// The same fan-out with a three-layer simulcast publisher, each subscriber on one layer
+/// (a third on each): per forwarded packet, against `fanout` at the same subscriber count.
+fn fanout_simulcast(c: &mut Criterion) {
+    str0m::crypto::from_feature_flags().install_process_default();
+    let mut g = c.benchmark_group("fanout_simulcast");
+    g.sample_size(20).measurement_time(Duration::from_secs(4)).warm_up_time(Duration::from_secs(1));
+    for n in [30usize, 99] {
+        let mut w = bench::simulcast_room(n);
+        let (from, probe) = bench::publisher_packets(&mut w, 3);
+        let before = w.core.counters();
+        bench::feed(&mut w, from, &probe);
+        let after = w.core.counters();
+        assert_eq!(after.tx_rtp - before.tx_rtp, n as u64, "each subscriber gets exactly its layer: 3 packets, {n} forwarded");
+        g.bench_with_input(BenchmarkId::new("3_layers_per_forwarded_packet", n), &n, |b, _| {
+            b.iter_custom(|iters| {
+                w.step(Duration::from_millis(10));
+                // One packet per layer per iteration, so each iteration forwards n packets.
+                let (from, packets) = bench::publisher_packets(&mut w, 3 * iters as usize);
+                let before = w.core.counters();
+                let start = Instant::now();
+                black_box(bench::feed(&mut w, from, &packets));
+                let elapsed = start.elapsed();
+                let after = w.core.counters();
+                assert_eq!(after.tx_rtp - before.tx_rtp, n as u64 * iters, "every subscriber got its layer's packets");
+                // Per forwarded packet: divide by the n packets an iteration forwards.
+                elapsed / n as u32
+            })
+        });
+    }
+    g.finish();
+}
+
+criterion_group!(benches, srtp, fanout, fanout_simulcast, demux, rewrite, gso_order, transmit_alloc);
 criterion_main!(benches);

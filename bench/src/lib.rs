@@ -28,7 +28,29 @@ pub fn room_with(subscribers: usize, nack_history: std::time::Duration) -> World
     w
 }
 
-/// `n` SRTP-protected video datagrams (1000-byte payload) from the publisher (peer 0),
+/// A three-layer simulcast publisher (VP8, rids l/m/h) and `subscribers` receivers, a third
+/// of them asking for each layer, connected and switched, on a simulated core.
+pub fn simulcast_room(subscribers: usize) -> World {
+    let mut w = World::new();
+    w.join_simulcast("pub", "bench", media_plane::sim::three_layers());
+    for i in 0..subscribers {
+        w.join(&format!("sub{i}"), "bench", false);
+    }
+    w.connect_all();
+    let track = w.peers[0].send.iter().find(|(_, k)| *k == MediaKind::Video).map(|(m, _)| m.to_string()).unwrap_or_default();
+    let qualities = [link::Quality::Low, link::Quality::Medium, link::Quality::High];
+    for i in 0..subscribers {
+        let settings = link::TrackSettings { quality: Some(qualities[i % 3]), ..Default::default() };
+        let now = w.now;
+        w.core.handle_command(now, link::Command::Subscribe { session: format!("S-sub{i}"), publisher: "S-pub".into(), track: track.clone(), settings });
+    }
+    // Enough media for every subscriber's layer to switch at a keyframe.
+    w.run_media(120);
+    w
+}
+
+/// `n` SRTP-protected video datagrams (1000-byte payload; for a simulcast publisher, VP8
+/// delta frames of each layer in turn, each layer's own size) from the publisher (peer 0),
 /// ready to feed to the core, with the address they come from.
 pub fn publisher_packets(w: &mut World, n: usize) -> (SocketAddr, Vec<Vec<u8>>) {
     let now = w.now;
@@ -41,7 +63,16 @@ pub fn publisher_packets(w: &mut World, n: usize) -> (SocketAddr, Vec<Vec<u8>>) 
     for _ in 0..n {
         let seq = p.seq;
         p.seq += 1;
-        if let Some(tx) = p.rtc.direct_api().stream_tx_by_mid(mid, None) {
+        let layers = p.layers.len();
+        if let Some(l) = (layers > 0).then(|| &mut p.layers[seq as usize % layers]) {
+            let payload = media_plane::sim::vp8_payload(l.picture_id, l.tl0, false, l.size, l.len);
+            l.picture_id = (l.picture_id + 1) & 0x7fff;
+            l.tl0 = l.tl0.wrapping_add(1);
+            let rid = Some(l.rid);
+            if let Some(tx) = p.rtc.direct_api().stream_tx_by_mid(mid, rid) {
+                tx.write_rtp(RtpWrite::new(pt, seq.into(), (seq * 3000) as u32, t, payload).marker(true));
+            }
+        } else if let Some(tx) = p.rtc.direct_api().stream_tx_by_mid(mid, None) {
             tx.write_rtp(RtpWrite::new(pt, seq.into(), (seq * 3000) as u32, t, vec![7u8; 1000]).marker(true));
         }
         // str0m releases written packets on its next timeout: 1 µs per packet.

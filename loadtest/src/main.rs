@@ -3,6 +3,7 @@
 //! exit when loss or p99 latency exceed the given limits. `loadtest compare` puts reports
 //! side by side with ratios.
 
+mod bucket;
 mod engine;
 mod http;
 mod peer;
@@ -11,6 +12,8 @@ mod scenario;
 mod stats;
 mod target;
 mod turn;
+mod view;
+mod vp8;
 
 use std::path::PathBuf;
 use std::sync::{Arc, Mutex};
@@ -23,6 +26,7 @@ use serde_json::json;
 
 use crate::scenario::{Scenario, TargetKind, TurnTransport, VideoCodec};
 use crate::target::{Participant, Role, Shared};
+use crate::view::ViewSize;
 
 #[global_allocator]
 static GLOBAL: mimalloc::MiMalloc = mimalloc::MiMalloc;
@@ -112,9 +116,21 @@ struct RunArgs {
     /// Video codec.
     #[arg(long, value_enum)]
     codec: Option<VideoCodec>,
-    /// Simulcast (where the target supports it).
+    /// Simulcast: rids l, m, h at 1/16, 1/4 and all of the bitrate (VP8; ours, whip, janus).
     #[arg(long)]
     simulcast: Option<bool>,
+    /// Receive-side bandwidth cap per subscriber, kbit/s (the peer drops what exceeds it).
+    #[arg(long)]
+    subscriber_kbps: Option<u64>,
+    /// Cap only the first M subscribers of each room (default: all, with --subscriber-kbps).
+    #[arg(long)]
+    capped_subscribers: Option<usize>,
+    /// Subscribers view at most N video tracks, plus all audio (ours, whip).
+    #[arg(long)]
+    view_tracks: Option<usize>,
+    /// Subscribers render video at most WxH and ask the server for that size (ours).
+    #[arg(long)]
+    view_size: Option<ViewSize>,
     /// Worker threads (default: one per core).
     #[arg(long)]
     threads: Option<usize>,
@@ -173,7 +189,16 @@ fn scenario_from(a: &RunArgs) -> anyhow::Result<Scenario> {
     macro_rules! set {
         ($($f:ident),*) => { $( if let Some(v) = a.$f.clone() { s.$f = v; } )* };
     }
-    set!(target, url, whip_url, whep_url, janus_url, rooms, video_publishers, audio_publishers, subscribers, duration, join_rate, video_kbps, fps, packet_size, audio_kbps, codec, simulcast, threads);
+    set!(target, url, whip_url, whep_url, janus_url, rooms, video_publishers, audio_publishers, subscribers, duration, join_rate, video_kbps, fps, packet_size, audio_kbps, codec, simulcast, subscriber_kbps, threads);
+    if a.capped_subscribers.is_some() {
+        s.capped_subscribers = a.capped_subscribers;
+    }
+    if a.view_tracks.is_some() {
+        s.view_tracks = a.view_tracks;
+    }
+    if a.view_size.is_some() {
+        s.view_size = a.view_size;
+    }
     if a.bearer.is_some() {
         s.bearer = a.bearer.clone();
     }
@@ -294,7 +319,8 @@ fn run(mut args: RunArgs) -> anyhow::Result<i32> {
                 };
                 let n = jobs.len();
                 let identity = shared.publishers.get(i).cloned().unwrap_or_else(|| format!("sub-{i}"));
-                let p = Participant { room: r, identity: identity.clone(), role, start: epoch + gap * n as u32, until, end: until + drain };
+                let cap_kbps = if role == Role::Subscriber { s.subscriber_cap(i - s.publishers()) } else { None };
+                let p = Participant { room: r, identity: identity.clone(), role, cap_kbps, start: epoch + gap * n as u32, until, end: until + drain };
                 jobs.push((format!("room {r} {identity}"), p));
             }
         }
@@ -348,6 +374,7 @@ fn run(mut args: RunArgs) -> anyhow::Result<i32> {
     let counters = stats::totals(&workers.counters);
     let result = workers.join();
     let sink = &result.sink;
+    let layers = stats::layer_report(&sink.tracks, &sink.sent, |l| peer::layer_name(s.simulcast, l));
 
     let received: u64 = sink.streams.iter().map(|s| s.received).sum();
     let expected_in_window: u64 = sink.streams.iter().map(|s| s.expected()).sum();
@@ -415,6 +442,8 @@ fn run(mut args: RunArgs) -> anyhow::Result<i32> {
             "loadtest_us_per_packet": steady_self_us,
             "loadtest_to_server": if steady_server_us > 0.0 { steady_self_us / steady_server_us } else { 0.0 },
         },
+        "layers": layers,
+        "capped_subscribers": sink.capped,
         "series": series,
     });
     println!("target           {:?} ({} threads)", s.target, s.threads);
@@ -433,6 +462,8 @@ fn run(mut args: RunArgs) -> anyhow::Result<i32> {
         let server = if args.server_pid.is_empty() { String::new() } else { format!("server {steady_server_us:.2} µs per {what} packet, ") };
         println!("steady state     {} s at {:.0} pkt/s: {server}load tester {steady_self_us:.2} µs per received packet", steady.len(), steady_pps / steady.len() as f64);
     }
+    print_layers(&layers);
+    print_capped(&sink.capped);
     for e in result.errors.iter().take(5) {
         eprintln!("error: {e}");
     }
@@ -554,4 +585,40 @@ fn compare(reports: &[String]) -> anyhow::Result<()> {
         println!();
     }
     Ok(())
+}
+
+/// Receiver tracks and capped subscribers listed one per line up to this many.
+const LIST_MAX: usize = 12;
+
+fn print_layers(l: &stats::LayerReport) {
+    if l.publishers.is_empty() && l.tracks.is_empty() {
+        return;
+    }
+    println!("video sent       by rid: {}", stats::counts_line(&l.sent_by_rid));
+    println!("video received   by keyframe size: {}", stats::counts_line(&l.received_by_resolution));
+    println!("                 by rid sent: {}", stats::counts_line(&l.received_by_rid));
+    println!("                 {} receiver tracks, by last keyframe size: {}", l.tracks.len(), stats::counts_line(&l.tracks_by_last_resolution));
+    if l.tracks.len() <= LIST_MAX {
+        for t in &l.tracks {
+            println!("  {} <- {} (ssrc {}): {}", t.receiver, t.publisher, t.ssrc, stats::counts_line(&t.by_resolution));
+        }
+    }
+}
+
+fn print_capped(capped: &[stats::CappedRx]) {
+    if capped.is_empty() {
+        return;
+    }
+    let rates: Vec<f64> = capped.iter().map(|c| c.received_kbps).collect();
+    let min = rates.iter().copied().fold(f64::INFINITY, f64::min);
+    let max = rates.iter().copied().fold(0.0, f64::max);
+    let mean = rates.iter().sum::<f64>() / rates.len() as f64;
+    let (passed, dropped) = capped.iter().fold((0u64, 0u64), |(p, d), c| (p + c.passed.datagrams, d + c.dropped.datagrams));
+    let dropped_pct = if passed + dropped > 0 { dropped as f64 * 100.0 / (passed + dropped) as f64 } else { 0.0 };
+    println!("capped           {} subscribers: received {min:.0}/{mean:.0}/{max:.0} kbit/s (min/mean/max), {dropped_pct:.1}% of datagrams dropped", capped.len());
+    if capped.len() <= LIST_MAX {
+        for c in capped {
+            println!("  {} cap {} kbit/s: received {:.0} kbit/s of {:.0} offered, dropped {} datagrams", c.subscriber, c.cap_kbps, c.received_kbps, c.offered_kbps, c.dropped.datagrams);
+        }
+    }
 }

@@ -7,6 +7,7 @@ use std::collections::HashMap;
 use std::io::ErrorKind;
 use std::net::{IpAddr, SocketAddr};
 use std::pin::pin;
+use std::rc::Rc;
 use std::sync::Arc;
 use std::time::{Duration, Instant};
 
@@ -20,7 +21,10 @@ use str0m::{Candidate, Event, Input, Output, Rtc};
 use tokio::net::UdpSocket;
 
 use crate::scenario::{Scenario, VideoCodec};
-use crate::stats::{self, Counters, Sink, Stream};
+use crate::bucket::TokenBucket;
+use crate::stats::{self, Counters, SentLayers, Sink, Stream, TrackRx};
+use crate::view::View;
+use crate::vp8::{self, Vp8Stream};
 
 /// The WebSocket of our signaling protocol.
 pub type Ws = tokio_tungstenite::WebSocketStream<tokio_tungstenite::MaybeTlsStream<tokio::net::TcpStream>>;
@@ -33,6 +37,22 @@ pub struct Signals {
     pub rx: tokio::sync::mpsc::UnboundedReceiver<ServerMsg>,
     /// Messages to the server.
     pub tx: tokio::sync::mpsc::UnboundedSender<ClientMsg>,
+    /// The tracks a subscriber chooses to view (none: it receives everything).
+    pub view: Option<View>,
+}
+
+impl Signals {
+    /// Reacts to a server message other than an offer or error: subscribes to tracks the view wants.
+    fn react(&mut self, msg: &ServerMsg) {
+        if let ServerMsg::TrackPaused { session, track, paused } = msg {
+            tracing::debug!(%session, %track, paused, "track paused by the server");
+        }
+        if let Some(view) = self.view.as_mut() {
+            for m in view.on_message(msg) {
+                let _ = self.tx.send(m);
+            }
+        }
+    }
 }
 
 /// Why a connection failed.
@@ -93,12 +113,59 @@ pub struct MediaSpec {
     pub audio_bytes: usize,
     /// Largest payload per packet.
     pub packet_size: usize,
-    /// Send three simulcast layers (rids h, m, l at 1, 1/4 and 1/16 of the bitrate).
+    /// Send three simulcast layers (rids l, m, h at 1/16, 1/4 and all of the bitrate).
     pub simulcast: bool,
 }
 
-/// Simulcast layers: rid and bitrate divisor.
-const LAYERS: [(&str, usize); 3] = [("h", 1), ("m", 4), ("l", 16)];
+/// One simulcast layer of the synthetic video.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct Layer {
+    /// RTP stream id.
+    pub rid: &'static str,
+    /// Bitrate divisor relative to `video_kbps`.
+    pub divisor: usize,
+    /// Frame width announced in VP8 keyframes.
+    pub width: u16,
+    /// Frame height announced in VP8 keyframes.
+    pub height: u16,
+}
+
+/// Simulcast layers, lowest first: the order of the offer's `a=simulcast` and of the layer
+/// index stamped into payloads. Without simulcast only the full layer is sent.
+pub const LAYERS: [Layer; 3] = [
+    Layer { rid: "l", divisor: 16, width: 320, height: 180 },
+    Layer { rid: "m", divisor: 4, width: 640, height: 360 },
+    Layer { rid: "h", divisor: 1, width: 1280, height: 720 },
+];
+
+/// Index of the full layer in [`LAYERS`].
+const FULL: usize = 2;
+
+/// Keyframes go out at least this often (and on every PLI/FIR).
+const KEYFRAME_INTERVAL: Duration = Duration::from_secs(1);
+
+/// The layers a publisher sends.
+pub fn sent_layers(simulcast: bool) -> &'static [Layer] {
+    if simulcast {
+        &LAYERS
+    } else {
+        &LAYERS[FULL..]
+    }
+}
+
+/// Report name of a stamped layer index: its rid with simulcast, "single" without.
+pub fn layer_name(simulcast: bool, layer: u8) -> String {
+    match LAYERS.get(usize::from(layer)) {
+        Some(l) if simulcast => l.rid.to_string(),
+        Some(_) if usize::from(layer) == FULL => "single".into(),
+        _ => format!("layer {layer}"),
+    }
+}
+
+/// The send side of a simulcast offer: rids l, m, h, lowest first (shared by every target).
+pub fn simulcast_offer() -> Simulcast {
+    Simulcast { send: LAYERS.iter().map(|l| SimulcastLayer::new(l.rid)).collect(), recv: Vec::new() }
+}
 
 impl MediaSpec {
     /// From a scenario.
@@ -107,18 +174,17 @@ impl MediaSpec {
         Self { codec: s.codec, fps: s.fps, frame_packets, video_bytes, audio_bytes: s.audio_packet(), packet_size: s.packet_size, simulcast: s.simulcast }
     }
 
-    /// A payload start the SFU's codec parsers accept: a delta frame, or for VP8 a keyframe
-    /// (descriptor, frame tag with P=0, start code, 640x480) that simulcast switching waits for.
-    /// The last byte carries the simulcast layer.
-    fn prefix(&self, keyframe: bool, layer: u8) -> [u8; stats::PREFIX] {
-        let mut p = match (self.codec, keyframe) {
-            (VideoCodec::Vp8, true) => [0x10, 0x50, 0x02, 0x00, 0x9d, 0x01, 0x2a, 0x80, 0x02, 0xe0, 0x01, 0x00],
-            (VideoCodec::Vp8, false) => [0x10, 0x01, 0x00, 0x00, 0, 0, 0, 0, 0, 0, 0, 0],
-            (VideoCodec::H264, _) => [0x41, 0x9a, 0x00, 0x00, 0, 0, 0, 0, 0, 0, 0, 0],
-            (VideoCodec::Vp9, _) => [0x0c, 0x00, 0x00, 0x00, 0, 0, 0, 0, 0, 0, 0, 0],
-        };
-        p[stats::PREFIX - 1] = layer;
-        p
+    /// The codec header of one video packet that the SFU's parsers accept: for VP8 a full
+    /// descriptor and, at a frame start, the payload header (a keyframe announcing the layer's
+    /// size); for H.264 and VP9 a fixed delta-frame start.
+    fn codec_header(&self, vp8: &Vp8Stream, frame_start: bool, keyframe: bool, frame_bytes: usize) -> [u8; vp8::HEADER_LEN] {
+        let mut h = [0u8; vp8::HEADER_LEN];
+        match self.codec {
+            VideoCodec::Vp8 => h = vp8.header(frame_start, keyframe, frame_bytes.saturating_sub(vp8::HEADER_LEN)),
+            VideoCodec::H264 => h[..2].copy_from_slice(&[0x41, 0x9a]),
+            VideoCodec::Vp9 => h[0] = 0x0c,
+        }
+        h
     }
 
     /// (packets, bytes per packet) of one frame of a layer.
@@ -149,11 +215,17 @@ pub struct Conn {
     video: Option<Mid>,
     audio: Option<Mid>,
     spec: MediaSpec,
+    /// The participant this connection belongs to (names it in the report).
+    label: Rc<str>,
+    /// Unique number of this connection in the process (stamped into what it sends).
+    serial: u64,
+    /// Receive-side bandwidth cap, shared by a participant's connections.
+    cap: Option<Rc<RefCell<TokenBucket>>>,
 }
 
 impl Conn {
-    /// A new connection with a host candidate on `ip`.
-    pub async fn new(ip: IpAddr, spec: MediaSpec) -> Result<Self, PeerError> {
+    /// A new connection of participant `label` with a host candidate on `ip`.
+    pub async fn new(ip: IpAddr, spec: MediaSpec, label: Rc<str>) -> Result<Self, PeerError> {
         let socket = UdpSocket::bind(SocketAddr::new(ip, 0)).await?;
         // Room for bursts while this thread serves other connections.
         percore::batch::set_buffers(&socket, 1 << 20);
@@ -167,14 +239,19 @@ impl Conn {
         let mut rtc = cfg.build(Instant::now());
         let cand = Candidate::host(local, "udp").map_err(|e| PeerError::Sdp(e.to_string()))?;
         rtc.add_local_candidate(cand);
-        Ok(Self { rtc, socket, local, video: None, audio: None, spec })
+        Ok(Self { rtc, socket, local, video: None, audio: None, spec, label, serial: next_serial(), cap: None })
+    }
+
+    /// Drops received datagrams beyond what `cap` lets through, before str0m sees them.
+    pub fn set_cap(&mut self, cap: Rc<RefCell<TokenBucket>>) {
+        self.cap = Some(cap);
     }
 
     /// Makes an offer that sends what `send` says and receives `recv_video`/`recv_audio` tracks.
     pub fn offer(&mut self, name: &str, send: Sending, recv_video: usize, recv_audio: usize) -> Result<(String, SdpPendingOffer), PeerError> {
         let mut api = self.rtc.sdp_api();
         if send.video {
-            let simulcast = self.spec.simulcast.then(|| Simulcast { send: LAYERS.iter().map(|(rid, _)| SimulcastLayer::new(rid)).collect(), recv: Vec::new() });
+            let simulcast = self.spec.simulcast.then(simulcast_offer);
             self.video = Some(api.add_media(MediaKind::Video, Direction::SendOnly, Some(name.into()), None, simulcast));
         }
         if send.audio {
@@ -210,19 +287,35 @@ impl Conn {
     /// Runs until `send.end`: sends media once connected, answers offers arriving on `ws`
     /// (our signaling), and records every received packet into `ctx`.
     pub async fn run(mut self, send: Sending, mut signals: Option<&mut Signals>, ctx: &Ctx, join_start: Instant) -> Result<(), PeerError> {
-        let mut st = RunState { connected: false, first_packet: false, streams: HashMap::new(), join_start, keyframe_wanted: true, serial: next_serial() };
+        let layers = sent_layers(self.spec.simulcast);
+        // Layer indices as stamped: positions in LAYERS.
+        let first_layer = LAYERS.len() - layers.len();
+        let mut st = RunState {
+            connected: false,
+            first_packet: false,
+            streams: HashMap::new(),
+            tracks: HashMap::new(),
+            join_start,
+            keyframe_wanted: [true; LAYERS.len()],
+            receiver: self.label.clone(),
+            codec: self.spec.codec,
+            serial: self.serial,
+        };
         let mut buf = vec![0u8; 2048];
         let frame_gap = Duration::from_secs_f64(1.0 / self.spec.fps as f64);
         let audio_gap = Duration::from_millis(20);
         let mut next_video = Instant::now();
         let mut next_audio = Instant::now();
         let (mut video_seq, mut audio_seq, mut rtp_seq_a) = (0u64, 0u64, 0u64);
-        // Per simulcast layer (only [0] without simulcast): RTP and stamp sequence numbers.
-        let mut rtp_seq_v = [0u64; 3];
-        let layers: &[(&str, usize)] = if self.spec.simulcast { &LAYERS } else { &LAYERS[..1] };
+        // Per layer (index into LAYERS): RTP and stamp sequence numbers, VP8 descriptor state,
+        // packets sent.
+        let mut rtp_seq_v = [0u64; LAYERS.len()];
+        let mut vp8_state = LAYERS.map(|l| Vp8Stream::random(l.width, l.height));
+        let mut sent_by_layer = [0u64; LAYERS.len()];
         let mut last_keyframe = Instant::now();
         let video_pt = self.pt(self.spec.str0m_codec());
         let audio_pt = self.pt(Codec::Opus);
+        let source = self.serial as u32;
         let mut sleep = pin!(tokio::time::sleep_until(Instant::now().into()));
         // Deadline the sleep is armed for; `None` once it has fired.
         let mut armed: Option<Instant> = None;
@@ -254,8 +347,13 @@ impl Conn {
                     loop {
                         match self.socket.try_recv_from(&mut buf) {
                             Ok((n, source)) => {
+                                let now = Instant::now();
+                                // The bandwidth cap drops what exceeds it before str0m sees it.
+                                if self.cap.as_ref().is_some_and(|c| !c.borrow_mut().admit(now, n)) {
+                                    continue;
+                                }
                                 if let Ok(contents) = buf[..n].try_into() {
-                                    let input = Input::Receive(Instant::now(), Receive { proto: Protocol::Udp, source, destination: self.local, contents });
+                                    let input = Input::Receive(now, Receive { proto: Protocol::Udp, source, destination: self.local, contents });
                                     let _ = self.rtc.handle_input(input);
                                     self.drain(ctx, &mut st).await?;
                                 }
@@ -273,7 +371,11 @@ impl Conn {
                         }
                     }
                     Some(ServerMsg::Error { code, message }) => tracing::warn!(%code, %message, "server error"),
-                    Some(_) => {}
+                    Some(other) => {
+                        if let Some(sig) = signals.as_mut() {
+                            sig.react(&other);
+                        }
+                    }
                     None => break Err(PeerError::Ws("signaling closed".into())),
                 },
                 _ = &mut sleep => {
@@ -282,25 +384,31 @@ impl Conn {
                     if st.connected && now < send.until {
                         if let (true, Some(mid), Some(pt)) = (send.video && now >= next_video, self.video, video_pt) {
                             let ts = (video_seq * 90_000 / self.spec.fps as u64) as u32;
-                            // Keyframes: on request (PLI/FIR) and, with simulcast, every second.
-                            let keyframe = st.keyframe_wanted || (self.spec.simulcast && now.duration_since(last_keyframe) >= Duration::from_secs(1));
-                            if keyframe {
-                                st.keyframe_wanted = false;
+                            // Keyframes: on request (PLI/FIR, per layer) and on every layer every second.
+                            let periodic = now.duration_since(last_keyframe) >= KEYFRAME_INTERVAL;
+                            if periodic {
                                 last_keyframe = now;
                             }
                             let mut sent = 0;
-                            for (layer, (rid, divisor)) in layers.iter().enumerate() {
-                                let (packets, bytes) = self.spec.layer_frame(*divisor);
-                                let rid = self.spec.simulcast.then(|| Rid::from(*rid));
-                                for i in 0..packets {
-                                    rtp_seq_v[layer] += 1;
-                                    let prefix = self.spec.prefix(keyframe && i == 0, layer as u8);
-                                    let payload = synth(bytes, &prefix, rtp_seq_v[layer], ctx.epoch, now);
+                            for (i, layer) in layers.iter().enumerate() {
+                                let index = first_layer + i;
+                                let keyframe = periodic || st.keyframe_wanted[index];
+                                st.keyframe_wanted[index] = false;
+                                let (packets, bytes) = self.spec.layer_frame(layer.divisor);
+                                let frame_bytes = packets as usize * bytes;
+                                let rid = self.spec.simulcast.then(|| Rid::from(layer.rid));
+                                for p in 0..packets {
+                                    rtp_seq_v[index] += 1;
+                                    let header = self.spec.codec_header(&vp8_state[index], p == 0, keyframe, frame_bytes);
+                                    let prefix = stats::prefix(&header, source, index as u8);
+                                    let payload = synth(bytes, &prefix, rtp_seq_v[index], ctx.epoch, now);
                                     if let Some(tx) = self.rtc.direct_api().stream_tx_by_mid(mid, rid) {
-                                        tx.write_rtp(RtpWrite::new(pt, rtp_seq_v[layer].into(), ts, now, payload).marker(i + 1 == packets));
+                                        tx.write_rtp(RtpWrite::new(pt, rtp_seq_v[index].into(), ts, now, payload).marker(p + 1 == packets));
                                     }
                                     self.drain(ctx, &mut st).await?;
                                 }
+                                vp8_state[index].next_frame();
+                                sent_by_layer[index] += packets as u64;
                                 sent += packets as u64;
                             }
                             Counters::bump(&ctx.counters.sent, sent);
@@ -309,7 +417,8 @@ impl Conn {
                         }
                         if let (true, Some(mid), Some(pt)) = (send.audio && now >= next_audio, self.audio, audio_pt) {
                             rtp_seq_a += 1;
-                            let payload = synth(self.spec.audio_bytes, &[0xfc, 0xff, 0xfe, 0, 0, 0, 0, 0, 0, 0, 0, 0], rtp_seq_a, ctx.epoch, now);
+                            let prefix = stats::prefix(&[0xfc, 0xff, 0xfe], source, stats::AUDIO_LAYER);
+                            let payload = synth(self.spec.audio_bytes, &prefix, rtp_seq_a, ctx.epoch, now);
                             if let Some(tx) = self.rtc.direct_api().stream_tx_by_mid(mid, None) {
                                 tx.write_rtp(RtpWrite::new(pt, rtp_seq_a.into(), (audio_seq * 960) as u32, now, payload).marker(audio_seq == 0));
                             }
@@ -322,7 +431,15 @@ impl Conn {
                 }
             }
         };
-        ctx.sink.borrow_mut().streams.extend(st.streams.into_values());
+        {
+            let mut sink = ctx.sink.borrow_mut();
+            sink.streams.extend(st.streams.into_values());
+            sink.tracks.extend(st.tracks.into_values());
+            if send.video {
+                let by_layer = sent_by_layer.iter().enumerate().filter(|(_, n)| **n > 0).map(|(l, n)| (l as u8, *n)).collect();
+                sink.sent.push(SentLayers { publisher: self.label.to_string(), source, by_layer });
+            }
+        }
         if !st.connected {
             Counters::bump(&ctx.counters.failed, 1);
             if result.is_ok() {
@@ -348,9 +465,12 @@ impl Conn {
                         st.connected = true;
                         Counters::bump(&ctx.counters.connected, 1);
                     }
-                    Event::KeyframeRequest(_) => st.keyframe_wanted = true,
+                    Event::KeyframeRequest(r) => match r.rid.and_then(|rid| LAYERS.iter().position(|l| *rid == *l.rid)) {
+                        Some(i) => st.keyframe_wanted[i] = true,
+                        None => st.keyframe_wanted = [true; LAYERS.len()],
+                    },
                     Event::RtpPacket(p) => {
-                        let Some((seq, sent_ns, layer)) = stats::read_stamp(&p.payload) else { continue };
+                        let Some(stamp) = stats::read_stamp(&p.payload) else { continue };
                         let now = Instant::now();
                         let now_ns = stats::ns_since(ctx.epoch, now);
                         let mut sink = ctx.sink.borrow_mut();
@@ -360,8 +480,13 @@ impl Conn {
                         }
                         let ssrc = *p.header.ssrc;
                         let key = (st.serial << 32) | ssrc as u64;
-                        let stream = st.streams.entry((ssrc, layer)).or_insert_with(|| Stream::new(key, seq, now_ns, sent_ns));
-                        let lost = sink.record(stream, seq, sent_ns, now_ns);
+                        let stream = st.streams.entry((ssrc, stamp.layer)).or_insert_with(|| Stream::new(key, stamp.seq, now_ns, stamp.sent_ns));
+                        let lost = sink.record(stream, stamp.seq, stamp.sent_ns, now_ns);
+                        if stamp.layer != stats::AUDIO_LAYER {
+                            let keyframe = if st.codec == VideoCodec::Vp8 { vp8::keyframe_size(&p.payload) } else { None };
+                            let receiver = &st.receiver;
+                            st.tracks.entry((stamp.source, ssrc)).or_insert_with(|| TrackRx::new(receiver, stamp.source, ssrc)).record(p.payload.len(), keyframe, stamp.layer);
+                        }
                         let c = &ctx.counters;
                         Counters::bump(&c.received, 1);
                         Counters::bump(&c.bytes, p.payload.len() as u64);
@@ -382,9 +507,15 @@ struct RunState {
     first_packet: bool,
     /// Received streams by (SSRC, simulcast layer).
     streams: HashMap<(u32, u8), Stream>,
+    /// Received video by (publishing connection, SSRC).
+    tracks: HashMap<(u32, u32), TrackRx>,
     join_start: Instant,
-    /// A keyframe was asked for (PLI/FIR) or none was sent yet.
-    keyframe_wanted: bool,
+    /// Per layer: a keyframe was asked for (PLI/FIR) or none was sent yet.
+    keyframe_wanted: [bool; LAYERS.len()],
+    /// The participant receiving.
+    receiver: Rc<str>,
+    /// Video codec (VP8 keyframes announce their size).
+    codec: VideoCodec,
     /// Unique number of this connection in the process.
     serial: u64,
 }
@@ -417,4 +548,37 @@ pub fn local_ip_for(host: &str, port: u16) -> std::io::Result<IpAddr> {
     let s = std::net::UdpSocket::bind(bind)?;
     s.connect(target)?;
     Ok(s.local_addr()?.ip())
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn video_payloads_carry_a_vp8_header_and_the_stamp() {
+        let spec = MediaSpec::new(&Scenario { simulcast: true, ..Default::default() });
+        let epoch = Instant::now();
+        let low = LAYERS[0];
+        let vp8 = Vp8Stream::new(low.width, low.height, 300, 9);
+        let (packets, bytes) = spec.layer_frame(low.divisor);
+        let first = synth(bytes, &stats::prefix(&spec.codec_header(&vp8, true, true, packets as usize * bytes), 42, 0), 5, epoch, epoch);
+        assert!(str0m::format::detect_vp8_keyframe(&first));
+        assert_eq!(vp8::keyframe_size(&first), Some((320, 180)));
+        assert_eq!(str0m::rtp::Vp8Descriptor::parse(&first).ok().and_then(|d| d.picture_id()), Some(300));
+        assert_eq!(stats::read_stamp(&first), Some(stats::Stamp { seq: 5, sent_ns: 0, source: 42, layer: 0 }));
+        let delta = synth(bytes, &stats::prefix(&spec.codec_header(&vp8, true, false, bytes), 42, 0), 6, epoch, epoch);
+        assert!(!str0m::format::detect_vp8_keyframe(&delta));
+        assert_eq!(stats::read_stamp(&delta).map(|s| s.seq), Some(6));
+    }
+
+    #[test]
+    fn layers_are_offered_lowest_first() {
+        let rids: Vec<String> = simulcast_offer().send.iter().map(|l| l.rid.to_string()).collect();
+        assert_eq!(rids, ["l", "m", "h"]);
+        assert_eq!(sent_layers(false), &LAYERS[FULL..]);
+        assert_eq!((sent_layers(false)[0].width, sent_layers(false)[0].height), (1280, 720));
+        assert_eq!(layer_name(true, 0), "l");
+        assert_eq!(layer_name(false, FULL as u8), "single");
+        assert_eq!(layer_name(true, 7), "layer 7");
+    }
 }

@@ -4,6 +4,8 @@ use std::path::{Path, PathBuf};
 
 use serde::{Deserialize, Serialize};
 
+use crate::view::ViewSize;
+
 /// A scenario that cannot run.
 #[derive(Debug, thiserror::Error)]
 pub enum ScenarioError {
@@ -92,8 +94,16 @@ pub struct Scenario {
     pub audio_kbps: u64,
     /// Video codec.
     pub codec: VideoCodec,
-    /// Send three simulcast layers (only where the target supports it).
+    /// Send three simulcast layers (rids l, m, h; VP8; not with the turn target).
     pub simulcast: bool,
+    /// Receive-side bandwidth cap of subscribers, kbit/s (0: none).
+    pub subscriber_kbps: u64,
+    /// How many subscribers of each room the cap applies to (default: all).
+    pub capped_subscribers: Option<usize>,
+    /// Subscribers view at most this many video tracks (all audio still plays; ours and whip).
+    pub view_tracks: Option<usize>,
+    /// Subscribers render video at most this size and ask for it (ours).
+    pub view_size: Option<ViewSize>,
     /// Worker threads, one per core by default.
     pub threads: usize,
     /// TURN settings (`target = "turn"`).
@@ -158,6 +168,10 @@ impl Default for Scenario {
             audio_kbps: 32,
             codec: VideoCodec::Vp8,
             simulcast: false,
+            subscriber_kbps: 0,
+            capped_subscribers: None,
+            view_tracks: None,
+            view_size: None,
             threads: 0,
             turn: TurnScenario::default(),
         }
@@ -208,11 +222,20 @@ impl Scenario {
         if self.rooms == 0 || self.video_publishers + self.audio_publishers == 0 {
             return bad("need at least one room and one publisher".into());
         }
-        if self.simulcast && self.target != TargetKind::Janus {
-            return bad(format!("simulcast is only supported with the janus target (our SFU forwards one layer as sent; {:?} given)", self.target).to_lowercase());
-        }
         if self.simulcast && self.codec != VideoCodec::Vp8 {
             return bad("simulcast needs codec vp8".into());
+        }
+        if self.capped_subscribers.is_some() && self.subscriber_kbps == 0 {
+            return bad("capped_subscribers needs subscriber_kbps".into());
+        }
+        if self.capped_subscribers.is_some_and(|m| m > self.subscribers) {
+            return bad(format!("capped_subscribers is more than the {} subscribers per room", self.subscribers));
+        }
+        if self.view_tracks.is_some() && self.target == TargetKind::Janus {
+            return bad("view_tracks works with the ours and whip targets".into());
+        }
+        if self.view_size.is_some() && self.target != TargetKind::Ours {
+            return bad("view_size needs the ours target (it is asked for by signaling)".into());
         }
         match self.target {
             TargetKind::Whip if self.whip_url.is_empty() || self.whep_url.is_empty() => bad("the whip target needs whip_url and whep_url".into()),
@@ -230,10 +253,17 @@ impl Scenario {
         self.publishers() + self.subscribers
     }
 
-    /// Streams every room should deliver: each participant receives every other publisher's track.
+    /// Streams every room should deliver: each publisher receives every other publisher's
+    /// track; each subscriber every audio track and every video track, or `view_tracks` of them.
     pub fn expected_streams(&self) -> usize {
         let p = self.publishers();
-        self.rooms * (p * p.saturating_sub(1) + self.subscribers * p)
+        let video = self.view_tracks.map_or(self.video_publishers, |n| n.min(self.video_publishers));
+        self.rooms * (p * p.saturating_sub(1) + self.subscribers * (video + self.audio_publishers))
+    }
+
+    /// The receive cap of subscriber `index` (0-based, within its room), kbit/s.
+    pub fn subscriber_cap(&self, index: usize) -> Option<u64> {
+        (self.subscriber_kbps > 0 && index < self.capped_subscribers.unwrap_or(self.subscribers)).then_some(self.subscriber_kbps)
     }
 
     /// Video packets per second per publisher (whole frames, each split into equal packets).
@@ -270,6 +300,31 @@ mod tests {
         assert!(s.validate().is_err());
         let s = Scenario { target: TargetKind::Turn, ..Default::default() };
         assert!(s.validate().unwrap_err().to_string().contains("turn.user"));
+    }
+
+    #[test]
+    fn simulcast_views_and_caps() {
+        // Simulcast is for every media target now, VP8 only.
+        for target in [TargetKind::Ours, TargetKind::Janus] {
+            Scenario { target, simulcast: true, ..Default::default() }.validate().unwrap();
+        }
+        assert!(Scenario { simulcast: true, codec: VideoCodec::H264, ..Default::default() }.validate().is_err());
+        let s: Scenario = toml::from_str("video_publishers = 3\naudio_publishers = 1\nsubscribers = 4\nview_tracks = 2\nview_size = \"640x360\"\nsubscriber_kbps = 300\ncapped_subscribers = 1").unwrap();
+        s.validate().unwrap();
+        assert_eq!(s.view_size.map(|v| (v.width, v.height)), Some((640, 360)));
+        // 4 publishers see 3 others each; 4 subscribers see 2 of 3 videos and the audio.
+        assert_eq!(s.expected_streams(), 4 * 3 + 4 * 3);
+        assert_eq!((s.subscriber_cap(0), s.subscriber_cap(1)), (Some(300), None));
+        let all = Scenario { subscriber_kbps: 300, ..Default::default() };
+        assert_eq!((all.subscriber_cap(0), all.subscriber_cap(1)), (Some(300), Some(300)));
+        assert_eq!(Scenario::default().subscriber_cap(0), None);
+        assert!(toml::from_str::<Scenario>("view_size = \"big\"").is_err());
+        assert!(Scenario { capped_subscribers: Some(1), ..Default::default() }.validate().is_err());
+        assert!(Scenario { subscriber_kbps: 1, capped_subscribers: Some(9), ..Default::default() }.validate().is_err());
+        assert!(Scenario { target: TargetKind::Janus, view_tracks: Some(1), ..Default::default() }.validate().is_err());
+        let whip = Scenario { target: TargetKind::Whip, whip_url: "u".into(), whep_url: "u".into(), ..Default::default() };
+        assert!(Scenario { view_size: Some(ViewSize { width: 1, height: 1 }), ..whip.clone() }.validate().is_err());
+        Scenario { view_tracks: Some(1), simulcast: true, ..whip }.validate().unwrap();
     }
 
     #[test]

@@ -1,8 +1,11 @@
 //! Signaling per target: how one synthetic participant joins our control plane (REST token +
 //! WebSocket), a WHIP/WHEP server, or Janus VideoRoom (HTTP API), then runs its connections.
 
+use std::cell::RefCell;
 use std::collections::HashMap;
 use std::net::IpAddr;
+use std::ops::ControlFlow::{self, Break, Continue};
+use std::rc::Rc;
 use std::sync::{Arc, Mutex};
 use std::time::{Duration, Instant};
 
@@ -10,9 +13,12 @@ use futures_util::{SinkExt, StreamExt};
 use signaling::{ClientMsg, ServerMsg};
 use tokio_tungstenite::tungstenite::Message;
 
+use crate::bucket::TokenBucket;
 use crate::http::{Api, HttpError, Origin};
 use crate::peer::{Conn, Ctx, MediaSpec, PeerError, Sending, Signals, Ws};
 use crate::scenario::{Scenario, TargetKind, VideoCodec};
+use crate::stats::CappedRx;
+use crate::view::View;
 
 /// Which track a participant publishes.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
@@ -34,6 +40,8 @@ pub struct Participant {
     pub identity: String,
     /// What it publishes.
     pub role: Role,
+    /// Receive-side bandwidth cap, kbit/s.
+    pub cap_kbps: Option<u64>,
     /// When to start joining.
     pub start: Instant,
     /// Stop sending.
@@ -71,15 +79,41 @@ pub struct Shared {
 /// Runs one participant to the end of the scenario.
 pub async fn participant(shared: &Shared, ctx: &Ctx, p: Participant) -> Result<(), PeerError> {
     tokio::time::sleep_until(p.start.into()).await;
-    match shared.scenario.target {
-        TargetKind::Ours => ours(shared, ctx, &p).await,
-        TargetKind::Whip => whip(shared, ctx, &p).await,
-        TargetKind::Janus => janus(shared, ctx, &p).await,
+    let who = Who { label: format!("room {} {}", p.room, p.identity).into(), cap: p.cap_kbps.map(|k| Rc::new(RefCell::new(TokenBucket::new(k)))) };
+    let result = match shared.scenario.target {
+        TargetKind::Ours => ours(shared, ctx, &p, &who).await,
+        TargetKind::Whip => whip(shared, ctx, &p, &who).await,
+        TargetKind::Janus => janus(shared, ctx, &p, &who).await,
         TargetKind::Turn => Err(PeerError::Refused("turn scenarios have no participants".into())),
+    };
+    if let Some(cap) = &who.cap {
+        let b = cap.borrow();
+        let report = CappedRx { subscriber: who.label.to_string(), cap_kbps: b.kbps(), received_kbps: b.passed_kbps(), offered_kbps: b.offered_kbps(), passed: b.passed, dropped: b.dropped };
+        ctx.sink.borrow_mut().capped.push(report);
+    }
+    result
+}
+
+/// A participant's name in the report and its receive cap, shared by its connections.
+pub struct Who {
+    /// "room R IDENTITY".
+    pub label: Rc<str>,
+    /// Receive-side bandwidth cap.
+    pub cap: Option<Rc<RefCell<TokenBucket>>>,
+}
+
+impl Who {
+    /// A new media connection of this participant.
+    async fn conn(&self, shared: &Shared) -> Result<Conn, PeerError> {
+        let mut conn = Conn::new(shared.local_ip, shared.spec, self.label.clone()).await?;
+        if let Some(cap) = &self.cap {
+            conn.set_cap(cap.clone());
+        }
+        Ok(conn)
     }
 }
 
-async fn ours(shared: &Shared, ctx: &Ctx, p: &Participant) -> Result<(), PeerError> {
+async fn ours(shared: &Shared, ctx: &Ctx, p: &Participant, who: &Who) -> Result<(), PeerError> {
     let join_start = Instant::now();
     let api = shared.api.as_ref().ok_or_else(|| PeerError::Refused("no API".into()))?;
     let room = &shared.rooms[p.room];
@@ -87,15 +121,20 @@ async fn ours(shared: &Shared, ctx: &Ctx, p: &Participant) -> Result<(), PeerErr
     let url = format!("wss://{}:{}/ws", api.origin.host, api.origin.port);
     let connector = shared.tls.clone().map(tokio_tungstenite::Connector::Rustls);
     let (mut ws, _) = tokio_tungstenite::connect_async_tls_with_config(url.as_str(), None, true, connector).await.map_err(|e| PeerError::Ws(e.to_string()))?;
-    ws_send(&mut ws, &ClientMsg::Join { token }).await?;
-    wait_for(&mut ws, "joined", |m| matches!(m, ServerMsg::Joined { .. }).then_some(())).await?;
-    let mut conn = Conn::new(shared.local_ip, shared.spec).await?;
+    // Subscribers may choose what they view; everyone else receives everything.
+    let s = &shared.scenario;
+    let mut view = if p.role == Role::Subscriber { View::new(s.view_tracks, s.view_size) } else { None };
+    ws_send(&mut ws, &ClientMsg::Join { token, auto_subscribe: view.as_ref().and_then(View::auto_subscribe) }).await?;
+    // Messages that arrive while waiting (track_published, say) are kept for the media loop.
+    let mut backlog = Vec::new();
+    let joined = wait_for(&mut ws, "joined", &mut backlog, |m| if matches!(m, ServerMsg::Joined { .. }) { Break(m) } else { Continue(m) }).await?;
+    let mut conn = who.conn(shared).await?;
     let sub = usize::from(p.role == Role::Subscriber);
     let (offer, pending) = conn.offer(&p.identity, p.sending(), sub, sub)?;
     ws_send(&mut ws, &ClientMsg::Offer { sdp: offer }).await?;
-    let answer = wait_for(&mut ws, "answer", |m| match m {
-        ServerMsg::Answer { sdp } => Some(sdp),
-        _ => None,
+    let answer = wait_for(&mut ws, "answer", &mut backlog, |m| match m {
+        ServerMsg::Answer { sdp } => Break(sdp),
+        other => Continue(other),
     })
     .await?;
     conn.accept_answer(pending, &answer)?;
@@ -103,6 +142,14 @@ async fn ours(shared: &Shared, ctx: &Ctx, p: &Participant) -> Result<(), PeerErr
     let (mut sink, mut stream) = ws.split();
     let (in_tx, in_rx) = tokio::sync::mpsc::unbounded_channel();
     let (out_tx, mut out_rx) = tokio::sync::mpsc::unbounded_channel::<ClientMsg>();
+    if let Some(v) = view.as_mut() {
+        for m in v.on_message(&joined) {
+            let _ = out_tx.send(m);
+        }
+    }
+    for m in backlog {
+        let _ = in_tx.send(m);
+    }
     let reader = tokio::task::spawn_local(async move {
         while let Some(Ok(m)) = stream.next().await {
             if let Message::Text(t) = m {
@@ -128,7 +175,7 @@ async fn ours(shared: &Shared, ctx: &Ctx, p: &Participant) -> Result<(), PeerErr
         }
         let _ = sink.close().await;
     });
-    let mut signals = Signals { rx: in_rx, tx: out_tx };
+    let mut signals = Signals { rx: in_rx, tx: out_tx, view };
     let r = conn.run(p.sending(), Some(&mut signals), ctx, join_start).await;
     let _ = signals.tx.send(ClientMsg::Leave);
     drop(signals);
@@ -158,19 +205,23 @@ async fn ws_send(ws: &mut Ws, msg: &ClientMsg) -> Result<(), PeerError> {
     ws.send(Message::text(encode(msg)?)).await.map_err(|e| PeerError::Ws(e.to_string()))
 }
 
-/// Reads messages until `pick` takes one (named `kind` in errors); an `error` message fails.
-async fn wait_for<T>(ws: &mut Ws, kind: &str, pick: impl Fn(ServerMsg) -> Option<T>) -> Result<T, PeerError> {
+/// Most messages kept while waiting for one (the rest are dropped).
+const BACKLOG: usize = 1024;
+
+/// Reads messages until `pick` takes one (`Break`; named `kind` in errors); an `error`
+/// message fails. Messages `pick` hands back (`Continue`) go to `backlog`.
+async fn wait_for<T>(ws: &mut Ws, kind: &str, backlog: &mut Vec<ServerMsg>, pick: impl Fn(ServerMsg) -> ControlFlow<T, ServerMsg>) -> Result<T, PeerError> {
     let deadline = tokio::time::Instant::now() + Duration::from_secs(20);
     loop {
         let msg = tokio::time::timeout_at(deadline, ws.next()).await.map_err(|_| PeerError::Ws(format!("no {kind} in time")))?;
         match msg {
             Some(Ok(Message::Text(t))) => match parse(&t) {
                 Some(ServerMsg::Error { code, message }) => return Err(PeerError::Refused(format!("{code}: {message}"))),
-                Some(msg) => {
-                    if let Some(found) = pick(msg) {
-                        return Ok(found);
-                    }
-                }
+                Some(msg) => match pick(msg) {
+                    Break(found) => return Ok(found),
+                    Continue(other) if backlog.len() < BACKLOG => backlog.push(other),
+                    Continue(_) => {}
+                },
                 None => {}
             },
             Some(Ok(_)) => {}
@@ -181,7 +232,7 @@ async fn wait_for<T>(ws: &mut Ws, kind: &str, pick: impl Fn(ServerMsg) -> Option
 
 /// WHIP/WHEP: a publisher POSTs its offer to the WHIP URL; every participant POSTs one
 /// receive-only offer per other publisher to the WHEP URL.
-async fn whip(shared: &Shared, ctx: &Ctx, p: &Participant) -> Result<(), PeerError> {
+async fn whip(shared: &Shared, ctx: &Ctx, p: &Participant, who: &Who) -> Result<(), PeerError> {
     let join_start = Instant::now();
     let s = &shared.scenario;
     let room = &shared.rooms[p.room];
@@ -199,7 +250,7 @@ async fn whip(shared: &Shared, ctx: &Ctx, p: &Participant) -> Result<(), PeerErr
     let mut conns = Vec::new();
     if p.role != Role::Subscriber {
         let bearer = auth(p.identity.clone(), true).await?;
-        let mut conn = Conn::new(shared.local_ip, shared.spec).await?;
+        let mut conn = who.conn(shared).await?;
         let (offer, pending) = conn.offer(&p.identity, p.sending(), 0, 0)?;
         let url = s.whip_url.replace("{room}", room);
         let (origin, location, answer) = post_sdp(&url, shared.tls.clone(), &bearer, offer, Duration::ZERO).await?;
@@ -208,9 +259,12 @@ async fn whip(shared: &Shared, ctx: &Ctx, p: &Participant) -> Result<(), PeerErr
         conns.push((conn, p.sending()));
     }
     let recv = Sending { video: false, audio: false, until: p.until, end: p.end };
-    for publisher in shared.publishers.iter().filter(|x| **x != p.identity) {
+    // A subscriber viewing N video tracks plays the first N video publishers (and all audio).
+    let viewed = if p.role == Role::Subscriber { s.view_tracks.unwrap_or(usize::MAX) } else { usize::MAX };
+    let others = shared.publishers.iter().enumerate().filter(|(_, x)| **x != p.identity);
+    for (_, publisher) in others.filter(|(i, _)| *i >= s.video_publishers || *i < viewed) {
         let bearer = auth(format!("{}-sees-{publisher}", p.identity), false).await?;
-        let mut conn = Conn::new(shared.local_ip, shared.spec).await?;
+        let mut conn = who.conn(shared).await?;
         let (offer, pending) = conn.offer(&p.identity, recv, 1, 1)?;
         let url = s.whep_url.replace("{room}", room).replace("{publisher}", publisher);
         // The publisher may not have published yet: retry "not found" for a while.
@@ -378,15 +432,20 @@ pub async fn janus_rooms(s: &Scenario) -> Result<Vec<String>, PeerError> {
 /// subscribes to all other publishers with one multistream subscriber handle. The publishing
 /// connection runs while the subscription is set up (Janus only lets a feed be subscribed once
 /// its media is up).
-async fn janus(shared: &Shared, ctx: &Ctx, p: &Participant) -> Result<(), PeerError> {
+async fn janus(shared: &Shared, ctx: &Ctx, p: &Participant, who: &Who) -> Result<(), PeerError> {
     let join_start = Instant::now();
     let room: u64 = shared.rooms[p.room].parse().map_err(|_| PeerError::Refused("bad Janus room".into()))?;
     let h = JanusHandle::attach(&shared.scenario.janus_url).await?;
     let publisher = async {
-        let mut conn = Conn::new(shared.local_ip, shared.spec).await?;
+        let mut conn = who.conn(shared).await?;
         let (offer, pending) = conn.offer(&p.identity, p.sending(), 0, 0)?;
         let body = serde_json::json!({ "request": "joinandconfigure", "ptype": "publisher", "room": room, "display": p.identity, "audio": p.role == Role::Audio, "video": p.role == Role::Video });
-        h.request(h.handle, body, Some(serde_json::json!({ "type": "offer", "sdp": offer }))).await?;
+        let mut jsep = serde_json::json!({ "type": "offer", "sdp": offer });
+        if shared.spec.simulcast {
+            // Our offer lists the rids lowest first; Janus assumes highest first unless told.
+            jsep["rid_order"] = "lmh".into();
+        }
+        h.request(h.handle, body, Some(jsep)).await?;
         let ev = h.event_with_jsep(h.handle).await?;
         conn.accept_answer(pending, ev["jsep"]["sdp"].as_str().unwrap_or_default())?;
         let id = ev["plugindata"]["data"]["id"].as_u64().ok_or_else(|| PeerError::Refused(format!("Janus join: no publisher id in {ev}")))?;
@@ -427,7 +486,7 @@ async fn janus(shared: &Shared, ctx: &Ctx, p: &Participant) -> Result<(), PeerEr
                 r => break r?,
             }
         };
-        let mut conn = Conn::new(shared.local_ip, shared.spec).await?;
+        let mut conn = who.conn(shared).await?;
         let answer = conn.accept_offer(ev["jsep"]["sdp"].as_str().unwrap_or_default())?;
         h.request(sub, serde_json::json!({ "request": "start" }), Some(serde_json::json!({ "type": "answer", "sdp": answer }))).await?;
         conn.run(Sending { video: false, audio: false, until: p.until, end: p.end }, None, ctx, join_start).await
@@ -460,7 +519,7 @@ mod tests {
 
     #[test]
     fn our_signaling_is_typed_and_bad_messages_are_skipped() {
-        assert_eq!(encode(&ClientMsg::Join { token: "t".into() }).unwrap(), r#"{"type":"join","token":"t"}"#);
+        assert_eq!(encode(&ClientMsg::join("t")).unwrap(), r#"{"type":"join","token":"t"}"#);
         assert_eq!(parse(r#"{"type":"offer","sdp":"v=0"}"#), Some(ServerMsg::Offer { sdp: "v=0".into() }));
         assert_eq!(parse(r#"{"type":"error","code":"from_the_future","message":"m"}"#), Some(ServerMsg::error(signaling::ErrorCode::Unknown, "m")));
         assert_eq!(parse(r#"{"type":"something_new"}"#), None);

@@ -216,7 +216,7 @@ pub async fn allocation(t: &TurnScenario, local_ip: IpAddr, index: usize, start:
                 if from != relayed {
                     continue;
                 }
-                if let Some((s, sent, _)) = stats::read_stamp(&echo[..n]) {
+                if let Some(stats::Stamp { seq: s, sent_ns: sent, .. }) = stats::read_stamp(&echo[..n]) {
                     let now = Instant::now();
                     record(ctx, &mut there, (index as u64) << 1, s, sent, now, join_start, &mut first, n);
                     // Echo with a fresh stamp so the way back is measured on its own.
@@ -229,7 +229,7 @@ pub async fn allocation(t: &TurnScenario, local_ip: IpAddr, index: usize, start:
                 r?;
                 if let Some((ch, data)) = stun::channel_data(&buf) {
                     if ch == channel {
-                        if let Some((s, sent, _)) = stats::read_stamp(data) {
+                        if let Some(stats::Stamp { seq: s, sent_ns: sent, .. }) = stats::read_stamp(data) {
                             let n = data.len();
                             record(ctx, &mut back, ((index as u64) << 1) | 1, s, sent, Instant::now(), join_start, &mut first, n);
                         }
