@@ -196,3 +196,21 @@ impl Sinks {
         }
     }
 }
+
+#[cfg(test)]
+mod simulcast_tests {
+    #[test]
+    fn each_subscriber_gets_its_layer_only() {
+        str0m::crypto::from_feature_flags().install_process_default();
+        let mut w = super::simulcast_room(6);
+        // The first feed also carries what the last media step left queued (audio too).
+        let (from, pk) = super::publisher_packets(&mut w, 3);
+        super::feed(&mut w, from, &pk);
+        let c0 = w.core.counters();
+        let (from, pk) = super::publisher_packets(&mut w, 30);
+        super::feed(&mut w, from, &pk);
+        let c1 = w.core.counters();
+        assert_eq!(c1.rx_rtp - c0.rx_rtp, 30);
+        assert_eq!(c1.tx_rtp - c0.tx_rtp, 60, "each of the 30 packets goes to the 2 subscribers of its layer");
+    }
+}

@@ -149,19 +149,21 @@ export async function launchBrowser() {
   });
 }
 
-/// A page at the system's origin (a secure context) in a fresh browser context.
-export async function newPage(browser, sys, urlPath = '/') {
-  const context = await browser.newContext({ ignoreHTTPSErrors: true });
+/// A page at the system's origin (a secure context) in a fresh browser context;
+/// `init` (a function) runs in the page before its scripts, `viewport` sets its size.
+export async function newPage(browser, sys, urlPath = '/', { init, viewport } = {}) {
+  const context = await browser.newContext({ ignoreHTTPSErrors: true, ...(viewport && { viewport }) });
   await context.grantPermissions(['camera', 'microphone'], { origin: sys.base });
+  if (init) await context.addInitScript(init);
   const page = await context.newPage();
   page.on('pageerror', (e) => console.error(`[page error] ${e.message}`));
   await page.goto(`${sys.base}${urlPath}`);
   return page;
 }
 
-/// Joins `room` as `name` through the web app's form.
-export async function joinApp(browser, sys, name, room, query = '') {
-  const page = await newPage(browser, sys, `/${query}`);
+/// Joins `room` as `name` through the web app's form (`options` as for `newPage`).
+export async function joinApp(browser, sys, name, room, query = '', options = {}) {
+  const page = await newPage(browser, sys, `/${query}`, options);
   await page.fill('#name', name);
   await page.fill('#room', room);
   await page.click('#join-btn');

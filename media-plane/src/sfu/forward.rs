@@ -107,10 +107,11 @@ impl Core {
     /// layer (switching layers at keyframes).
     pub(super) fn fan_out(&mut self, up: UpKey, pkt: &Packet) {
         let Some(track) = self.ups.get(up) else { return };
+        let Some(fanout) = track.fanout.get(usize::from(pkt.slot)) else { return };
         let nackable = track.kind == MediaKind::Video;
         let gated = track.simulcast();
         let clock_rate = pkt.params.spec().clock_rate.get();
-        for &dk in &track.fanout {
+        for &dk in fanout {
             let Some(down) = self.downs.get_mut(dk) else { continue };
             let DownState::Open(sub_mid) = down.state else { continue };
             match down.selector.on_packet(pkt.slot, pkt.frame.keyframe_start, gated) {
@@ -119,6 +120,8 @@ impl Core {
                 Verdict::Switch => {
                     down.rewrite.switch_source();
                     down.vp8.switch_source();
+                    // It leaves the old layer's list once this packet is out.
+                    self.switched.push(dk);
                 }
             }
             let Some(sub) = self.sessions.get_mut(down.subscriber) else { continue };
@@ -151,6 +154,9 @@ impl Core {
                 sub.next_timeout = pkt.wallclock;
                 self.deadlines.push(pkt.wallclock, down.subscriber);
             }
+        }
+        while let Some(dk) = self.switched.pop() {
+            self.sync_fanout(dk);
         }
     }
 

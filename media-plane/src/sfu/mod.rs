@@ -142,6 +142,8 @@ pub struct Core {
     next_tick: Option<Instant>,
     /// Start of the current bitrate window.
     window_start: Option<Instant>,
+    /// Down-tracks that switched layers in the fan-out under way (reused, never shrunk).
+    switched: Vec<DownKey>,
 }
 
 fn kind_of(k: MediaKind) -> TrackKind {
@@ -168,6 +170,7 @@ impl Core {
             counters: Counters::default(),
             next_tick: None,
             window_start: None,
+            switched: Vec::new(),
         }
     }
 

@@ -69,19 +69,22 @@ impl Core {
         self.sync_fanout(dk);
     }
 
-    /// Puts a down-track in its up-track's fan-out list exactly when it is open with a layer
-    /// to forward.
+    /// Puts a down-track in the fan-out list of each layer it takes packets of now (its
+    /// current and its target layer, while it is open), and in no other.
     pub(super) fn sync_fanout(&mut self, dk: DownKey) {
         let Some(down) = self.downs.get(dk) else { return };
         let Some(track) = down.up.and_then(|u| self.ups.get_mut(u)) else { return };
-        let should = matches!(down.state, DownState::Open(_)) && down.selector.target().is_some();
-        let pos = track.fanout.iter().position(|d| *d == dk);
-        match (should, pos) {
-            (true, None) => track.fanout.push(dk),
-            (false, Some(i)) => {
-                track.fanout.swap_remove(i);
+        let open = matches!(down.state, DownState::Open(_));
+        for (slot, list) in track.fanout.iter_mut().enumerate() {
+            let slot = Slot::try_from(slot).ok();
+            let should = open && slot.is_some() && (down.selector.current() == slot || down.selector.target() == slot);
+            match (should, list.iter().position(|d| *d == dk)) {
+                (true, None) => list.push(dk),
+                (false, Some(i)) => {
+                    list.swap_remove(i);
+                }
+                _ => {}
             }
-            _ => {}
         }
     }
 

@@ -136,8 +136,7 @@ impl Core {
     pub(super) fn drop_down(&mut self, dk: DownKey) {
         let Some(down) = self.downs.remove(dk) else { return };
         if let Some(up) = down.up.and_then(|u| self.ups.get_mut(u)) {
-            up.downs.retain(|d| *d != dk);
-            up.fanout.retain(|d| *d != dk);
+            up.forget(dk);
         }
     }
 
@@ -145,8 +144,7 @@ impl Core {
     pub(super) fn detach(&mut self, sub: SessionKey, up: UpKey) {
         let Some(dk) = self.down_of(sub, up) else { return };
         if let Some(t) = self.ups.get_mut(up) {
-            t.downs.retain(|d| *d != dk);
-            t.fanout.retain(|d| *d != dk);
+            t.forget(dk);
         }
         self.unbind(dk);
     }

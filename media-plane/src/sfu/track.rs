@@ -61,9 +61,10 @@ pub struct UpTrack {
     pub kind: MediaKind,
     /// Down-tracks bound to it, in any state.
     pub downs: Vec<DownKey>,
-    /// The down-tracks packets go to: open, and with a layer to forward. A disabled or
-    /// paused subscription is not in it and costs nothing per packet.
-    pub fanout: Vec<DownKey>,
+    /// By slot, the down-tracks a packet of that layer goes to: open ones whose current or
+    /// target layer it is. A disabled, paused or unsubscribed subscription is in none and
+    /// costs nothing per packet; one on another layer costs nothing either.
+    pub fanout: Vec<Vec<DownKey>>,
     /// Its layers, by slot (the order of the rids in the offer).
     pub layers: Vec<UpLayer>,
     /// Slots someone wants, as a bit set (dynacast); last told to the publisher.
@@ -81,7 +82,16 @@ impl UpTrack {
     pub fn new(owner: SessionKey, mid: Mid, kind: MediaKind, rids: &[Rid]) -> Self {
         let layers = if rids.is_empty() { vec![UpLayer::new(None)] } else { rids.iter().take(MAX_LAYERS).map(|r| UpLayer::new(Some(*r))).collect() };
         // Until the first tick says otherwise, the publisher sends (and is taken to be asked for) every layer.
-        UpTrack { owner, mid, kind, downs: Vec::new(), fanout: Vec::new(), layers, wanted: u32::MAX, remote_wanted: Vec::new(), layers_changed: false, priority: 0 }
+        let fanout = vec![Vec::new(); layers.len()];
+        UpTrack { owner, mid, kind, downs: Vec::new(), fanout, layers, wanted: u32::MAX, remote_wanted: Vec::new(), layers_changed: false, priority: 0 }
+    }
+
+    /// Takes a down-track out of every fan-out list.
+    pub fn forget(&mut self, dk: DownKey) {
+        self.downs.retain(|d| *d != dk);
+        for list in &mut self.fanout {
+            list.retain(|d| *d != dk);
+        }
     }
 
     /// Whether it is simulcast: more than one layer, so switches wait for keyframes.
