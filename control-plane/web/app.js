@@ -33,12 +33,14 @@ const conf = {
 };
 window.conf = conf;
 
+/** Adds a line to the call log. */
 function log(text) {
   const li = document.createElement('li');
   li.textContent = `${new Date().toLocaleTimeString()} ${text}`;
   $('log').prepend(li);
 }
 
+/** Shows an error under the join form. */
 function showError(text) {
   $('error').textContent = text;
 }
@@ -74,6 +76,7 @@ function addTile(session, identity, isLocal, tracks = []) {
   return t;
 }
 
+/** Removes a participant's tile and forgets what we subscribed to of theirs. */
 function removeTile(session) {
   const t = conf.tiles.get(session);
   if (!t) return;
@@ -83,6 +86,7 @@ function removeTile(session) {
   for (const [key, s] of conf.subs) if (s.ref.session === session) conf.subs.delete(key);
 }
 
+/** The remote tiles in page order. */
 const remoteTiles = () => [...conf.tiles.values()].filter((t) => !t.local);
 
 /** Shows the current page of remote tiles and the page controls, then subscribes to match. */
@@ -142,6 +146,7 @@ const resizes = new ResizeObserver(() => {
   resizeTimer = setTimeout(sync, 300);
 });
 
+/** Records when a tile shows its first frame (conf.firstFrameAt: the first of all). */
 function watchFirstFrame(t) {
   if (!t.video.requestVideoFrameCallback) return;
   t.video.requestVideoFrameCallback(() => {
@@ -174,7 +179,7 @@ conf.inbound = async function () {
   return out;
 };
 
-// Per remote participant: frames decoded so far, from getStats (used by tests and the UI).
+/** Per remote participant: frames decoded so far, from getStats (tests). */
 conf.remoteVideoStats = async function () {
   const out = [];
   if (!conf.pc) return out;
@@ -190,10 +195,12 @@ conf.remoteVideoStats = async function () {
   return out;
 };
 
+/** Sends a signaling message if the socket is open. */
 function send(msg) {
   if (conf.ws && conf.ws.readyState === WebSocket.OPEN) conf.ws.send(JSON.stringify(msg));
 }
 
+/** The camera (1280x720 wanted) and microphone, or null. */
 async function getMedia() {
   try {
     return await navigator.mediaDevices.getUserMedia({ audio: true, video: { width: { ideal: 1280 }, height: { ideal: 720 } } });
@@ -228,6 +235,7 @@ async function setLayers(track, rids) {
   log(`layers wanted: ${rids.join(', ') || 'none'}`);
 }
 
+/** Sets up tiles and the peer connection, and sends our one offer. */
 async function onJoined(msg) {
   conf.session = msg.session;
   $('where').textContent = `room ${msg.room} as ${msg.identity}`;
@@ -278,6 +286,7 @@ async function onJoined(msg) {
   sync();
 }
 
+/** Applies one server message. */
 async function handle(msg) {
   switch (msg.type) {
     case 'joined': return onJoined(msg);
@@ -331,6 +340,7 @@ async function handle(msg) {
   }
 }
 
+/** Closes the call and shows the join form again. */
 function teardown() {
   if (conf.pc) conf.pc.close();
   if (conf.local) conf.local.getTracks().forEach((t) => t.stop());
@@ -343,6 +353,7 @@ function teardown() {
   $('where').textContent = '';
 }
 
+/** Gets a token and opens the signaling socket. */
 async function join(name, room) {
   showError('');
   conf.joinStartedAt = performance.now();

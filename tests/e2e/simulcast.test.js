@@ -79,13 +79,14 @@ test('web app simulcast: each viewer gets the layer its tile needs, unwatched la
 
     // A viewer whose window fits two 1280x720 tiles (pub's and small's) gets the top layer, which resumes.
     const largeAt = Date.now();
-    const fBefore = await sent(pub, 'f');
+    const [fBefore, hEarly] = [await sent(pub, 'f'), await sent(pub, 'h')];
     const large = await joinApp(browser, sys, 'large', room, '', { init: noCamera, viewport: { width: 2600, height: 900 } });
     const tileWidth = await large.$eval('.tile:not([data-local])', (e) => Math.round(e.getBoundingClientRect().width * devicePixelRatio));
     const onMs = await waitActive(pub, { q: true, h: false, f: true }, 'f active again for the large viewer', largeAt);
-    // Once active again the encoder sends the layer at once.
+    // Once active again the layer is sent as soon as Chromium's bandwidth estimate, which
+    // fell to what q alone needed, has grown back (its probing, about 1 s).
     const activeAt = Date.now();
-    await waitFor(async () => (await sent(pub, 'f')) > fBefore, { what: 'f sent again', timeout: 10000, interval: 50 });
+    await waitFor(async () => (await sent(pub, 'f')) > fBefore, { what: 'f sent again', timeout: 3000, interval: 50 });
     const resumeMs = Date.now() - activeAt;
     const l1 = await waitWidth(large, (w) => w === 1280, 'the large viewer decoding 1280 wide', largeAt);
     assert.equal(l1.frameHeight, 720);
@@ -95,19 +96,24 @@ test('web app simulcast: each viewer gets the layer its tile needs, unwatched la
     assert.ok(fs > 15 && fl > 15, `frames keep being decoded (small +${fs}, large +${fl} in 2 s)`);
     await waitFor(async () => (await small.$eval('.tile:not([data-local]) .res', (e) => e.textContent)) === '320x180', { what: 'the small tile labelled 320x180', timeout: 3000 });
 
+    console.log(`FIGURE simulcast_app small_decodes=${s1.frameWidth}x${s1.frameHeight} large_tile_px=${tileWidth} large_decodes=${l1.frameWidth}x${l1.frameHeight} fps_small=${fs / 2} fps_large=${fl / 2}`);
+    console.log(`FIGURE simulcast_app_ms small_join_to_first_frame=${s1.ms} small_join_to_only_q_encoded=${smallOnly} large_join_to_f_active=${onMs} f_active_to_f_sent=${resumeMs} large_join_to_1280_decoded=${l1.ms}`);
+
     // The large window shrinks to 1280x720 (tiles about 620x350): the middle layer, and no one needs the top one.
     const resizeAt = Date.now();
     await large.setViewportSize({ width: 1280, height: 720 });
-    const l2 = await waitWidth(large, (w) => w === 640, 'the shrunk viewer decoding 640 wide', resizeAt);
+    const l2 = await waitWidth(large, (w) => w === 640, 'the shrunk viewer decoding 640 wide', resizeAt).catch(async (e) => {
+      // The server ranks layers by the sizes of their keyframes; h may have been paused before any reached it.
+      throw new Error(`${e.message}; the publisher had sent h ${hEarly} bytes before the large viewer came, now: ${JSON.stringify(await encodings(pub))}`);
+    });
     const offAgain = await waitActive(pub, { q: true, h: true, f: false }, 'f inactive again once no one needs it', resizeAt);
-    console.log(`FIGURE simulcast_app small_decodes=${s1.frameWidth}x${s1.frameHeight} large_tile_px=${tileWidth} large_decodes=${l1.frameWidth}x${l1.frameHeight} fps_small=${fs / 2} fps_large=${fl / 2}`);
-    console.log(`FIGURE simulcast_app_ms small_join_to_first_frame=${s1.ms} small_join_to_only_q_encoded=${smallOnly} large_join_to_f_active=${onMs} f_active_to_f_sent=${resumeMs} large_join_to_1280_decoded=${l1.ms} resize_to_640_decoded=${l2.ms} resize_to_f_inactive=${offAgain}`);
+    console.log(`FIGURE simulcast_app_resize resize_to_640_decoded_ms=${l2.ms} resize_to_f_inactive_ms=${offAgain}`);
 
     // ?simulcast=0 sends one encoding.
     const single = await joinApp(browser, sys, 'single', 'simulcast-off', '?simulcast=0');
     const sdp0 = await waitFor(() => single.evaluate(() => window.conf.pc?.localDescription?.sdp), { what: 'the single-layer offer' });
     assert.doesNotMatch(sdp0, /a=simulcast/);
-    assert.deepEqual(Object.keys(await encodings(single)).length, 1);
+    assert.equal(Object.keys(await encodings(single)).length, 1, 'one encoding');
   } catch (e) {
     dumpLog(sys);
     throw e;
@@ -141,23 +147,31 @@ test('paged grid: a viewer of 19 publishers receives the 16 videos of its page a
       { what: `${videos + audios} published tracks known to the viewer`, timeout: 30000 });
     assert.equal(await viewer.$eval('#page', (e) => e.textContent), 'page 1 of 2');
 
+    // Exactly the page's videos (and every audio) keep arriving.
     const check = async (label) => {
       const want = await pageVideos(viewer);
-      const t0 = Date.now();
       let last;
       await waitFor(async () => {
         last = await growing(viewer);
         return last.video === want.length && last.audio === audios && JSON.stringify(last.sessions) === JSON.stringify(want);
       }, { what: `${label}: ${want.length} videos and ${audios} audio receiving`, timeout: 20000 }).catch((e) => { throw new Error(`${e.message}: ${JSON.stringify(last)}`); });
-      return { want, ms: Date.now() - t0 };
+      return want;
     };
     const p1 = await check('page 1');
-    assert.equal(p1.want.length, 16, 'page 1 shows 16 video publishers');
+    assert.equal(p1.length, 16, 'page 1 shows 16 video publishers');
+    const clickAt = Date.now();
     await viewer.click('#next');
     assert.equal(await viewer.$eval('#page', (e) => e.textContent), 'page 2 of 2');
+    const want2 = await pageVideos(viewer);
+    // Time from the click to the first bytes of every video of page 2.
+    await waitFor(async () => {
+      const v = (await inbound(viewer)).filter((s) => s.kind === 'video');
+      return want2.every((session) => v.some((s) => s.session === session));
+    }, { what: 'page 2 videos arriving', timeout: 20000, interval: 50 });
+    const switchMs = Date.now() - clickAt;
     const p2 = await check('page 2');
-    assert.equal(p2.want.length, videos - 16, 'page 2 shows the remaining video publisher');
-    console.log(`FIGURE simulcast_paging publishers=${videos}+${audios} page1_videos=${p1.want.length} page2_videos=${p2.want.length} audio=${audios} page1_settle_ms=${p1.ms} page2_switch_ms=${p2.ms}`);
+    assert.equal(p2.length, videos - 16, 'page 2 shows the remaining video publisher');
+    console.log(`FIGURE simulcast_paging publishers=${videos}+${audios} page1_videos=${p1.length} page2_videos=${p2.length} audio=${audios} click_to_page2_video_ms=${switchMs}`);
   } catch (e) {
     dumpLog(sys);
     throw e;
