@@ -5,6 +5,7 @@
 # tables with ratios; the JSON reports and SVG plots stay in $OUT.
 #
 # Usage: bash bench/compare.sh [video-publishers] [subscribers] [seconds] [video-kbps] [turn-allocations] [turn-pps]
+# SFU_FLAGS adds load-tester flags to both SFU runs, e.g. SFU_FLAGS="--simulcast true".
 set -euo pipefail
 cd "$(dirname "$0")/.."
 PUBS=${1:-4}
@@ -39,8 +40,8 @@ done
 KEY=$(grep api_key "$OUT/data/secrets.toml" | cut -d'"' -f2)
 SECRET=$(grep api_secret "$OUT/data/secrets.toml" | cut -d'"' -f2)
 
-SCEN=(--video-publishers "$PUBS" --subscribers "$SUBS" --duration "$SECS" --video-kbps "$KBPS" --join-rate 10 --quiet)
-echo "scenario: 1 room, $PUBS video publishers, $SUBS subscribers, $KBPS kbit/s, ${SECS} s; $(date -u +%FT%TZ); $(nproc) cores"
+SCEN=(--video-publishers "$PUBS" --subscribers "$SUBS" --duration "$SECS" --video-kbps "$KBPS" --join-rate 10 --quiet ${SFU_FLAGS:-})
+echo "scenario: 1 room, $PUBS video publishers, $SUBS subscribers, $KBPS kbit/s, ${SECS} s ${SFU_FLAGS:-}; $(date -u +%FT%TZ); $(nproc) cores"
 "$LT" "${SCEN[@]}" --url https://10.79.0.2:9443 --api-key "$KEY" --api-secret "$SECRET" --ca "$OUT/data/certs/ca.pem" \
   --server-name media-plane --json "$OUT/ours.json" --plots "$OUT/plots-ours" > "$OUT/ours.txt" || true
 "$LT" "${SCEN[@]}" --target janus --janus-url "$JANUS_URL" --server-name janus --json "$OUT/janus.json" --plots "$OUT/plots-janus" > "$OUT/janus.txt" || true
