@@ -217,6 +217,13 @@ function layersFor(track) {
   return LAYERS.slice(LAYERS.length - n);
 }
 
+/** Keeps each layer at its own size: Chromium otherwise shrinks a lone active layer when bandwidth is short, and the server ranks layers by size. */
+async function keepLayerSizes(sender) {
+  const p = sender.getParameters();
+  p.degradationPreference = 'maintain-resolution';
+  await sender.setParameters(p).catch((e) => log(`degradationPreference: ${e.message}`));
+}
+
 /** Encodes only the layers of our own `track` (a mid) that someone receives (dynacast). */
 async function setLayers(track, rids) {
   const tr = conf.pc && conf.pc.getTransceivers().find((x) => x.mid === track);
@@ -273,7 +280,8 @@ async function onJoined(msg) {
       const init = { direction: 'sendonly', streams: [conf.local] };
       const layers = track.kind === 'video' && simulcast ? layersFor(track) : [];
       if (layers.length) init.sendEncodings = layers.map((l) => ({ ...l }));
-      pc.addTransceiver(track, init);
+      const tr = pc.addTransceiver(track, init);
+      if (layers.length) await keepLayerSizes(tr.sender);
     }
   } else {
     pc.addTransceiver('audio', { direction: 'recvonly' });

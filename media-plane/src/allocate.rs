@@ -20,6 +20,18 @@ pub struct Want {
     pub cap: Option<usize>,
     /// Higher goes first (screen share above camera).
     pub priority: u8,
+    /// The publisher sends temporal layers: the lowest layer's base alone (counted at half
+    /// its rate) is a step below the lowest layer.
+    pub temporal: bool,
+}
+
+/// What one track gets.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct Grant {
+    /// The rank of its layer.
+    pub rank: usize,
+    /// Only the base temporal layer of it.
+    pub base_only: bool,
 }
 
 /// The rate a layer is counted at: its measured bitrate, or a guess by rank before any.
@@ -36,13 +48,13 @@ pub fn layer_rate(layers: &[LayerView], rank: usize) -> u64 {
     }
 }
 
-/// The rank each track gets (`None`: paused or not wanted), and the rate it would take to
+/// What each track gets (`None`: paused or not wanted), and the rate it would take to
 /// give every track its cap (what probing should aim for).
-pub fn allocate(estimate: u64, audio_tracks: usize, wants: &[Want]) -> (Vec<Option<usize>>, u64) {
+pub fn allocate(estimate: u64, audio_tracks: usize, wants: &[Want]) -> (Vec<Option<Grant>>, u64) {
     let mut budget = estimate.saturating_sub(AUDIO_RESERVE * audio_tracks as u64);
     let mut order: Vec<usize> = (0..wants.len()).collect();
     order.sort_by_key(|&i| std::cmp::Reverse(wants[i].priority));
-    let mut got: Vec<Option<usize>> = vec![None; wants.len()];
+    let mut got: Vec<Option<Grant>> = vec![None; wants.len()];
     for &i in &order {
         if wants[i].cap.is_none() {
             continue;
@@ -50,20 +62,27 @@ pub fn allocate(estimate: u64, audio_tracks: usize, wants: &[Want]) -> (Vec<Opti
         let need = layer_rate(&wants[i].layers, 0);
         if need <= budget {
             budget -= need;
-            got[i] = Some(0);
+            got[i] = Some(Grant { rank: 0, base_only: false });
+        } else if wants[i].temporal && need / 2 <= budget {
+            budget -= need / 2;
+            got[i] = Some(Grant { rank: 0, base_only: true });
         }
     }
     loop {
         let mut raised = false;
         for &i in &order {
             let (Some(now), Some(cap)) = (got[i], wants[i].cap) else { continue };
-            if now >= cap {
+            let layers = &wants[i].layers;
+            let (next, extra) = if now.base_only {
+                (Grant { rank: now.rank, base_only: false }, layer_rate(layers, now.rank) - layer_rate(layers, now.rank) / 2)
+            } else if now.rank < cap {
+                (Grant { rank: now.rank + 1, base_only: false }, layer_rate(layers, now.rank + 1).saturating_sub(layer_rate(layers, now.rank)))
+            } else {
                 continue;
-            }
-            let extra = layer_rate(&wants[i].layers, now + 1).saturating_sub(layer_rate(&wants[i].layers, now));
+            };
             if extra <= budget {
                 budget -= extra;
-                got[i] = Some(now + 1);
+                got[i] = Some(next);
                 raised = true;
             }
         }
@@ -88,13 +107,17 @@ mod tests {
     }
 
     fn want(cap: Option<usize>, priority: u8) -> Want {
-        Want { layers: layers(), cap, priority }
+        Want { layers: layers(), cap, priority, temporal: false }
+    }
+
+    fn ranks(got: &[Option<Grant>]) -> Vec<Option<usize>> {
+        got.iter().map(|g| g.map(|g| g.rank)).collect()
     }
 
     #[test]
     fn plenty_gives_every_track_its_cap() {
         let (got, desired) = allocate(10_000_000, 2, &[want(Some(2), 0), want(Some(1), 0)]);
-        assert_eq!(got, vec![Some(2), Some(1)]);
+        assert_eq!(ranks(&got), vec![Some(2), Some(1)]);
         assert_eq!(desired, 1_500_000 + 500_000 + 128_000);
     }
 
@@ -102,24 +125,36 @@ mod tests {
     fn a_drop_lowers_layers_before_pausing_any() {
         // 300 kbit/s: audio 64k, then two low layers (300k) do not both fit.
         let (got, _) = allocate(300_000, 1, &[want(Some(2), 0), want(Some(2), 0)]);
-        assert_eq!(got, vec![Some(0), None], "the second is paused, not both starved");
+        assert_eq!(ranks(&got), vec![Some(0), None], "the second is paused, not both starved");
         let (got, _) = allocate(900_000, 1, &[want(Some(2), 0), want(Some(2), 0)]);
-        assert_eq!(got, vec![Some(1), Some(0)], "raised a layer at a time, in order");
+        assert_eq!(ranks(&got), vec![Some(1), Some(0)], "raised a layer at a time, in order");
     }
 
     #[test]
     fn priority_goes_first_and_audio_is_never_starved() {
         let (got, _) = allocate(400_000, 4, &[want(Some(2), 0), want(Some(2), 9)]);
         // 400k - 256k audio = 144k: not even one low layer (150k); audio keeps its share.
-        assert_eq!(got, vec![None, None]);
+        assert_eq!(ranks(&got), vec![None, None]);
         let (got, _) = allocate(800_000, 1, &[want(Some(2), 0), want(Some(2), 9)]);
-        assert_eq!(got, vec![Some(0), Some(1)], "the screen share climbs first");
+        assert_eq!(ranks(&got), vec![Some(0), Some(1)], "the screen share climbs first");
+    }
+
+    #[test]
+    fn with_temporal_layers_the_base_alone_comes_before_a_pause() {
+        let t = Want { temporal: true, ..want(Some(2), 0) };
+        // 150k: one full low layer and, for the second, its base at half the rate.
+        let (got, _) = allocate(150_000 + 75_000, 0, &[t.clone(), t.clone()]);
+        assert_eq!(got, vec![Some(Grant { rank: 0, base_only: false }), Some(Grant { rank: 0, base_only: true })]);
+        let (got, _) = allocate(70_000, 0, &[t.clone()]);
+        assert_eq!(got, vec![None], "not even the base fits");
+        let (got, _) = allocate(150_000, 0, &[t]);
+        assert_eq!(got, vec![Some(Grant { rank: 0, base_only: false })]);
     }
 
     #[test]
     fn unwanted_tracks_take_nothing_and_unknown_rates_are_guessed() {
         let (got, desired) = allocate(1_000_000, 0, &[want(None, 0), want(Some(0), 0)]);
-        assert_eq!(got, vec![None, Some(0)]);
+        assert_eq!(ranks(&got), vec![None, Some(0)]);
         assert_eq!(desired, 150_000);
         let unknown = vec![LayerView { slot: 0, size: None, bitrate: 0 }];
         assert_eq!(layer_rate(&unknown, 0), 1_000_000);

@@ -20,6 +20,8 @@ pub struct Rewrite {
     source: Option<Offsets>,
     /// The newest packet written to the subscriber.
     last: Option<Written>,
+    /// The newest source sequence number mapped or skipped.
+    last_in: Option<u64>,
 }
 
 /// The current source's mapping.
@@ -62,6 +64,7 @@ impl Rewrite {
     /// and its payload types are mapped afresh (the same number may be another codec).
     pub fn switch_source(&mut self) {
         self.source = None;
+        self.last_in = None;
         self.pt_map.clear();
     }
 
@@ -79,6 +82,9 @@ impl Rewrite {
         if seq < o.floor {
             return None;
         }
+        if self.last_in.is_none_or(|l| seq > l) {
+            self.last_in = Some(seq);
+        }
         let out = u64::try_from(seq as i64 + o.seq).ok()?;
         let out_ts = ts.wrapping_add(o.ts);
         match &mut self.last {
@@ -86,6 +92,20 @@ impl Rewrite {
             last => *last = Some(Written { seq: out, ts: out_ts, at }),
         }
         Some((out, out_ts))
+    }
+
+    /// Leaves out packet `seq` of the current source (a temporal layer the subscriber does
+    /// not get): the packets after it close the gap. Only the next packet in order can be
+    /// left out; for any other (reordered, or before the source's first) this returns false
+    /// and the caller forwards it instead, so numbers never collide.
+    pub fn skip(&mut self, seq: u64) -> bool {
+        let (Some(o), Some(last)) = (&mut self.source, self.last_in) else { return false };
+        if seq != last + 1 {
+            return false;
+        }
+        o.seq -= 1;
+        self.last_in = Some(seq);
+        true
     }
 
     /// The mapping of a source, set by its first packet.
@@ -134,6 +154,20 @@ mod tests {
         // A publisher whose numbering starts near zero.
         let mut z = Rewrite::default();
         assert_eq!(z.map(5, 0, t, 90_000), Some((5, 0)));
+    }
+
+    #[test]
+    fn skipped_packets_leave_no_gap_and_reordered_ones_are_not_skipped() {
+        let t = Instant::now();
+        let mut r = Rewrite::default();
+        assert!(!r.skip(99), "nothing to continue yet");
+        assert_eq!(r.map(5000, 0, t, 90_000), Some((1000, 0)));
+        assert!(r.skip(5001));
+        assert!(r.skip(5002));
+        assert_eq!(r.map(5003, 0, t, 90_000), Some((1001, 0)));
+        assert!(!r.skip(5005), "out of order: forwarded rather than skipped");
+        assert_eq!(r.map(5005, 0, t, 90_000), Some((1003, 0)));
+        assert_eq!(r.map(5004, 0, t, 90_000), Some((1002, 0)));
     }
 
     #[test]

@@ -68,6 +68,10 @@ pub struct SimLayer {
     pub sent: u64,
     /// Keyframe requests that named this layer.
     pub keyframe_requests: u64,
+    /// Sends three temporal layers (TID 0, 2, 1, 2 in turn), as libwebrtc's VP8 L1T3.
+    pub temporal: bool,
+    /// Frames sent, for the temporal pattern.
+    pub frames: u64,
 }
 
 /// One received video packet, as a subscriber saw it.
@@ -90,14 +94,19 @@ pub struct Received {
 pub fn three_layers() -> Vec<SimLayer> {
     [("l", (320, 180), 200, 1000), ("m", (640, 360), 500, 9000), ("h", (1280, 720), 1000, 20000)]
         .into_iter()
-        .map(|(rid, size, len, picture_id)| SimLayer { rid: Rid::from(rid), size, len, picture_id, tl0: 0, keyframe_due: true, paused: false, sent: 0, keyframe_requests: 0 })
+        .map(|(rid, size, len, picture_id)| SimLayer { rid: Rid::from(rid), size, len, picture_id, tl0: 0, keyframe_due: true, paused: false, sent: 0, keyframe_requests: 0, temporal: false, frames: 0 })
         .collect()
 }
 
 /// A VP8 RTP payload: descriptor with 15-bit PictureID, TL0PICIDX and TID 0 (Y set), a partition start,
 /// and for a keyframe the frame tag, start code and size; `len` bytes in all (at least 16).
 pub fn vp8_payload(picture_id: u16, tl0: u8, keyframe: bool, size: (u16, u16), len: usize) -> Vec<u8> {
-    let mut p = vec![0x90, 0xe0, 0x80 | ((picture_id >> 8) as u8 & 0x7f), picture_id as u8, tl0, 0x20];
+    vp8_payload_tid(picture_id, tl0, 0, keyframe, size, len)
+}
+
+/// [`vp8_payload`] of temporal layer `tid`.
+pub fn vp8_payload_tid(picture_id: u16, tl0: u8, tid: u8, keyframe: bool, size: (u16, u16), len: usize) -> Vec<u8> {
+    let mut p = vec![0x90, 0xe0, 0x80 | ((picture_id >> 8) as u8 & 0x7f), picture_id as u8, tl0, (tid << 6) | 0x20];
     if keyframe {
         p.extend_from_slice(&[0x10, 0x02, 0x00, 0x9d, 0x01, 0x2a]);
         p.extend_from_slice(&size.0.to_le_bytes());
@@ -338,11 +347,19 @@ impl World {
                 if kind == MediaKind::Video && !p.layers.is_empty() {
                     let Some(pt) = p.rtc.codec_config().find(|c| c.spec().codec == codec).map(|c| c.pt()) else { continue };
                     for l in p.layers.iter_mut().filter(|l| !l.paused) {
-                        let keyframe = l.keyframe_due || seq % 100 == 0;
+                        // A keyframe restarts the temporal pattern at the base layer.
+                        if l.keyframe_due || seq % 100 == 0 {
+                            l.frames = 0;
+                        }
+                        let tid = if l.temporal { [0, 2, 1, 2][(l.frames % 4) as usize] } else { 0 };
+                        let keyframe = l.frames == 0 && (l.keyframe_due || seq % 100 == 0);
                         l.keyframe_due = false;
-                        let payload = vp8_payload(l.picture_id, l.tl0, keyframe, l.size, l.len);
+                        l.frames += 1;
+                        if tid == 0 {
+                            l.tl0 = l.tl0.wrapping_add(1);
+                        }
+                        let payload = vp8_payload_tid(l.picture_id, l.tl0, tid, keyframe, l.size, l.len);
                         l.picture_id = (l.picture_id + 1) & 0x7fff;
-                        l.tl0 = l.tl0.wrapping_add(1);
                         let mut api = p.rtc.direct_api();
                         let Some(tx) = api.stream_tx_by_mid(mid, Some(l.rid)) else { continue };
                         tx.write_rtp(RtpWrite::new(pt, seq.into(), (seq * 900) as u32, now, payload).marker(true));

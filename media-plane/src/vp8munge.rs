@@ -36,6 +36,8 @@ pub struct Vp8Munger {
     last: Option<Vp8Out>,
     /// The next packet comes from a new source.
     switching: bool,
+    /// The last picture left out (temporal layer dropped).
+    skipped: Option<u16>,
 }
 
 /// 15-bit PictureID arithmetic.
@@ -81,6 +83,15 @@ impl Vp8Munger {
         out
     }
 
+    /// A packet of picture `picture_id` was left out: once per picture, later pictures move
+    /// down by one, so the subscriber sees no gap.
+    pub fn skip(&mut self, picture_id: u16) {
+        if self.skipped != Some(picture_id) {
+            self.skipped = Some(picture_id);
+            self.offsets.picture_id = (self.offsets.picture_id + 1) & PID_MASK;
+        }
+    }
+
     /// Whether a switch has been asked for and not yet applied.
     pub fn is_switching(&self) -> bool {
         self.switching
@@ -100,6 +111,17 @@ mod tests {
         let mut m = Vp8Munger::default();
         assert_eq!(m.map(&fields(100, 7)).picture_id, Some(100));
         assert_eq!(m.map(&fields(101, 8)).tl0_pic_idx, Some(8));
+    }
+
+    #[test]
+    fn skipped_pictures_close_their_gap() {
+        let mut m = Vp8Munger::default();
+        assert_eq!(m.map(&fields(10, 1)).picture_id, Some(10));
+        m.skip(11);
+        m.skip(11);
+        assert_eq!(m.map(&fields(12, 2)).picture_id, Some(11), "one picture left out, one step back");
+        m.skip(13);
+        assert_eq!(m.map(&fields(14, 3)).picture_id, Some(12));
     }
 
     #[test]

@@ -339,3 +339,40 @@ fn a_scripted_estimate_lowers_layers_pauses_what_does_not_fit_and_recovers() {
     assert_eq!(paused(&w), vec![true, true, false, false]);
     let _ = (p1, p2);
 }
+
+#[test]
+fn when_even_the_low_layer_does_not_fit_its_base_temporal_layer_goes_on_without_gaps() {
+    let mut w = World::new();
+    let mut layers = three_layers();
+    for l in &mut layers {
+        l.temporal = true;
+    }
+    let _p = w.join_simulcast("pub", "r", layers);
+    let s = w.join("viewer", "r", false);
+    w.connect_all();
+    w.run_media(150);
+    let session = w.peers[s].session.clone();
+    // Audio 64k, then the low layer (160 kbit/s measured) does not fit, its half does.
+    let now = w.now;
+    w.core.set_estimate(now, &session, 64_000 + 100_000);
+    w.run_media(50);
+    w.peers[s].frame_log = Some(Vec::new());
+    w.run_media(200);
+    let log = w.peers[s].frame_log.clone().unwrap();
+    assert!(log.iter().all(|r| r.frame.vp8.and_then(|f| f.tid) == Some(0)), "only the base temporal layer");
+    assert!((45..=55).contains(&log.len()), "a quarter of 200 frames: {}", log.len());
+    assert_eq!(sizes(&log), vec![(320, 180)]);
+    assert_one_stream(&log);
+    let paused = w.link.iter().any(|e| matches!(e, LinkEvent::TrackPaused { paused: true, .. }));
+    assert!(!paused, "reduced, not paused");
+
+    // Room for the whole low layer: every temporal layer again, still one stream.
+    let now = w.now;
+    w.core.set_estimate(now, &session, 64_000 + 200_000);
+    w.run_media(50);
+    let mark = w.peers[s].frame_log.as_ref().unwrap().len();
+    w.run_media(100);
+    let log = w.peers[s].frame_log.clone().unwrap();
+    assert!(log.len() - mark >= 95, "all frames again: {}", log.len() - mark);
+    assert_one_stream(&log);
+}

@@ -116,7 +116,16 @@ impl Core {
             let DownState::Open(sub_mid) = down.state else { continue };
             match down.selector.on_packet(pkt.slot, pkt.frame.keyframe_start, gated) {
                 Verdict::Drop => continue,
-                Verdict::Forward => {}
+                Verdict::Forward => {
+                    // A temporal layer above what it gets is left out, numbering closed up.
+                    let tid = pkt.frame.vp8.and_then(|f| f.tid);
+                    if down.max_tid.is_some_and(|m| tid.is_some_and(|t| t > m)) && down.rewrite.skip(pkt.seq) {
+                        if let Some(pid) = pkt.frame.vp8.and_then(|f| f.picture_id) {
+                            down.vp8.skip(pid);
+                        }
+                        continue;
+                    }
+                }
                 Verdict::Switch => {
                     down.rewrite.switch_source();
                     down.vp8.switch_source();

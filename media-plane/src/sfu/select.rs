@@ -48,8 +48,9 @@ impl Core {
             let desired = match down.allotted {
                 Allotted::Unlimited => asked,
                 Allotted::Paused => None,
-                Allotted::UpTo(cap) => asked.map(|a| if rank(a) <= rank(cap) { a } else { cap }),
+                Allotted::UpTo(cap) | Allotted::Base(cap) => asked.map(|a| if rank(a) <= rank(cap) { a } else { cap }),
             };
+            down.max_tid = matches!(down.allotted, Allotted::Base(_)).then_some(0);
             let paused = asked.is_some() && desired.is_none();
             if paused != down.paused {
                 down.paused = paused;
@@ -116,17 +117,18 @@ impl Core {
             let layers = track.views(now, false);
             let cap = choose(&layers, &d.settings, None).and_then(|slot| layers.iter().position(|l| l.slot == slot));
             video.push(dk);
-            wants.push(Want { layers, cap, priority: track.priority });
+            wants.push(Want { layers, cap, priority: track.priority, temporal: track.temporal() });
         }
         let (got, desired) = allocate(estimate, audio, &wants);
         let mut minimum = 0;
-        for ((dk, rank), want) in video.iter().zip(&got).zip(&wants) {
-            let allotted = match rank {
-                Some(r) => Allotted::UpTo(want.layers[*r].slot),
+        for ((dk, grant), want) in video.iter().zip(&got).zip(&wants) {
+            let allotted = match grant {
+                Some(g) if g.base_only => Allotted::Base(want.layers[g.rank].slot),
+                Some(g) => Allotted::UpTo(want.layers[g.rank].slot),
                 None => Allotted::Paused,
             };
             // Probing keeps a floor of the next step up, so the estimate can grow into it.
-            minimum += rank.map_or(0, |r| layer_rate(&want.layers, (r + 1).min(want.cap.unwrap_or(r))));
+            minimum += grant.map_or(0, |g| layer_rate(&want.layers, (g.rank + 1).min(want.cap.unwrap_or(g.rank))));
             if let Some(d) = self.downs.get_mut(*dk) {
                 d.allotted = allotted;
             }

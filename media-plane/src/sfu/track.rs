@@ -36,12 +36,14 @@ pub struct UpLayer {
     pub last_packet: Option<Instant>,
     /// When a keyframe was last asked of the publisher for this layer.
     pub last_keyframe_request: Option<Instant>,
+    /// It has sent temporal layers above the base.
+    pub temporal: bool,
 }
 
 impl UpLayer {
     /// A layer not heard from yet.
     pub fn new(rid: Option<Rid>) -> Self {
-        UpLayer { rid, size: None, window_bytes: 0, bitrate: 0, last_packet: None, last_keyframe_request: None }
+        UpLayer { rid, size: None, window_bytes: 0, bitrate: 0, last_packet: None, last_keyframe_request: None, temporal: false }
     }
 
     /// Whether it has sent recently.
@@ -94,6 +96,11 @@ impl UpTrack {
         }
     }
 
+    /// Whether its layers carry temporal layers above the base.
+    pub fn temporal(&self) -> bool {
+        self.layers.iter().any(|l| l.temporal)
+    }
+
     /// Whether it is simulcast: more than one layer, so switches wait for keyframes.
     pub fn simulcast(&self) -> bool {
         self.layers.len() > 1
@@ -112,6 +119,9 @@ impl UpTrack {
         }
         l.last_packet = Some(at);
         l.window_bytes += len as u64;
+        if frame.vp8.and_then(|f| f.tid).is_some_and(|t| t > 0) {
+            l.temporal = true;
+        }
         if frame.size.is_some() && frame.size != l.size {
             l.size = frame.size;
             self.layers_changed = true;
@@ -188,6 +198,8 @@ pub struct DownTrack {
     pub vp8: Vp8Munger,
     /// What the subscriber's bandwidth allows it.
     pub allotted: Allotted,
+    /// Highest temporal layer forwarded (`None`: all).
+    pub max_tid: Option<u8>,
     /// Paused for lack of bandwidth (the client was told).
     pub paused: bool,
 }
@@ -199,6 +211,8 @@ pub enum Allotted {
     Unlimited,
     /// At most the layer of this slot.
     UpTo(Slot),
+    /// The base temporal layer of this slot only (its lowest layer did not fit whole).
+    Base(Slot),
     /// Nothing: it does not fit even at its lowest layer.
     Paused,
 }
@@ -224,6 +238,7 @@ impl DownTrack {
             selector: Selector::default(),
             vp8: Vp8Munger::default(),
             allotted: Allotted::Unlimited,
+            max_tid: None,
             paused: false,
         }
     }
