@@ -10,6 +10,7 @@ pub mod codec;
 pub mod demux;
 pub mod layers;
 pub mod link_client;
+pub mod losscap;
 pub mod rewrite;
 pub mod sfu;
 pub mod sim;

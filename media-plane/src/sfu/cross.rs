@@ -221,6 +221,8 @@ impl Core {
             created: now,
             connected: true,
             estimate: None,
+            loss_cap: Default::default(),
+            last_stats: None,
             ending: None,
             serial: self.sessions.next_serial(),
             shadow: Some(from),

@@ -102,6 +102,7 @@ impl Core {
             Event::EgressBitrateEstimate(BweKind::Twcc { estimate, .. }) => {
                 self.set_estimate_of(now, key, estimate.as_u64());
             }
+            Event::PeerStats(st) => self.loss_report(now, key, st.egress_loss_fraction, st.bytes_tx),
             Event::MediaAdded(m) => {
                 let rids: Vec<Rid> = m.simulcast.map(|s| s.recv.iter().map(|l| l.rid).collect()).unwrap_or_default();
                 self.media_added(now, key, m.mid, m.kind, m.direction, &rids);

@@ -55,6 +55,8 @@ impl Core {
             .enable_vp8(true)
             .enable_h264(true)
             .enable_bwe(bwe)
+            // Once a second, the loss its receiver reports caps the estimate (`losscap`).
+            .set_stats_interval(bwe.map(|_| std::time::Duration::from_secs(1)))
             .build(now);
         for addr in &self.cfg.candidates {
             match Candidate::host(*addr, "udp") {
@@ -86,6 +88,8 @@ impl Core {
             created: now,
             connected: false,
             estimate: None,
+            loss_cap: Default::default(),
+            last_stats: None,
             ending: None,
             serial: self.sessions.next_serial(),
             shadow: None,

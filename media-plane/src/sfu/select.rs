@@ -96,11 +96,25 @@ impl Core {
         self.allocate(now, key);
     }
 
+    /// Takes a session's statistics report: the loss its receiver reports may cap what is
+    /// allocated to it.
+    pub(super) fn loss_report(&mut self, now: Instant, key: SessionKey, loss: Option<f32>, bytes_sent: u64) {
+        let Some(s) = self.sessions.get_mut(key) else { return };
+        let seconds = s.last_stats.map_or(0.0, |t| now.saturating_duration_since(t).as_secs_f64());
+        s.last_stats = Some(now);
+        let Some(estimate) = s.estimate else { return };
+        let before = s.loss_cap.apply(estimate);
+        s.loss_cap.on_report(loss, bytes_sent, seconds, estimate);
+        if s.loss_cap.apply(estimate) != before {
+            self.allocate(now, key);
+        }
+    }
+
     /// Spends a subscriber's bandwidth estimate across its video tracks, chooses their
     /// layers again, and points probing at what would give every track what it asks for.
     pub(super) fn allocate(&mut self, now: Instant, key: SessionKey) {
         let Some(s) = self.sessions.get(key) else { return };
-        let Some(estimate) = s.estimate else { return };
+        let Some(estimate) = s.estimate.map(|e| s.loss_cap.apply(e)) else { return };
         let mut audio = 0;
         let mut video: Vec<DownKey> = Vec::new();
         let mut wants: Vec<Want> = Vec::new();

@@ -14,6 +14,7 @@ use str0m::Rtc;
 use super::cross::PubRef;
 use super::ids::{DownKey, SessionKey, Table, UpKey};
 use crate::demux;
+use crate::losscap::LossCap;
 
 /// One participant connection, or the shadow of a publisher on another core.
 #[derive(Debug)]
@@ -52,6 +53,10 @@ pub struct Session {
     pub connected: bool,
     /// The latest send-side bandwidth estimate toward it (bits per second), once there is one.
     pub estimate: Option<u64>,
+    /// A ceiling on that estimate from the loss its receiver reports.
+    pub loss_cap: LossCap,
+    /// When its last statistics report came.
+    pub last_stats: Option<Instant>,
     /// Set once it is to be removed.
     pub ending: Option<LeaveReason>,
     /// Unique on this core (keys are reused).
