@@ -46,10 +46,13 @@ pub fn choose(layers: &[LayerView], wanted: &TrackSettings, budget: Option<u64>)
     };
     if wanted.max_width.is_some() || wanted.max_height.is_some() {
         let (w, h) = (wanted.max_width.unwrap_or(0), wanted.max_height.unwrap_or(0));
-        let covers = layers.iter().position(|l| l.size.is_some_and(|(lw, lh)| u32::from(lw) >= w && u32::from(lh) >= h));
-        if let Some(c) = covers {
+        // A layer whose size is not known yet (it has sent no keyframe, perhaps because
+        // dynacast paused it) may cover the tile: choosing it is how its size gets known.
+        let covers = layers.iter().position(|l| l.size.is_none_or(|(lw, lh)| u32::from(lw) >= w && u32::from(lh) >= h));
+        let any_known = layers.iter().any(|l| l.size.is_some());
+        if let Some(c) = covers.filter(|_| any_known) {
             pick = pick.min(c);
-        } else if layers.iter().all(|l| l.size.is_none()) {
+        } else if !any_known {
             // Sizes unknown (H.264): guess from the share of the top layer's 720p.
             let area = u64::from(w.max(1)) * u64::from(h.max(1));
             let needed = if area <= 320 * 180 { 0 } else if area <= 640 * 360 { 1 } else { top };
@@ -180,6 +183,12 @@ mod tests {
         assert_eq!(choose(&l, &TrackSettings::default(), Some(100_000)), None, "not even the lowest fits: paused");
         assert_eq!(choose(&l, &TrackSettings { enabled: false, ..Default::default() }, None), None);
         assert_eq!(choose(&[], &TrackSettings::default(), None), None);
+        // The middle layer has not told its size: it may cover a 568×320 tile, so it is
+        // chosen (and, wanted, it will be sent and tell).
+        let mut partly = l.clone();
+        partly[1].size = None;
+        assert_eq!(choose(&partly, &settings(None, Some(568), Some(320)), None), Some(1));
+        assert_eq!(choose(&partly, &settings(None, Some(300), Some(170)), None), Some(0));
         let two = &l[..2];
         assert_eq!(choose(two, &settings(Some(Quality::Medium), None, None), None), Some(0));
     }
