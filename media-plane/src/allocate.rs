@@ -145,7 +145,7 @@ mod tests {
         // 150k: one full low layer and, for the second, its base at half the rate.
         let (got, _) = allocate(150_000 + 75_000, 0, &[t.clone(), t.clone()]);
         assert_eq!(got, vec![Some(Grant { rank: 0, base_only: false }), Some(Grant { rank: 0, base_only: true })]);
-        let (got, _) = allocate(70_000, 0, &[t.clone()]);
+        let (got, _) = allocate(70_000, 0, std::slice::from_ref(&t));
         assert_eq!(got, vec![None], "not even the base fits");
         let (got, _) = allocate(150_000, 0, &[t]);
         assert_eq!(got, vec![Some(Grant { rank: 0, base_only: false })]);

@@ -80,12 +80,14 @@ export async function cpuPercent(pid, ms) {
   return ((b - a) / 100) / (ms / 1000) * 100; // USER_HZ = 100
 }
 
-export async function startSystem({ forceEpoll = false, env: extraEnv = {} } = {}) {
+/// `httpHost`: the address the control plane listens on (`0.0.0.0` to be reached from a
+/// network namespace); `publicIp`: the media plane's advertised address(es), comma-separated.
+export async function startSystem({ forceEpoll = false, env: extraEnv = {}, httpHost = '127.0.0.1', publicIp = '127.0.0.1' } = {}) {
   const port = await freePort();
   const turnPort = await freePort();
   const turnsPort = await freePort();
   const dataDir = fs.mkdtempSync(path.join(os.tmpdir(), 'conf-e2e-'));
-  const args = ['local', '--http-addr', `127.0.0.1:${port}`, '--data-dir', dataDir, '--public-ip', '127.0.0.1', '--media-port-base', '0',
+  const args = ['local', '--http-addr', `${httpHost}:${port}`, '--data-dir', dataDir, '--public-ip', publicIp, '--media-port-base', '0',
     '--turn-port', String(turnPort), '--turns-port', String(turnsPort)];
   if (forceEpoll) args.push('--force-epoll');
   const env = { ...process.env, RUST_LOG: process.env.RUST_LOG || 'info,str0m=warn', MEDIA_PLANE_BIN: bin('media-plane'), RELAY_BIN: bin('relay'), ...extraEnv };
@@ -135,9 +137,10 @@ export async function startSystem({ forceEpoll = false, env: extraEnv = {} } = {
   return sys;
 }
 
-export async function launchBrowser() {
+/// `executablePath`: another Chromium to run (e.g. a wrapper that runs it in a network namespace).
+export async function launchBrowser({ executablePath = process.env.CHROMIUM || '/usr/bin/chromium' } = {}) {
   return chromium.launch({
-    executablePath: process.env.CHROMIUM || '/usr/bin/chromium',
+    executablePath,
     headless: true,
     args: [
       '--no-sandbox', '--disable-gpu', '--disable-quic', '--no-first-run',
