@@ -171,10 +171,7 @@ impl Core {
             let track = &mut self.ups[up];
             if roll {
                 for l in &mut track.layers {
-                    if l.window_bytes > 0 {
-                        l.bitrate = (l.window_bytes * 8 * 1000) / (window.as_millis() as u64).max(1);
-                    }
-                    l.window_bytes = 0;
+                    l.roll(start, now);
                 }
             }
             track.layers_changed = false;

@@ -18,6 +18,12 @@ use crate::vp8munge::Vp8Munger;
 /// Most layers a track keeps; further rids in an offer are ignored (their packets dropped).
 pub const MAX_LAYERS: usize = 4;
 
+/// A layer whose last packet is older than this at the end of a window has stopped within it.
+const STILL_SENDING: Duration = Duration::from_millis(200);
+
+/// A bitrate is measured over at least this much of a window.
+const MIN_SPAN: Duration = Duration::from_millis(500);
+
 /// A layer that sent nothing for this long is taken as paused by its publisher.
 pub const LAYER_IDLE: Duration = Duration::from_millis(1500);
 
@@ -34,6 +40,8 @@ pub struct UpLayer {
     pub bitrate: u64,
     /// When its last packet arrived.
     pub last_packet: Option<Instant>,
+    /// When it last started sending after a pause (or at all).
+    pub live_from: Option<Instant>,
     /// When a keyframe was last asked of the publisher for this layer.
     pub last_keyframe_request: Option<Instant>,
     /// It has sent temporal layers above the base.
@@ -43,7 +51,24 @@ pub struct UpLayer {
 impl UpLayer {
     /// A layer not heard from yet.
     pub fn new(rid: Option<Rid>) -> Self {
-        UpLayer { rid, size: None, window_bytes: 0, bitrate: 0, last_packet: None, last_keyframe_request: None, temporal: false }
+        UpLayer { rid, size: None, window_bytes: 0, bitrate: 0, last_packet: None, live_from: None, last_keyframe_request: None, temporal: false }
+    }
+
+    /// Closes a measuring window that started at `window_start`. The bitrate is taken over
+    /// the part of the window the layer was sending throughout, and only if it still is: a
+    /// layer resumed or paused within the window would read low, and a paused layer keeps
+    /// the last rate it was measured at (a low reading made the allocator raise a viewer to
+    /// it and fall back at every resume, in a cycle of 1–3 s).
+    pub fn roll(&mut self, window_start: Instant, now: Instant) {
+        let bytes = std::mem::take(&mut self.window_bytes);
+        let (Some(from), Some(last)) = (self.live_from, self.last_packet) else { return };
+        if bytes == 0 || now.saturating_duration_since(last) > STILL_SENDING {
+            return;
+        }
+        let span = now.saturating_duration_since(from.max(window_start));
+        if span >= MIN_SPAN {
+            self.bitrate = bytes * 8 * 1000 / (span.as_millis() as u64).max(1);
+        }
     }
 
     /// Whether it has sent recently.
@@ -116,6 +141,7 @@ impl UpTrack {
         let Some(l) = self.layers.get_mut(usize::from(slot)) else { return };
         if !l.live(at) {
             self.layers_changed = true;
+            l.live_from = Some(at);
         }
         l.last_packet = Some(at);
         l.window_bytes += len as u64;
@@ -241,5 +267,40 @@ impl DownTrack {
             max_tid: None,
             paused: false,
         }
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn a_layer_resumed_or_paused_within_a_window_is_not_measured_low() {
+        let t0 = Instant::now();
+        let ms = Duration::from_millis;
+        let mut l = UpLayer::new(None);
+        // Sending throughout: 125 bytes every 10 ms = 100 kbit/s.
+        let mut t = t0;
+        while t < t0 + ms(1000) {
+            l.last_packet = Some(t);
+            l.live_from.get_or_insert(t);
+            l.window_bytes += 125;
+            t += ms(10);
+        }
+        l.roll(t0, t0 + ms(1000));
+        assert_eq!(l.bitrate, 100_000);
+        // Paused at 300 ms into the next window: the reading is kept, not lowered.
+        let w1 = t0 + ms(1000);
+        l.window_bytes = 125 * 30;
+        l.last_packet = Some(w1 + ms(300));
+        l.roll(w1, w1 + ms(1000));
+        assert_eq!(l.bitrate, 100_000);
+        // Resumed 400 ms into a window: measured over the 600 ms it sent.
+        let w2 = t0 + ms(5000);
+        l.live_from = Some(w2 + ms(400));
+        l.window_bytes = 125 * 60;
+        l.last_packet = Some(w2 + ms(995));
+        l.roll(w2, w2 + ms(1000));
+        assert_eq!(l.bitrate, 100_000);
     }
 }
