@@ -6,7 +6,9 @@
 //! `subscribe` and `unsubscribe` to single tracks ([`crate::subscribe`]); with auto-subscribe
 //! off (token grant or `join` flag) it receives only those.
 
+use std::sync::atomic::{AtomicBool, Ordering};
 use std::sync::Arc;
+use std::time::Duration;
 
 use axum::extract::ws::{CloseFrame, Message, WebSocket};
 use axum::extract::{State, WebSocketUpgrade};
@@ -22,6 +24,42 @@ use crate::state::{App, Via};
 
 /// Largest signaling message accepted.
 pub const MAX_MESSAGE: usize = 256 * 1024;
+
+/// Messages queued for one client at most. Signaling is a few messages a second even in a
+/// crowd, so a client this far behind has stopped reading (or floods pings without reading
+/// the pongs): it is disconnected rather than queued for without limit.
+pub const CLIENT_QUEUE: usize = 1024;
+
+/// One send to a client that takes longer than this ends the connection.
+const SEND_TIMEOUT: Duration = Duration::from_secs(10);
+
+/// The sending side of one client's queue. It never blocks the sender (the room's lock is
+/// often held): a full queue marks the client as too slow, and its connection is closed.
+#[derive(Debug, Clone)]
+pub struct ClientTx {
+    tx: mpsc::Sender<Outgoing>,
+    overflowed: Arc<AtomicBool>,
+}
+
+impl ClientTx {
+    /// A queue of [`CLIENT_QUEUE`] messages, and its receiving side.
+    fn new() -> (Self, mpsc::Receiver<Outgoing>) {
+        let (tx, rx) = mpsc::channel(CLIENT_QUEUE);
+        (ClientTx { tx, overflowed: Arc::default() }, rx)
+    }
+
+    /// Queues a message; when the queue is full it is dropped and the client marked too slow.
+    pub fn send(&self, out: impl Into<Outgoing>) {
+        if let Err(mpsc::error::TrySendError::Full(_)) = self.tx.try_send(out.into()) {
+            self.overflowed.store(true, Ordering::Relaxed);
+        }
+    }
+
+    /// Resolves once the writer has stopped (the socket failed, timed out, or closed).
+    async fn closed(&self) {
+        self.tx.closed().await;
+    }
+}
 
 /// What goes down one connection's channel: a message, or the order to close the socket.
 #[derive(Debug, Clone)]
@@ -55,23 +93,33 @@ fn encode(msg: &ServerMsg) -> Message {
 
 async fn serve(app: Arc<App>, socket: WebSocket) {
     let (mut sink, mut stream) = socket.split();
-    let (tx, mut rx) = mpsc::unbounded_channel::<Outgoing>();
+    let (tx, mut rx) = ClientTx::new();
+    // The writer holds the flag only: a sender of its own would keep it waiting forever.
+    let slow = tx.overflowed.clone();
     let writer = tokio::spawn(async move {
         while let Some(out) = rx.recv().await {
-            let msg = match out {
-                Outgoing::Msg(msg) => msg,
-                Outgoing::Close => {
-                    let _ = sink.send(Message::Close(Some(CloseFrame { code: 1000, reason: "bye".into() }))).await;
-                    break;
+            let frame = match out {
+                _ if slow.load(Ordering::Relaxed) => {
+                    tracing::debug!("signaling client too slow: its queue filled; closing");
+                    Message::Close(Some(CloseFrame { code: 1008, reason: "too slow: outgoing queue full".into() }))
                 }
+                Outgoing::Msg(msg) => encode(&msg),
+                Outgoing::Close => Message::Close(Some(CloseFrame { code: 1000, reason: "bye".into() })),
             };
-            if sink.send(encode(&msg)).await.is_err() {
+            let last = matches!(frame, Message::Close(_));
+            if !matches!(tokio::time::timeout(SEND_TIMEOUT, sink.send(frame)).await, Ok(Ok(()))) || last {
                 break;
             }
         }
     });
     let mut conn = Conn::default();
-    while let Some(Ok(msg)) = stream.next().await {
+    loop {
+        // The writer stopping (peer gone, too slow, or told to close) ends the reading too.
+        let next = tokio::select! {
+            next = stream.next() => next,
+            () = tx.closed() => break,
+        };
+        let Some(Ok(msg)) = next else { break };
         let text = match msg {
             Message::Text(t) => t,
             Message::Close(_) => break,
@@ -80,12 +128,12 @@ async fn serve(app: Arc<App>, socket: WebSocket) {
         let parsed = match serde_json::from_str::<ClientMsg>(&text) {
             Ok(m) => m,
             Err(e) => {
-                let _ = tx.send(ServerMsg::error(ErrorCode::BadRequest, format!("malformed message: {e}")).into());
+                tx.send(ServerMsg::error(ErrorCode::BadRequest, format!("malformed message: {e}")));
                 continue;
             }
         };
         if let Err(e) = handle(&app, &tx, &mut conn, parsed).await {
-            let _ = tx.send(ServerMsg::from(&e).into());
+            tx.send(ServerMsg::from(&e));
         }
         if conn.session.as_ref().is_some_and(|s| app.room_of(s).is_none()) {
             // Removed (kicked, room deleted, media lost): the notice and Close are queued.
@@ -97,7 +145,11 @@ async fn serve(app: Arc<App>, socket: WebSocket) {
         app.remove(&s, true, None);
     }
     drop(tx);
-    let _ = writer.await;
+    // What is queued goes out, each send bounded by its timeout; the whole by one more.
+    let abort = writer.abort_handle();
+    if tokio::time::timeout(SEND_TIMEOUT, writer).await.is_err() {
+        abort.abort();
+    }
 }
 
 /// What one connection knows about itself.
@@ -122,7 +174,7 @@ impl Conn {
     }
 }
 
-async fn handle(app: &Arc<App>, tx: &mpsc::UnboundedSender<Outgoing>, conn: &mut Conn, msg: ClientMsg) -> Result<(), ApiError> {
+async fn handle(app: &Arc<App>, tx: &ClientTx, conn: &mut Conn, msg: ClientMsg) -> Result<(), ApiError> {
     match msg {
         ClientMsg::Join { token, auto_subscribe } => {
             if conn.session.is_some() {
@@ -130,17 +182,14 @@ async fn handle(app: &Arc<App>, tx: &mpsc::UnboundedSender<Outgoing>, conn: &mut
             }
             let claims = app.keys.verify(&token)?;
             let adm = app.admit(&claims, Via::Websocket, Some(tx.clone()))?;
-            let _ = tx.send(
-                ServerMsg::Joined {
+            tx.send(ServerMsg::Joined {
                     room: adm.room,
                     identity: claims.sub.clone(),
                     session: adm.session.clone(),
                     grants: claims.grants,
                     participants: adm.others,
-                    ice_servers: app.ice_servers(&claims.sub),
-                }
-                .into(),
-            );
+                ice_servers: app.ice_servers(&claims.sub),
+            });
             conn.session = Some(adm.session);
             conn.auto_subscribe = claims.grants.auto_subscribe && auto_subscribe.unwrap_or(true);
             Ok(())
@@ -148,7 +197,7 @@ async fn handle(app: &Arc<App>, tx: &mpsc::UnboundedSender<Outgoing>, conn: &mut
         ClientMsg::Offer { sdp } => {
             let subscription = if conn.auto_subscribe { Subscription::All } else { Subscription::Chosen };
             let answer = app.start_media(conn.joined()?, sdp, subscription, TrackSettings::default()).await?;
-            let _ = tx.send(ServerMsg::Answer { sdp: answer }.into());
+            tx.send(ServerMsg::Answer { sdp: answer });
             Ok(())
         }
         ClientMsg::Answer { sdp } => app.client_answer(conn.joined()?, sdp),
@@ -158,12 +207,37 @@ async fn handle(app: &Arc<App>, tx: &mpsc::UnboundedSender<Outgoing>, conn: &mut
             if let Some(s) = conn.session.take() {
                 app.remove(&s, true, None);
             }
-            let _ = tx.send(Outgoing::Close);
+            tx.send(Outgoing::Close);
             Ok(())
         }
         ClientMsg::Ping => {
-            let _ = tx.send(ServerMsg::Pong.into());
+            tx.send(ServerMsg::Pong);
             Ok(())
         }
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[tokio::test]
+    async fn a_client_that_stops_reading_is_marked_too_slow_and_its_queue_stays_bounded() {
+        let (tx, mut rx) = ClientTx::new();
+        for _ in 0..CLIENT_QUEUE {
+            tx.send(ServerMsg::Pong);
+        }
+        assert!(!tx.overflowed.load(Ordering::Relaxed), "a full queue is not yet an overflow");
+        for _ in 0..10 * CLIENT_QUEUE {
+            tx.send(ServerMsg::Pong);
+        }
+        assert!(tx.overflowed.load(Ordering::Relaxed));
+        let mut queued = 0;
+        while rx.try_recv().is_ok() {
+            queued += 1;
+        }
+        assert_eq!(queued, CLIENT_QUEUE, "messages past the bound were dropped, not queued");
+        drop(rx);
+        tokio::time::timeout(Duration::from_secs(1), tx.closed()).await.expect("the reader sees the writer stop");
     }
 }

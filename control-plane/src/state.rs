@@ -13,7 +13,7 @@ use tokio::sync::{mpsc, oneshot};
 
 use crate::error::ApiError;
 use crate::placement::{least_loaded, report_secs, CoreLoad, PacketCost, TrackRate};
-use crate::signal::{Outgoing, ServerMsg};
+use crate::signal::{ClientTx, Outgoing, ServerMsg};
 use crate::token::{unix_now, Claims, Grants, TokenKeys};
 
 /// Connection kind, published track and participant view: the signaling messages' types.
@@ -53,7 +53,7 @@ pub struct Participant {
     /// Published tracks.
     pub tracks: Vec<TrackInfo>,
     /// Signaling channel (WebSocket participants).
-    pub tx: Option<mpsc::UnboundedSender<Outgoing>>,
+    pub tx: Option<ClientTx>,
     /// Unix time of joining.
     pub joined_at: u64,
     /// Whether the media session was created on the node.
@@ -127,7 +127,7 @@ impl Room {
         for p in self.participants.values() {
             if p.session != except {
                 if let Some(tx) = &p.tx {
-                    let _ = tx.send(Outgoing::Msg(msg.clone()));
+                    tx.send(msg.clone());
                 }
             }
         }
@@ -256,7 +256,7 @@ impl App {
     }
 
     /// Admits the holder of `claims` as a new session, creating and placing the room as needed.
-    pub fn admit(&self, claims: &Claims, via: Via, tx: Option<mpsc::UnboundedSender<Outgoing>>) -> Result<Admission, ApiError> {
+    pub fn admit(&self, claims: &Claims, via: Via, tx: Option<ClientTx>) -> Result<Admission, ApiError> {
         validate_name(&claims.room, "room")?;
         let mut st = self.lock();
         if !st.rooms.contains_key(&claims.room) {
@@ -404,8 +404,8 @@ impl App {
         let room = st.rooms.get_mut(&room_name)?;
         let p = room.participants.remove(session)?;
         if let (Some(tx), Some(n)) = (&p.tx, notice) {
-            let _ = tx.send(Outgoing::Msg(n));
-            let _ = tx.send(Outgoing::Close);
+            tx.send(n);
+            tx.send(Outgoing::Close);
         }
         room.broadcast(session, &ServerMsg::ParticipantLeft { identity: p.identity.clone(), session: session.to_string() });
         if room.participants.is_empty() {
@@ -541,7 +541,7 @@ impl App {
         let st = self.lock();
         let Some(room) = st.sessions.get(session).and_then(|r| st.rooms.get(r)) else { return };
         if let Some(tx) = room.participants.get(session).and_then(|p| p.tx.as_ref()) {
-            let _ = tx.send(Outgoing::Msg(msg));
+            tx.send(msg);
         }
     }
 
