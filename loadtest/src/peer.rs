@@ -33,10 +33,11 @@ pub type Ws = tokio_tungstenite::WebSocketStream<tokio_tungstenite::MaybeTlsStre
 /// task, so the media loop only polls a channel (polling the socket itself on every turn
 /// cost a read syscall and a buffer fill per media packet).
 pub struct Signals {
-    /// Messages from the server.
-    pub rx: tokio::sync::mpsc::UnboundedReceiver<ServerMsg>,
+    /// Messages from the server (the reader task waits while it is full, so a flooding
+    /// server is slowed by TCP rather than queued for).
+    pub rx: tokio::sync::mpsc::Receiver<ServerMsg>,
     /// Messages to the server.
-    pub tx: tokio::sync::mpsc::UnboundedSender<ClientMsg>,
+    pub tx: tokio::sync::mpsc::Sender<ClientMsg>,
     /// The tracks a subscriber chooses to view (none: it receives everything).
     pub view: Option<View>,
 }
@@ -49,11 +50,22 @@ impl Signals {
         }
         if let Some(view) = self.view.as_mut() {
             for m in view.on_message(msg) {
-                let _ = self.tx.send(m);
+                self.send(m);
             }
         }
     }
+
+    /// Queues a message for the server; when the queue is full (the server stopped reading)
+    /// it is dropped and logged, never waited for.
+    pub fn send(&self, msg: ClientMsg) {
+        if let Err(e) = self.tx.try_send(msg) {
+            tracing::debug!(error = %e, "signaling message to the server dropped");
+        }
+    }
 }
+
+/// Messages queued in each direction of one connection's signaling at most.
+pub const SIGNAL_QUEUE: usize = 256;
 
 /// Why a connection failed.
 #[derive(Debug, thiserror::Error)]
@@ -367,7 +379,7 @@ impl Conn {
                     Some(ServerMsg::Offer { sdp }) => {
                         let answer = self.accept_offer(&sdp)?;
                         if let Some(sig) = signals.as_mut() {
-                            let _ = sig.tx.send(ClientMsg::Answer { sdp: answer });
+                            sig.send(ClientMsg::Answer { sdp: answer });
                         }
                     }
                     Some(ServerMsg::Error { code, message }) => tracing::warn!(%code, %message, "server error"),

@@ -15,7 +15,7 @@ use tokio_tungstenite::tungstenite::Message;
 
 use crate::bucket::TokenBucket;
 use crate::http::{Api, HttpError, Origin};
-use crate::peer::{Conn, Ctx, MediaSpec, PeerError, Sending, Signals, Ws};
+use crate::peer::{Conn, Ctx, MediaSpec, PeerError, Sending, Signals, Ws, SIGNAL_QUEUE};
 use crate::scenario::{Scenario, TargetKind, VideoCodec};
 use crate::stats::CappedRx;
 use crate::view::View;
@@ -140,21 +140,20 @@ async fn ours(shared: &Shared, ctx: &Ctx, p: &Participant, who: &Who) -> Result<
     conn.accept_answer(pending, &answer)?;
     // The WebSocket gets its own reader and writer tasks; the media loop sees channels.
     let (mut sink, mut stream) = ws.split();
-    let (in_tx, in_rx) = tokio::sync::mpsc::unbounded_channel();
-    let (out_tx, mut out_rx) = tokio::sync::mpsc::unbounded_channel::<ClientMsg>();
-    if let Some(v) = view.as_mut() {
-        for m in v.on_message(&joined) {
-            let _ = out_tx.send(m);
-        }
+    let (in_tx, in_rx) = tokio::sync::mpsc::channel(SIGNAL_QUEUE);
+    let (out_tx, mut out_rx) = tokio::sync::mpsc::channel::<ClientMsg>(SIGNAL_QUEUE);
+    // Past the queue's size these are dropped (a full queue never blocks the join).
+    for m in view.as_mut().map(|v| v.on_message(&joined)).unwrap_or_default() {
+        let _ = out_tx.try_send(m);
     }
     for m in backlog {
-        let _ = in_tx.send(m);
+        let _ = in_tx.try_send(m);
     }
     let reader = tokio::task::spawn_local(async move {
         while let Some(Ok(m)) = stream.next().await {
             if let Message::Text(t) = m {
                 let Some(msg) = parse(&t) else { continue };
-                if in_tx.send(msg).is_err() {
+                if in_tx.send(msg).await.is_err() {
                     break;
                 }
             }
@@ -177,9 +176,13 @@ async fn ours(shared: &Shared, ctx: &Ctx, p: &Participant, who: &Who) -> Result<
     });
     let mut signals = Signals { rx: in_rx, tx: out_tx, view };
     let r = conn.run(p.sending(), Some(&mut signals), ctx, join_start).await;
-    let _ = signals.tx.send(ClientMsg::Leave);
+    signals.send(ClientMsg::Leave);
     drop(signals);
-    let _ = writer.await;
+    // A server that stopped reading does not hold the peer: the leave is best effort.
+    let abort = writer.abort_handle();
+    if tokio::time::timeout(Duration::from_secs(5), writer).await.is_err() {
+        abort.abort();
+    }
     reader.abort();
     r
 }
