@@ -3,23 +3,13 @@
 //! hosting it as [`Command::Subscribe`] and [`Command::Unsubscribe`].
 
 use link::Command;
-use signaling::{Quality, TrackRef, TrackSettings, MAX_DIMENSION, MAX_TRACKS_PER_MESSAGE};
+use signaling::{TrackRef, TrackSettings, MAX_DIMENSION, MAX_TRACKS_PER_MESSAGE};
 
 use crate::error::ApiError;
 use crate::state::{node_of, App};
 
-/// The control link's form of a quality.
-pub fn link_quality(q: Quality) -> link::Quality {
-    match q {
-        Quality::Low => link::Quality::Low,
-        Quality::Medium => link::Quality::Medium,
-        Quality::High => link::Quality::High,
-    }
-}
-
-/// Checks that the sizes in `s` are within 1..=[`MAX_DIMENSION`] and converts `s` to the
-/// control link's form.
-pub fn link_settings(s: &TrackSettings) -> Result<link::TrackSettings, ApiError> {
+/// Checks that the sizes in `s` are within 1..=[`MAX_DIMENSION`].
+pub fn checked(s: TrackSettings) -> Result<TrackSettings, ApiError> {
     for (name, value) in [("max_width", s.max_width), ("max_height", s.max_height)] {
         if let Some(v) = value {
             if v == 0 || v > MAX_DIMENSION {
@@ -27,7 +17,7 @@ pub fn link_settings(s: &TrackSettings) -> Result<link::TrackSettings, ApiError>
             }
         }
     }
-    Ok(link::TrackSettings { enabled: s.enabled, max_width: s.max_width, max_height: s.max_height, quality: s.quality.map(link_quality) })
+    Ok(s)
 }
 
 /// At most 64 characters of client-supplied text, for an error message.
@@ -39,7 +29,7 @@ impl App {
     /// Subscribes `session` to `tracks` (or changes their settings), all or none: every
     /// track must be published by another participant of its room.
     pub fn subscribe(&self, session: &str, tracks: &[TrackRef], settings: Option<TrackSettings>) -> Result<(), ApiError> {
-        let settings = link_settings(&settings.unwrap_or_default())?;
+        let settings = checked(settings.unwrap_or_default())?;
         self.relay_subscription(session, tracks, |publisher, track| Command::Subscribe { session: session.to_string(), publisher, track, settings })
     }
 
@@ -86,23 +76,16 @@ impl App {
 #[cfg(test)]
 mod tests {
     use super::*;
+    use signaling::Quality;
 
     #[test]
     fn sizes_must_be_between_1_and_16384() {
         let s = |max_width, max_height| TrackSettings { max_width, max_height, ..TrackSettings::default() };
-        assert_eq!(link_settings(&TrackSettings::default()).ok(), Some(link::TrackSettings::default()));
-        let ok = link_settings(&TrackSettings { enabled: false, max_width: Some(1), max_height: Some(16384), quality: Some(Quality::Medium) });
-        assert_eq!(ok.ok(), Some(link::TrackSettings { enabled: false, max_width: Some(1), max_height: Some(16384), quality: Some(link::Quality::Medium) }));
+        assert_eq!(checked(TrackSettings::default()).ok(), Some(TrackSettings::default()));
+        let good = TrackSettings { enabled: false, max_width: Some(1), max_height: Some(16384), quality: Some(Quality::Medium) };
+        assert_eq!(checked(good).ok(), Some(good));
         for bad in [s(Some(0), None), s(None, Some(0)), s(Some(16385), None), s(Some(640), Some(u32::MAX))] {
-            assert!(matches!(link_settings(&bad), Err(ApiError::BadSettings(_))), "{bad:?}");
-        }
-    }
-
-    #[test]
-    fn qualities_keep_their_names_on_the_link() {
-        for q in [Quality::Low, Quality::Medium, Quality::High] {
-            let link = serde_json::to_string(&link_quality(q)).unwrap_or_default();
-            assert_eq!(link, serde_json::to_string(&q).unwrap_or_default());
+            assert!(matches!(checked(bad), Err(ApiError::BadSettings(_))), "{bad:?}");
         }
     }
 }

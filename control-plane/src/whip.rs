@@ -19,7 +19,6 @@ use signaling::{IceServer, Quality};
 use crate::api::validate_identity;
 use crate::error::{from_rejection, ApiError};
 use crate::state::{App, Via};
-use crate::subscribe::link_quality;
 use crate::token::Claims;
 
 fn bearer(app: &App, headers: &HeaderMap, room: &str) -> Result<Claims, ApiError> {
@@ -123,7 +122,7 @@ impl WhepQuery {
             (Some(a), Some(b)) if a != b => return Err(ApiError::BadRequest("layer and quality disagree".into())),
             (a, b) => a.or(b),
         };
-        Ok(TrackSettings { quality: quality.map(link_quality), ..TrackSettings::default() })
+        Ok(TrackSettings { quality, ..TrackSettings::default() })
     }
 }
 

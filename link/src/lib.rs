@@ -57,44 +57,9 @@ pub enum Subscription {
     Chosen,
 }
 
-/// A simulcast layer a subscriber asks for at most, lowest to highest.
-#[derive(Debug, Clone, Copy, Serialize, Deserialize, PartialEq, Eq, PartialOrd, Ord, Hash)]
-#[serde(rename_all = "snake_case")]
-pub enum Quality {
-    /// The lowest layer.
-    Low,
-    /// The middle layer (the lowest of two).
-    Medium,
-    /// The highest layer.
-    High,
-}
-
-/// How a subscriber wants one video track (audio ignores all but `enabled`).
-#[derive(Debug, Clone, Copy, Serialize, Deserialize, PartialEq, Eq)]
-pub struct TrackSettings {
-    /// Send it at all; a disabled track stays subscribed and costs no per-packet work.
-    #[serde(default = "enabled_by_default")]
-    pub enabled: bool,
-    /// Largest width the client renders it at; the highest layer that fits is chosen.
-    #[serde(default, skip_serializing_if = "Option::is_none")]
-    pub max_width: Option<u32>,
-    /// Largest height the client renders it at.
-    #[serde(default, skip_serializing_if = "Option::is_none")]
-    pub max_height: Option<u32>,
-    /// Highest layer wanted.
-    #[serde(default, skip_serializing_if = "Option::is_none")]
-    pub quality: Option<Quality>,
-}
-
-fn enabled_by_default() -> bool {
-    true
-}
-
-impl Default for TrackSettings {
-    fn default() -> Self {
-        TrackSettings { enabled: true, max_width: None, max_height: None, quality: None }
-    }
-}
+/// How a subscriber wants a track, and the layer cap in it: the client's own types
+/// (`signaling`), so the control plane relays what it checked without converting it.
+pub use signaling::{Quality, TrackSettings};
 
 /// Commands from the control plane to a media-plane node.
 #[derive(Debug, Clone, Serialize, Deserialize)]

@@ -429,3 +429,18 @@ pub fn shuttle(worlds: &mut [&mut World]) {
         }
     }
 }
+
+/// Steps the worlds of one node's cores together, shuttling their cross-core messages, until
+/// every live peer in each is connected.
+pub fn connect_worlds(worlds: &mut [&mut World]) {
+    for _ in 0..300 {
+        for w in worlds.iter_mut() {
+            w.step(Duration::from_millis(10));
+        }
+        shuttle(worlds);
+        if worlds.iter().all(|w| w.peers.iter().filter(|p| p.alive).all(|p| p.connected)) {
+            return;
+        }
+    }
+    panic!("peers did not connect");
+}

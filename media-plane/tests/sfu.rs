@@ -3,7 +3,7 @@
 use std::time::Duration;
 
 use link::{Command, Event as LinkEvent, Grants, LeaveReason, Subscription};
-use media_plane::sim::{shuttle, World};
+use media_plane::sim::{connect_worlds, shuttle, World};
 use str0m::media::{KeyframeRequestKind, MediaKind, Mid};
 
 #[test]
@@ -216,14 +216,7 @@ fn a_room_spans_two_cores_and_every_track_crosses() {
     let bob = b.join("bob", "r", true);
     let carol = b.join("carol", "r", false);
     shuttle(&mut [&mut a, &mut b]);
-    for _ in 0..300 {
-        a.step(Duration::from_millis(10));
-        b.step(Duration::from_millis(10));
-        shuttle(&mut [&mut a, &mut b]);
-        if a.peers.iter().all(|p| p.connected) && b.peers.iter().all(|p| p.connected) {
-            break;
-        }
-    }
+    connect_worlds(&mut [&mut a, &mut b]);
     for _ in 0..60 {
         a.media_step();
         b.media_step();

@@ -4,7 +4,7 @@
 use std::time::Duration;
 
 use link::{Command, Event as LinkEvent, Quality, Subscription, TrackSettings};
-use media_plane::sim::{shuttle, three_layers, Received, World};
+use media_plane::sim::{connect_worlds, shuttle, three_layers, Received, World};
 use media_plane::sfu::CrossMsg;
 use str0m::media::{MediaKind, Mid};
 
@@ -234,14 +234,7 @@ fn across_two_cores_each_gets_its_layer_and_only_wanted_layers_cross() {
     let lo = b.join("lo", "r", false);
     let hi = b.join("hi", "r", false);
     shuttle(&mut [&mut a, &mut b]);
-    for _ in 0..300 {
-        a.step(Duration::from_millis(10));
-        b.step(Duration::from_millis(10));
-        shuttle(&mut [&mut a, &mut b]);
-        if a.peers.iter().all(|p| p.connected) && b.peers.iter().all(|p| p.connected) {
-            break;
-        }
-    }
+    connect_worlds(&mut [&mut a, &mut b]);
     for s in [lo, hi] {
         b.peers[s].frame_log = Some(Vec::new());
     }
