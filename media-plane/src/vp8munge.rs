@@ -91,11 +91,6 @@ impl Vp8Munger {
             self.offsets.picture_id = (self.offsets.picture_id + 1) & PID_MASK;
         }
     }
-
-    /// Whether a switch has been asked for and not yet applied.
-    pub fn is_switching(&self) -> bool {
-        self.switching
-    }
 }
 
 #[cfg(test)]

@@ -137,7 +137,7 @@ impl Core {
             }
             CrossMsg::LayersWanted { to, mid, core, mask } => {
                 if let Some(up) = self.own_up(to, mid) {
-                    self.remote_wants(up, core, mask);
+                    self.set_remote_wants(up, core, mask);
                 }
             }
         }

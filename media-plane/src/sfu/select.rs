@@ -174,7 +174,6 @@ impl Core {
                     l.roll(start, now);
                 }
             }
-            track.layers_changed = false;
             let (all, live) = (track.views(now, false), track.views(now, true));
             for i in 0..self.ups[up].downs.len() {
                 let Some(&dk) = self.ups[up].downs.get(i) else { break };
@@ -215,7 +214,7 @@ impl Core {
     }
 
     /// A subscriber core says which layers of a track it wants.
-    pub(super) fn remote_wants(&mut self, up: UpKey, core: u32, mask: u32) {
+    pub(super) fn set_remote_wants(&mut self, up: UpKey, core: u32, mask: u32) {
         let Some(track) = self.ups.get_mut(up) else { return };
         match track.remote_wanted.iter_mut().find(|(c, _)| *c == core) {
             Some(e) => e.1 = mask,

@@ -98,8 +98,6 @@ pub struct UpTrack {
     pub wanted: u32,
     /// Slots that subscribers on other cores want (origin track only), by core.
     pub remote_wanted: Vec<(u32, u32)>,
-    /// A layer appeared, went idle or told its size: subscribers' layers are to be chosen again.
-    pub layers_changed: bool,
     /// Its share of a subscriber's bandwidth comes before that of lower ones (screen share).
     pub priority: u8,
 }
@@ -110,7 +108,7 @@ impl UpTrack {
         let layers = if rids.is_empty() { vec![UpLayer::new(None)] } else { rids.iter().take(MAX_LAYERS).map(|r| UpLayer::new(Some(*r))).collect() };
         // Until the first tick says otherwise, the publisher sends (and is taken to be asked for) every layer.
         let fanout = vec![Vec::new(); layers.len()];
-        UpTrack { owner, mid, kind, downs: Vec::new(), fanout, layers, wanted: u32::MAX, remote_wanted: Vec::new(), layers_changed: false, priority: 0 }
+        UpTrack { owner, mid, kind, downs: Vec::new(), fanout, layers, wanted: u32::MAX, remote_wanted: Vec::new(), priority: 0 }
     }
 
     /// Takes a down-track out of every fan-out list.
@@ -140,7 +138,6 @@ impl UpTrack {
     pub fn note_packet(&mut self, slot: Slot, len: usize, frame: &FrameInfo, at: Instant) {
         let Some(l) = self.layers.get_mut(usize::from(slot)) else { return };
         if !l.live(at) {
-            self.layers_changed = true;
             l.live_from = Some(at);
         }
         l.last_packet = Some(at);
@@ -148,9 +145,8 @@ impl UpTrack {
         if frame.vp8.and_then(|f| f.tid).is_some_and(|t| t > 0) {
             l.temporal = true;
         }
-        if frame.size.is_some() && frame.size != l.size {
+        if frame.size.is_some() {
             l.size = frame.size;
-            self.layers_changed = true;
         }
     }
 
