@@ -11,6 +11,7 @@ pub mod demux;
 pub mod layers;
 pub mod link_client;
 pub mod losscap;
+pub mod probe;
 pub mod rewrite;
 pub mod sfu;
 pub mod sim;

@@ -1,6 +1,7 @@
-// Send-side bandwidth estimation in Chromium (issue 16): a web-app subscriber behind a
-// 300 kbit/s token bucket gets the low simulcast layer without freezing, another one keeps
-// the top layer, and once the limit is lifted the first climbs back to the top layer.
+// Send-side bandwidth estimation in Chromium (issue 16): a subscriber behind a 300 kbit/s
+// token bucket gets the low simulcast layer without freezing, another one keeps the top
+// layer, and once the limit is lifted the first climbs back to the top layer. Run twice:
+// with the web app over `/ws`, and with a WHIP publisher and WHEP players.
 //
 // The limited subscriber is a second headless Chromium run inside a network namespace
 // (`ip netns exec`, through a wrapper script given to Playwright as its executable), joined
@@ -15,6 +16,7 @@ import fs from 'node:fs';
 import os from 'node:os';
 import path from 'node:path';
 import { dumpLog, joinApp, launchBrowser, sleep, withSystem } from './harness.js';
+import { createRoom, mintToken, playWhep, publishWhipSimulcast, sdpPage } from './whipwhep.js';
 
 const NS = 'confbw';
 const VETH_HOST = 'confbw-h';
@@ -24,7 +26,7 @@ const NS_IP = '10.81.0.2';
 const RATE = '300kbit';
 const TBF = ['rate', RATE, 'burst', '16kb', 'latency', '200ms'];
 /** The estimator's starting point (`--bwe-initial-kbps`, read by the media plane from its environment). */
-const BWE_INITIAL_KBPS = '1000';
+const BWE_INITIAL_KBPS = process.env.BW_TEST_KBPS || '1000';
 /** How long the limited subscriber is watched once it decodes the low layer. */
 const SETTLED_WINDOW_MS = 15000;
 /** The issue's goal: no freeze over 1 s once on the low layer. Met in 11 of 13 runs so far;
@@ -85,10 +87,12 @@ const noCamera = () => { navigator.mediaDevices.getUserMedia = () => Promise.rej
 const startSampling = (page) => page.evaluate(() => {
   const bw = { samples: [], frames: [] };
   window.bw = bw;
+  // The web app's peer connection, or a WHEP player's.
+  const pcOf = () => window.conf?.pc || window.pc;
   setInterval(async () => {
-    if (!window.conf.pc) return;
+    if (!pcOf()) return;
     let v = null;
-    (await window.conf.pc.getStats()).forEach((s) => {
+    (await pcOf().getStats()).forEach((s) => {
       if (s.type === 'inbound-rtp' && s.kind === 'video' && s.bytesReceived > 0 && (!v || s.bytesReceived > v.bytesReceived)) v = s;
     });
     if (!v) return;
@@ -99,7 +103,8 @@ const startSampling = (page) => page.evaluate(() => {
       plis: v.pliCount || 0, keyframes: v.keyFramesDecoded || 0,
     });
   }, 100);
-  const video = [...document.querySelectorAll('.tile:not([data-local])')].find((e) => e.dataset.identity === 'pub')?.querySelector('video');
+  const video = [...document.querySelectorAll('.tile:not([data-local])')].find((e) => e.dataset.identity === 'pub')?.querySelector('video')
+    || document.querySelector('video#whep');
   if (video && video.requestVideoFrameCallback) {
     const onFrame = () => { bw.frames.push(Date.now()); video.requestVideoFrameCallback(onFrame); };
     video.requestVideoFrameCallback(onFrame);
@@ -158,10 +163,11 @@ const fmt = (o) => Object.entries(o).filter(([, v]) => v !== undefined).map(([k,
 /** Starts sampling, once a second, what the publisher sends of each layer (`window.bw.sent`). */
 const startSendSampling = (page) => page.evaluate(() => {
   window.bw = { sent: [] };
+  const pcOf = () => window.conf?.pc || window.pc;
   setInterval(async () => {
-    if (!window.conf.pc) return;
+    if (!pcOf()) return;
     const o = { t: Date.now() };
-    (await window.conf.pc.getStats()).forEach((s) => {
+    (await pcOf().getStats()).forEach((s) => {
       if (s.type === 'outbound-rtp' && s.kind === 'video' && s.rid) o[s.rid] = { bytes: s.bytesSent || 0, w: s.frameWidth || 0, active: s.active, target: s.targetBitrate || 0 };
     });
     window.bw.sent.push(o);
@@ -187,18 +193,88 @@ function timeline(samples, sent, t0) {
   return lines.join('\n');
 }
 
-/** Joins once more if the first join fails before any media (a page's token fetch was seen to
- * fail once in seven runs, the join then timing out); the assertions themselves never retry. */
-async function joinRetrying(...args) {
+/** Runs `join` once more if it fails before any media: Chromium can abort a page load with
+ * ERR_NETWORK_CHANGED right after the veth pair appears, and a page's token fetch was seen to
+ * fail once in seven runs, the join then timing out. The assertions themselves never retry. */
+async function retryingJoin(what, join) {
   try {
-    return await joinApp(...args);
+    return await join();
   } catch (e) {
-    console.log(`# join of ${args[2]} failed (${e.message.split('\n')[0]}); joining again`);
-    return await joinApp(...args);
+    console.log(`# join of ${what} failed (${e.message.split('\n')[0]}); joining again`);
+    return await join();
   }
 }
 
-test('bandwidth: a subscriber behind a 300 kbit/s tbf gets the low layer without freezing, climbs back when it is lifted', { skip, timeout: 170000 }, async (t) => {
+/** Joins through the web app's form, once more if that fails (see `retryingJoin`). */
+const joinRetrying = (...args) => retryingJoin(args[2], () => joinApp(...args));
+
+/** A limit below what the lowest layer's base temporal layer needs once audio is set aside. */
+const PAUSE_RATE = '80kbit';
+/** How long the estimate may take to fall from the top layer to below the lowest. */
+const MAX_PAUSE_MS = 25000;
+
+/** Packets received on the page's audio streams. */
+const audioPackets = (page) => page.evaluate(async () => {
+  let n = 0;
+  (await window.conf.pc.getStats()).forEach((s) => { if (s.type === 'inbound-rtp' && s.kind === 'audio') n += s.packetsReceived || 0; });
+  return n;
+});
+
+/**
+ * Limits the namespace to PAUSE_RATE: the web-app subscriber's tile of the publisher shows
+ * its paused badge (the server paused the video and said so), and audio keeps flowing.
+ */
+async function pausedBelowLowest(page) {
+  run('tc', ['qdisc', 'add', 'dev', VETH_HOST, 'root', 'tbf', 'rate', PAUSE_RATE, 'burst', '16kb', 'latency', '200ms']);
+  const cutAt = Date.now();
+  const badge = () => page.evaluate(() => {
+    const b = document.querySelector('.tile[data-identity="pub"] .badge');
+    return !!b && !b.hidden;
+  });
+  let pausedAt = null;
+  while (Date.now() < cutAt + MAX_PAUSE_MS) {
+    if (await badge()) { pausedAt = Date.now(); break; }
+    await sleep(200);
+  }
+  const a0 = await audioPackets(page);
+  await sleep(3000);
+  const a1 = await audioPackets(page);
+  const stillPaused = await badge();
+  console.log(`FIGURE bandwidth_tbf_pause rate=${PAUSE_RATE} cut_to_paused_badge_ms=${pausedAt ? pausedAt - cutAt : null} audio_packets_in_3s=${a1 - a0} still_paused=${stillPaused}`);
+  assert.ok(pausedAt, `the tile shows the paused badge within ${MAX_PAUSE_MS / 1000} s of a ${PAUSE_RATE} limit`);
+  assert.ok(a1 - a0 >= 50, `audio keeps flowing while the video is paused: ${a1 - a0} packets in 3 s`);
+}
+
+/**
+ * How the publisher and the subscribers come in: through the web app (`/ws`), or as a WHIP
+ * simulcast publisher and WHEP players that take the allocator's choice (no `?layer=`).
+ */
+const VIA = {
+  app: {
+    publish: (browser, sys, room) => joinRetrying(browser, sys, 'pub', room),
+    view: (browser, sys, room, name) => joinRetrying(browser, sys, name, room, '?tile=1280x720', { init: noCamera, viewport: { width: 1400, height: 900 } }),
+  },
+  whep: {
+    async publish(browser, sys, room) {
+      await createRoom(sys, room);
+      const token = await mintToken(sys, room, 'pub', { can_subscribe: false });
+      const page = await retryingJoin('pub', () => sdpPage(browser, sys));
+      const r = await publishWhipSimulcast(page, room, token);
+      assert.equal(r.status, 201, JSON.stringify(r));
+      return page;
+    },
+    async view(browser, sys, room, name, tokenSys = sys) {
+      const token = await mintToken(tokenSys, room, name, { can_publish: false });
+      const page = await retryingJoin(name, () => sdpPage(browser, sys));
+      const r = await playWhep(page, room, token);
+      assert.equal(r.status, 201, JSON.stringify(r));
+      return page;
+    },
+  },
+};
+
+for (const via of Object.keys(VIA)) test(`bandwidth (${via}): a subscriber behind a 300 kbit/s tbf gets the low layer without freezing, climbs back when it is lifted`, { skip, timeout: 170000 }, async (t) => {
+  const { publish, view } = VIA[via];
   const dir = fs.mkdtempSync(path.join(os.tmpdir(), 'conf-bw-'));
   try {
     setupNet();
@@ -210,13 +286,12 @@ test('bandwidth: a subscriber behind a 300 kbit/s tbf gets the low layer without
       const mediaPid = sys.mediaPid();
       assert.ok(mediaPid && fs.readFileSync(`/proc/${mediaPid}/environ`, 'utf8').split('\0').includes(`BWE_INITIAL_KBPS=${BWE_INITIAL_KBPS}`),
         'the media plane runs with send-side estimation on');
-      const room = 'bandwidth';
-      const viewport = { width: 1400, height: 900 };
-      // Both subscribers render the publisher in a 1280x720 tile: they want the top layer.
-      const pub = await joinRetrying(browser, sys, 'pub', room);
+      const room = `bandwidth-${via}`;
+      // Both subscribers want the top layer (a 1280x720 tile, or a WHEP player without a layer).
+      const pub = await publish(browser, sys, room);
       await startSendSampling(pub);
       const unlimitedAt = Date.now();
-      const unlimited = await joinRetrying(browser, sys, 'unlimited', room, '?tile=1280x720', { init: noCamera, viewport });
+      const unlimited = await view(browser, sys, room, 'unlimited');
       await startSampling(unlimited);
       const u1 = await waitSample(unlimited, (s) => s.w === 1280, unlimitedAt, 30000);
       assert.ok(u1, `the unlimited subscriber decodes 1280 wide: ${JSON.stringify((await samplesOf(unlimited)).at(-1))}`);
@@ -226,7 +301,7 @@ test('bandwidth: a subscriber behind a 300 kbit/s tbf gets the low layer without
       fs.writeFileSync(wrapper, `#!/bin/sh\nexec ip netns exec ${NS} ${process.env.CHROMIUM || '/usr/bin/chromium'} "$@"\n`, { mode: 0o755 });
       limitedBrowser = await launchBrowser({ executablePath: wrapper });
       const viaVeth = { ...sys, base: `https://${HOST_IP}:${sys.port}` };
-      const limited = await joinRetrying(limitedBrowser, viaVeth, 'limited', room, '?tile=1280x720', { init: noCamera, viewport });
+      const limited = await view(limitedBrowser, viaVeth, room, 'limited', sys);
       const joinedAt = Date.now();
       await startSampling(limited);
 
@@ -255,19 +330,20 @@ test('bandwidth: a subscriber behind a 300 kbit/s tbf gets the low layer without
       if (process.env.BW_DUMP) fs.writeFileSync(process.env.BW_DUMP, JSON.stringify({ joinedAt, lowAt: low?.t, liftedAt, topAt: top?.t, limited: limitedSamples, unlimited: await samplesOf(unlimited), sent }));
       const story = () => `limited subscriber, from its join (limit lifted at ${((liftedAt - joinedAt) / 1000).toFixed(1)}s):\n${timeline(limitedSamples, sent, joinedAt)}`;
 
-      console.log(`FIGURE bandwidth_tbf ${fmt(fig)} unlimited_decodes=${uNow.w}x${uNow.h}`);
-      if (settled) console.log(`FIGURE bandwidth_tbf_settled window_ms=${SETTLED_WINDOW_MS} freeze_count=${settled.freezes} total_freezes_ms=${settled.freezeMs} frames_dropped=${settled.dropped} longest_gap_ms=${settled.gapMs} longest_gap_poll_ms=${settled.gapPollMs} low_share=${settled.lowShare} size_changes=${settled.switches} fps=${settled.fps} kbps=${settled.kbps} lost=${settled.lost} nacks=${settled.nacks} plis=${settled.plis} keyframes=${settled.keyframes} sizes=${JSON.stringify(settled.widths)}`);
-      console.log(`FIGURE bandwidth_tbf_since_join ${fmt({ ...sinceJoin, widths: undefined })} sizes=${JSON.stringify(sinceJoin.widths)}`);
-      console.log(`FIGURE bandwidth_tbf_climb ${fmt({ ...climb, widths: undefined })} sizes=${JSON.stringify(climb.widths)}`);
-      console.log(`FIGURE bandwidth_unlimited ${fmt({ ...unlimitedAll, widths: undefined })} sizes=${JSON.stringify(unlimitedAll.widths)}`);
+      console.log(`FIGURE bandwidth_tbf via=${via} ${fmt(fig)} unlimited_decodes=${uNow.w}x${uNow.h}`);
+      if (settled) console.log(`FIGURE bandwidth_tbf_settled via=${via} window_ms=${SETTLED_WINDOW_MS} freeze_count=${settled.freezes} total_freezes_ms=${settled.freezeMs} frames_dropped=${settled.dropped} longest_gap_ms=${settled.gapMs} longest_gap_poll_ms=${settled.gapPollMs} low_share=${settled.lowShare} size_changes=${settled.switches} fps=${settled.fps} kbps=${settled.kbps} lost=${settled.lost} nacks=${settled.nacks} plis=${settled.plis} keyframes=${settled.keyframes} sizes=${JSON.stringify(settled.widths)}`);
+      console.log(`FIGURE bandwidth_tbf_since_join via=${via} ${fmt({ ...sinceJoin, widths: undefined })} sizes=${JSON.stringify(sinceJoin.widths)}`);
+      console.log(`FIGURE bandwidth_tbf_climb via=${via} ${fmt({ ...climb, widths: undefined })} sizes=${JSON.stringify(climb.widths)}`);
+      console.log(`FIGURE bandwidth_unlimited via=${via} ${fmt({ ...unlimitedAll, widths: undefined })} sizes=${JSON.stringify(unlimitedAll.widths)}`);
 
       try {
         assert.equal(`${uNow.w}x${uNow.h}`, '1280x720', 'the unlimited subscriber still decodes the top layer');
         assert.ok(low, `the limited subscriber decodes the low layer within 30 s of joining; last: ${JSON.stringify(limitedSamples.at(-1))}`);
         const gap = settled.gapMs ?? settled.gapPollMs;
-        console.log(`FIGURE bandwidth_tbf_freeze_goal goal_ms=${FREEZE_GOAL_MS} longest_gap_ms=${gap} met=${gap <= FREEZE_GOAL_MS}`);
+        console.log(`FIGURE bandwidth_tbf_freeze_goal via=${via} goal_ms=${FREEZE_GOAL_MS} longest_gap_ms=${gap} met=${gap <= FREEZE_GOAL_MS}`);
         assert.ok(gap <= MAX_FREEZE_MS, `no freeze over ${MAX_FREEZE_MS} ms on the low layer: longest gap ${gap} ms (${fmt(settled)})`);
         assert.ok(top && top.t - liftedAt <= MAX_UPGRADE_MS, `the top layer within ${MAX_UPGRADE_MS / 1000} s of lifting the limit: ${fig.lift_to_1280_ms} ms`);
+        if (via === 'app') await pausedBelowLowest(limited);
       } catch (e) {
         console.log(story());
         throw e;

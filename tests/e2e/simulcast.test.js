@@ -5,7 +5,8 @@ import { test } from 'node:test';
 import assert from 'node:assert/strict';
 import { spawn } from 'node:child_process';
 import path from 'node:path';
-import { basic, bin, dumpLog, installSdpExchange, joinApp, newPage, request, sleep, waitFor, withSystem } from './harness.js';
+import { bin, dumpLog, joinApp, newPage, sleep, waitFor, withSystem } from './harness.js';
+import { createRoom, mintToken, playWhep, publishWhipSimulcast, sdpPage } from './whipwhep.js';
 
 /** Runs in a viewer's page: no camera, so the app joins receive-only and the browser encodes nothing. */
 const noCamera = () => { navigator.mediaDevices.getUserMedia = () => Promise.reject(new Error('no camera in this test')); };
@@ -195,52 +196,21 @@ test('paged grid: a viewer of 19 publishers receives the 16 videos of its page a
   }
 });
 
-/** A token for `identity` in `room`, with `grants`. */
-async function mintToken(sys, room, identity, grants) {
-  const r = await request(sys, 'POST', `/api/rooms/${room}/tokens`, {
-    headers: { authorization: basic(sys), 'content-type': 'application/json' },
-    body: JSON.stringify({ identity, ttl_seconds: 600, ...grants }),
-  });
-  assert.equal(r.status, 201, r.body);
-  return r.json.token;
-}
-
 test('WHIP simulcast publisher and WHEP players with ?layer=low and ?layer=high', { timeout: 120000 }, async (t) => {
   const { sys, browser } = await withSystem(t);
   try {
     const room = 'whip-simulcast';
-    const made = await request(sys, 'POST', '/api/rooms', { headers: { authorization: basic(sys), 'content-type': 'application/json' }, body: JSON.stringify({ name: room }) });
-    assert.equal(made.status, 201, made.body);
-    const publisher = await newPage(browser, sys, '/healthz');
-    await installSdpExchange(publisher);
-    const pub = await publisher.evaluate(async ({ room, token }) => {
-      const pc = new RTCPeerConnection();
-      const stream = await navigator.mediaDevices.getUserMedia({ audio: true, video: { width: { ideal: 1280 }, height: { ideal: 720 } } });
-      pc.addTransceiver(stream.getAudioTracks()[0], { direction: 'sendonly' });
-      pc.addTransceiver(stream.getVideoTracks()[0], { direction: 'sendonly', sendEncodings: [
-        { rid: 'q', scaleResolutionDownBy: 4, maxBitrate: 150000 }, { rid: 'h', scaleResolutionDownBy: 2, maxBitrate: 500000 }, { rid: 'f', maxBitrate: 1500000 }] });
-      const r = await window.sdpExchange(pc, `/whip/${room}`, token);
-      return { ...r, sdp: pc.localDescription.sdp };
-    }, { room, token: await mintToken(sys, room, 'encoder', { can_subscribe: false }) });
+    await createRoom(sys, room);
+    const publisher = await sdpPage(browser, sys);
+    const pub = await publishWhipSimulcast(publisher, room, await mintToken(sys, room, 'encoder', { can_subscribe: false }));
     assert.equal(pub.status, 201, JSON.stringify(pub));
     assert.match(pub.sdp, /a=simulcast:send q;h;f/);
 
     const got = {};
     for (const layer of ['low', 'high']) {
-      const player = await newPage(browser, sys, '/healthz');
-      await installSdpExchange(player);
+      const player = await sdpPage(browser, sys);
       const t0 = Date.now();
-      const play = await player.evaluate(async ({ room, token, layer }) => {
-        const pc = new RTCPeerConnection();
-        pc.addTransceiver('audio', { direction: 'recvonly' });
-        pc.addTransceiver('video', { direction: 'recvonly' });
-        window.video = async () => {
-          let v = null;
-          (await pc.getStats()).forEach((s) => { if (s.type === 'inbound-rtp' && s.kind === 'video') v = { w: s.frameWidth || 0, h: s.frameHeight || 0, frames: s.framesDecoded || 0 }; });
-          return v;
-        };
-        return window.sdpExchange(pc, `/whep/${room}?layer=${layer}`, token);
-      }, { room, token: await mintToken(sys, room, `player-${layer}`, { can_publish: false }), layer });
+      const play = await playWhep(player, room, await mintToken(sys, room, `player-${layer}`, { can_publish: false }), `?layer=${layer}`);
       assert.equal(play.status, 201, JSON.stringify(play));
       const v = await waitFor(async () => {
         const x = await player.evaluate(() => window.video());

@@ -2,24 +2,8 @@
 // end to end through the real control plane and media plane.
 import { test } from 'node:test';
 import assert from 'node:assert/strict';
-import { basic, dumpLog, installSdpExchange, newPage, request, sleep, waitFor, withSystem } from './harness.js';
-
-async function mintToken(sys, room, identity, grants) {
-  const r = await request(sys, 'POST', `/api/rooms/${room}/tokens`, {
-    headers: { authorization: basic(sys), 'content-type': 'application/json' },
-    body: JSON.stringify({ identity, ttl_seconds: 600, ...grants }),
-  });
-  assert.equal(r.status, 201, r.body);
-  return r.json.token;
-}
-
-async function createRoom(sys, name) {
-  const r = await request(sys, 'POST', '/api/rooms', {
-    headers: { authorization: basic(sys), 'content-type': 'application/json' },
-    body: JSON.stringify({ name }),
-  });
-  assert.equal(r.status, 201, r.body);
-}
+import { basic, dumpLog, request, sleep, waitFor, withSystem } from './harness.js';
+import { createRoom, mintToken, sdpPage } from './whipwhep.js';
 
 // A WHIP publisher of the fake camera and microphone in `page` (its peer connection is then
 // `window.pc`); `codec`, if given, is the only video codec offered.
@@ -72,8 +56,7 @@ for (const codec of ['VP8', 'H264']) test(`WHIP publish and WHEP playback in Chr
     const pubToken = await mintToken(sys, room, 'encoder', { can_subscribe: false });
     const viewToken = await mintToken(sys, room, 'viewer', { can_publish: false });
 
-    const publisher = await newPage(browser, sys, '/healthz');
-    await installSdpExchange(publisher);
+    const publisher = await sdpPage(browser, sys);
     // Offer only the codec under test.
     const pub = await publishWhip(publisher, room, pubToken, codec);
     assert.equal(pub.status, 201, JSON.stringify(pub));
@@ -87,8 +70,7 @@ for (const codec of ['VP8', 'H264']) test(`WHIP publish and WHEP playback in Chr
       return p && p.via === 'whip' && p.tracks.length === 2;
     }, { what: 'the WHIP publisher and its two tracks in the room', timeout: 20000 });
 
-    const player = await newPage(browser, sys, '/healthz');
-    await installSdpExchange(player);
+    const player = await sdpPage(browser, sys);
     const play = await playWhep(player, room, viewToken);
     assert.equal(play.status, 201, JSON.stringify(play));
     assert.match(play.location, new RegExp(`^/whep/${room}/`));
@@ -122,8 +104,7 @@ test('a WHEP player keeps playing when its WHIP broadcaster reconnects', { timeo
     const pubToken = await mintToken(sys, room, 'encoder', { can_subscribe: false });
     const viewToken = await mintToken(sys, room, 'viewer', { can_publish: false });
 
-    const publisher = await newPage(browser, sys, '/healthz');
-    await installSdpExchange(publisher);
+    const publisher = await sdpPage(browser, sys);
     const publish = () => publishWhip(publisher, room, pubToken);
     const tracksOf = async (identity) => {
       const info = await request(sys, 'GET', `/api/rooms/${room}`, { headers: { authorization: basic(sys) } });
@@ -134,8 +115,7 @@ test('a WHEP player keeps playing when its WHIP broadcaster reconnects', { timeo
     assert.equal(first.status, 201, JSON.stringify(first));
     await waitFor(async () => (await tracksOf('encoder')) === 2, { what: 'the first WHIP session and its tracks', timeout: 20000 });
 
-    const player = await newPage(browser, sys, '/healthz');
-    await installSdpExchange(player);
+    const player = await sdpPage(browser, sys);
     const play = await playWhep(player, room, viewToken);
     assert.equal(play.status, 201, JSON.stringify(play));
     await waitFor(async () => (await inbound(player)).frames > 20, { what: 'WHEP frames from the first session', timeout: 20000 });

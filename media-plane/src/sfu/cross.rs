@@ -222,6 +222,7 @@ impl Core {
             connected: true,
             estimate: None,
             loss_cap: Default::default(),
+            probe: Default::default(),
             last_stats: None,
             ending: None,
             serial: self.sessions.next_serial(),

@@ -87,8 +87,10 @@ impl Core {
             next_timeout: now,
             created: now,
             connected: false,
-            estimate: None,
+            // With estimation on, layers fit the starting estimate until str0m reports one.
+            estimate: bwe.map(|b| b.as_u64()),
             loss_cap: Default::default(),
+            probe: Default::default(),
             last_stats: None,
             ending: None,
             serial: self.sessions.next_serial(),

@@ -149,7 +149,10 @@ impl Core {
             self.retarget(now, *dk);
         }
         if let Some(s) = self.sessions.get_mut(key) {
-            s.rtc.bwe().set_bitrate(Bitrate::bps(minimum.min(desired)), Bitrate::bps(desired));
+            let asked = s.probe.desired(now, desired, estimate);
+            s.rtc.bwe().set_bitrate(Bitrate::bps(minimum.min(asked)), Bitrate::bps(asked));
+            // str0m takes a new desired rate in at its next timeout, due at once.
+            self.dirty.push(key);
         }
     }
 

@@ -15,6 +15,7 @@ use super::cross::PubRef;
 use super::ids::{DownKey, SessionKey, Table, UpKey};
 use crate::demux;
 use crate::losscap::LossCap;
+use crate::probe::ProbeRetry;
 
 /// One participant connection, or the shadow of a publisher on another core.
 #[derive(Debug)]
@@ -55,6 +56,8 @@ pub struct Session {
     pub estimate: Option<u64>,
     /// A ceiling on that estimate from the loss its receiver reports.
     pub loss_cap: LossCap,
+    /// When to ask for another probe while it gets less than it asks for.
+    pub probe: ProbeRetry,
     /// When its last statistics report came.
     pub last_stats: Option<Instant>,
     /// Set once it is to be removed.

@@ -104,7 +104,14 @@ impl Core {
                 tx.set_rtx_cache(NACK_HISTORY_PACKETS, self.cfg.nack_history, Some(RTX_RATIO_CAP));
             }
         }
-        self.retarget(now, dk);
+        // Under an estimate, a new video track takes its share at once rather than starting
+        // on the layer it asks for.
+        let (sub, video) = (down.subscriber, down.kind == MediaKind::Video);
+        if video && self.sessions.get(sub).is_some_and(|s| s.estimate.is_some()) {
+            self.allocate(now, sub);
+        } else {
+            self.retarget(now, dk);
+        }
     }
 
     /// The track a down-track carried is gone: a WHEP line goes idle (keeping its rewrite
