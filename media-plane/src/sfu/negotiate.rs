@@ -8,6 +8,7 @@ use link::{Event as LinkEvent, Grants, JoinError, Subscription, TrackSettings};
 use str0m::change::{SdpAnswer, SdpOffer};
 use str0m::media::{Direction, MediaKind, Mid, Rid};
 use str0m::bwe::Bitrate;
+use str0m::rtp::{Extension, ExtensionMap};
 use str0m::{Candidate, Input, Rtc};
 
 use super::ids::SessionKey;
@@ -47,7 +48,12 @@ impl Core {
         let offer = SdpOffer::from_sdp_string(j.offer).map_err(|e| JoinError::BadSdp(format!("malformed SDP offer: {e}")))?;
         let receives = j.grants.subscribe && j.subscription != Subscription::None;
         let bwe = (receives && self.cfg.bwe_initial > 0).then(|| Bitrate::bps(self.cfg.bwe_initial));
+        // Without estimation nothing reads transport-wide feedback from a receive-only
+        // client, which would send it 20 times a second (bench/RESULTS.md, "second round").
+        let twcc = bwe.is_some() || offers_to_send(j.offer);
+        let exts = extensions(twcc);
         let mut rtc = Rtc::builder()
+            .set_extension_map(exts)
             .set_ice_lite(true)
             .set_rtp_mode(true)
             .clear_codecs()
@@ -209,5 +215,44 @@ impl Core {
         self.out.events.push(LinkEvent::TrackPublished { room: s.room.clone(), session: s.id.clone(), track: mid.to_string(), kind: kind_of(kind) });
         self.announce_track(key, mid, kind, rids);
         self.add_up(now, key, mid, kind, rids);
+    }
+}
+
+/// str0m's standard RTP header extensions, with or without the transport-wide sequence
+/// number (and so the feedback a client sends about it).
+fn extensions(twcc: bool) -> ExtensionMap {
+    let mut exts = ExtensionMap::empty();
+    for (id, e) in ExtensionMap::standard().iter() {
+        if twcc || !matches!(e, Extension::TransportSequenceNumber) {
+            exts.set(id, e.clone());
+        }
+    }
+    exts
+}
+
+/// Whether an SDP offer has a media section that may send (audio or video not marked
+/// `recvonly` or `inactive`; a section without a direction is `sendrecv`, RFC 8866).
+pub fn offers_to_send(sdp: &str) -> bool {
+    let mut sections = sdp.split("\nm=").skip(1);
+    sections.any(|m| {
+        let media = m.starts_with("audio") || m.starts_with("video");
+        media && !m.lines().any(|l| matches!(l.trim_end(), "a=recvonly" | "a=inactive"))
+    })
+}
+
+#[cfg(test)]
+mod tests {
+    use super::offers_to_send;
+
+    #[test]
+    fn only_audio_or_video_that_may_send_counts() {
+        let head = "v=0\r\no=- 1 1 IN IP4 0.0.0.0\r\ns=-\r\nt=0 0\r\n";
+        let recv = format!("{head}m=audio 9 UDP/TLS/RTP/SAVPF 111\r\na=recvonly\r\nm=video 9 UDP/TLS/RTP/SAVPF 96\r\na=recvonly\r\nm=application 9 UDP/DTLS/SCTP webrtc-datachannel\r\n");
+        assert!(!offers_to_send(&recv));
+        assert!(offers_to_send(&format!("{head}m=audio 9 UDP/TLS/RTP/SAVPF 111\r\na=sendrecv\r\n")));
+        assert!(offers_to_send(&format!("{head}m=video 9 UDP/TLS/RTP/SAVPF 96\r\na=sendonly\r\n")));
+        assert!(offers_to_send(&format!("{head}m=video 9 UDP/TLS/RTP/SAVPF 96\r\na=mid:0\r\n")), "no direction is sendrecv");
+        assert!(!offers_to_send(&format!("{head}m=video 9 UDP/TLS/RTP/SAVPF 96\r\na=inactive\r\n")));
+        assert!(!offers_to_send("not sdp at all"));
     }
 }
