@@ -6,7 +6,38 @@
 //! layer at a time, by priority, up to their caps. Audio is set aside first, so video never
 //! starves it. A plain function of its inputs, tested on scripted estimates.
 
+use std::time::{Duration, Instant};
+
 use crate::layers::LayerView;
+
+/// How long a raise of a track's allocation must stay possible before it is made. Lowering
+/// is immediate. A probe through a policer with a burst allowance can read more than the
+/// link holds for a second or two; a raise on it would be undone, after a freeze.
+pub const RAISE_HOLD: Duration = Duration::from_secs(2);
+
+/// Holds back raises of one track's allocation until they have been possible for
+/// [`RAISE_HOLD`] without a break.
+#[derive(Debug, Clone, Copy, Default, PartialEq, Eq)]
+pub struct RaiseHold {
+    since: Option<Instant>,
+}
+
+impl RaiseHold {
+    /// Whether the new allocation may be applied at `now`; `raise` says it is higher than
+    /// the one in force.
+    pub fn admit(&mut self, now: Instant, raise: bool) -> bool {
+        if !raise {
+            self.since = None;
+            return true;
+        }
+        let since = *self.since.get_or_insert(now);
+        if now.saturating_duration_since(since) < RAISE_HOLD {
+            return false;
+        }
+        self.since = None;
+        true
+    }
+}
 
 /// Bandwidth set aside per audio track before video is allocated (Opus plus headers).
 pub const AUDIO_RESERVE: u64 = 64_000;
@@ -96,6 +127,21 @@ pub fn allocate(estimate: u64, audio_tracks: usize, wants: &[Want]) -> (Vec<Opti
 
 #[cfg(test)]
 mod tests {
+    #[test]
+    fn a_raise_waits_until_it_has_been_possible_for_the_hold_and_a_drop_does_not() {
+        let mut h = RaiseHold::default();
+        let t0 = Instant::now();
+        let step = Duration::from_millis(250);
+        assert!(!h.admit(t0, true));
+        assert!(!h.admit(t0 + step * 4, true));
+        assert!(h.admit(t0 + step * 8, true), "possible for 2 s");
+        assert!(!h.admit(t0 + step * 9, true), "the next raise waits again");
+        assert!(h.admit(t0 + step * 10, false), "a drop goes through at once and resets the wait");
+        assert!(!h.admit(t0 + step * 11, true));
+        assert!(!h.admit(t0 + step * 18, true));
+        assert!(h.admit(t0 + step * 19, true));
+    }
+
     use super::*;
 
     fn layers() -> Vec<LayerView> {

@@ -5,6 +5,7 @@ use std::time::Duration;
 
 use link::{Command, Event as LinkEvent, Quality, Subscription, TrackSettings};
 use media_plane::sim::{connect_worlds, shuttle, three_layers, Received, World};
+use media_plane::allocate::RAISE_HOLD;
 use media_plane::sfu::CrossMsg;
 use str0m::media::{MediaKind, Mid};
 
@@ -328,7 +329,9 @@ fn a_scripted_estimate_lowers_layers_pauses_what_does_not_fit_and_recovers() {
     let mark = w.peers[s].frame_log.as_ref().unwrap().len();
     let now = w.now;
     w.core.set_estimate(now, &session, 10_000_000);
-    time_until_size(&mut w, &[s], &[mark], (1280, 720), Duration::from_secs(2)).expect("back to the top layer");
+    // A raise waits until it has been possible for RAISE_HOLD.
+    let took = time_until_size(&mut w, &[s], &[mark], (1280, 720), RAISE_HOLD + Duration::from_secs(2)).expect("back to the top layer");
+    assert!(took >= RAISE_HOLD, "the raise waited for the hold: {took:?}");
     assert_eq!(paused(&w), vec![true, true, false, false]);
     let _ = (p1, p2);
 }
@@ -362,7 +365,8 @@ fn when_even_the_low_layer_does_not_fit_its_base_temporal_layer_goes_on_without_
     // Room for the whole low layer: every temporal layer again, still one stream.
     let now = w.now;
     w.core.set_estimate(now, &session, 64_000 + 200_000);
-    w.run_media(50);
+    // 50 steps after the raise hold (a media step is 10 ms).
+    w.run_media(50 + RAISE_HOLD.as_millis() as usize / 10);
     let mark = w.peers[s].frame_log.as_ref().unwrap().len();
     w.run_media(100);
     let log = w.peers[s].frame_log.clone().unwrap();

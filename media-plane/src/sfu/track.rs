@@ -10,6 +10,7 @@ use link::TrackSettings;
 use str0m::media::{MediaKind, Mid, Rid};
 
 use super::ids::{DownKey, SessionKey, UpKey};
+use crate::allocate::RaiseHold;
 use crate::codec::FrameInfo;
 use crate::layers::{LayerView, Selector, Slot};
 use crate::rewrite::Rewrite;
@@ -220,6 +221,8 @@ pub struct DownTrack {
     pub vp8: Vp8Munger,
     /// What the subscriber's bandwidth allows it.
     pub allotted: Allotted,
+    /// Holds back raises of `allotted` until they have been possible for a while.
+    pub raise_hold: RaiseHold,
     /// Highest temporal layer forwarded (`None`: all).
     pub max_tid: Option<u8>,
     /// Paused for lack of bandwidth (the client was told).
@@ -237,6 +240,21 @@ pub enum Allotted {
     Base(Slot),
     /// Nothing: it does not fit even at its lowest layer.
     Paused,
+}
+
+impl Allotted {
+    /// Its height among `layers` (ranked lowest first): paused lowest, then each layer's
+    /// base temporal layer below the whole layer; no limit, or a layer no longer there, is
+    /// highest (anything applies at once from there).
+    pub fn level(self, layers: &[LayerView]) -> usize {
+        let pos = |slot: Slot| layers.iter().position(|l| l.slot == slot);
+        match self {
+            Allotted::Paused => 0,
+            Allotted::Base(slot) => pos(slot).map_or(usize::MAX, |p| 2 * p + 1),
+            Allotted::UpTo(slot) => pos(slot).map_or(usize::MAX, |p| 2 * p + 2),
+            Allotted::Unlimited => usize::MAX,
+        }
+    }
 }
 
 impl DownTrack {
@@ -260,6 +278,7 @@ impl DownTrack {
             selector: Selector::default(),
             vp8: Vp8Munger::default(),
             allotted: Allotted::Unlimited,
+            raise_hold: RaiseHold::default(),
             max_tid: None,
             paused: false,
         }
