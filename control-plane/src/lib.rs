@@ -6,6 +6,7 @@ pub mod api;
 pub mod config;
 pub mod error;
 pub mod launch;
+pub mod limit;
 pub mod nodes;
 pub mod placement;
 pub mod server;

@@ -8,7 +8,7 @@
 
 use std::sync::atomic::{AtomicBool, Ordering};
 use std::sync::Arc;
-use std::time::Duration;
+use std::time::{Duration, Instant};
 
 use axum::extract::ws::{CloseFrame, Message, WebSocket};
 use axum::extract::{State, WebSocketUpgrade};
@@ -20,10 +20,25 @@ pub use signaling::{ClientMsg, ErrorCode, ServerMsg};
 use tokio::sync::mpsc;
 
 use crate::error::ApiError;
+use crate::limit::Bucket;
 use crate::state::{App, Via};
 
-/// Largest signaling message accepted.
-pub const MAX_MESSAGE: usize = 256 * 1024;
+/// Largest signaling message accepted (an offer with simulcast is about 10 KiB).
+pub const MAX_MESSAGE: usize = 64 * 1024;
+
+/// A connection that has not joined this long after it opened is closed.
+pub const JOIN_TIMEOUT: Duration = Duration::from_secs(10);
+
+/// The server pings a connection this often.
+pub const PING_EVERY: Duration = Duration::from_secs(15);
+
+/// A connection from which nothing (not even a pong) arrived for this long is closed.
+pub const IDLE_TIMEOUT: Duration = Duration::from_secs(40);
+
+/// Messages a client may send at once, and per second after that; more closes the connection.
+pub const MESSAGE_BURST: u32 = 50;
+/// See [`MESSAGE_BURST`].
+pub const MESSAGES_PER_SECOND: u32 = 20;
 
 /// Messages queued for one client at most. Signaling is a few messages a second even in a
 /// crowd, so a client this far behind has stopped reading (or floods pings without reading
@@ -61,13 +76,17 @@ impl ClientTx {
     }
 }
 
-/// What goes down one connection's channel: a message, or the order to close the socket.
+/// What goes down one connection's channel: a message, a ping, or the order to close.
 #[derive(Debug, Clone)]
 pub enum Outgoing {
     /// A message to send.
     Msg(ServerMsg),
+    /// A WebSocket ping (the client's pong shows it is there).
+    Ping,
     /// Close the socket after sending what came before.
     Close,
+    /// Close the socket with a policy violation (1008) and this reason.
+    Reject(&'static str),
 }
 
 impl From<ServerMsg> for Outgoing {
@@ -104,7 +123,9 @@ async fn serve(app: Arc<App>, socket: WebSocket) {
                     Message::Close(Some(CloseFrame { code: 1008, reason: "too slow: outgoing queue full".into() }))
                 }
                 Outgoing::Msg(msg) => encode(&msg),
+                Outgoing::Ping => Message::Ping(Default::default()),
                 Outgoing::Close => Message::Close(Some(CloseFrame { code: 1000, reason: "bye".into() })),
+                Outgoing::Reject(reason) => Message::Close(Some(CloseFrame { code: 1008, reason: reason.into() })),
             };
             let last = matches!(frame, Message::Close(_));
             if !matches!(tokio::time::timeout(SEND_TIMEOUT, sink.send(frame)).await, Ok(Ok(()))) || last {
@@ -113,13 +134,35 @@ async fn serve(app: Arc<App>, socket: WebSocket) {
         }
     });
     let mut conn = Conn::default();
+    let opened = Instant::now();
+    let mut last_heard = opened;
+    let mut pings = tokio::time::interval_at((opened + PING_EVERY).into(), PING_EVERY);
+    let mut bucket = Bucket::new(opened, MESSAGE_BURST, MESSAGES_PER_SECOND);
     loop {
+        // Before `join`, the join deadline; after, silence for IDLE_TIMEOUT.
+        let deadline = if conn.session.is_none() { opened + JOIN_TIMEOUT } else { last_heard + IDLE_TIMEOUT };
         // The writer stopping (peer gone, too slow, or told to close) ends the reading too.
         let next = tokio::select! {
             next = stream.next() => next,
             () = tx.closed() => break,
+            _ = pings.tick() => {
+                tx.send(Outgoing::Ping);
+                continue;
+            }
+            () = tokio::time::sleep_until(deadline.into()) => {
+                let why = if conn.session.is_none() { "join timeout" } else { "idle timeout" };
+                tracing::debug!(why, "signaling connection closed");
+                tx.send(Outgoing::Reject(why));
+                break;
+            }
         };
         let Some(Ok(msg)) = next else { break };
+        last_heard = Instant::now();
+        if !bucket.take(last_heard) {
+            tracing::debug!("signaling client over its message rate; closing");
+            tx.send(Outgoing::Reject("too many messages"));
+            break;
+        }
         let text = match msg {
             Message::Text(t) => t,
             Message::Close(_) => break,
