@@ -12,7 +12,7 @@ use serde::de::DeserializeOwned;
 use serde::Deserialize;
 
 use crate::error::{from_rejection, ApiError};
-use crate::nodes::secrets_equal;
+use crate::secret;
 use crate::signal::{ErrorCode, ServerMsg};
 use crate::state::{App, RoomView};
 use crate::token::Grants;
@@ -45,7 +45,7 @@ pub fn check_basic(app: &App, headers: &HeaderMap) -> Result<(), ApiError> {
         .decode(encoded.trim())
         .map_err(|_| ApiError::Unauthorized("malformed Basic credentials".into()))?;
     let expected = format!("{}:{}", app.api_key, app.api_secret);
-    if secrets_equal(&decoded, expected.as_bytes()) {
+    if secret::equal(&decoded, expected.as_bytes()) {
         Ok(())
     } else {
         Err(ApiError::Unauthorized("bad API key or secret".into()))

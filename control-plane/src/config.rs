@@ -7,6 +7,8 @@ use std::path::{Path, PathBuf};
 use clap::Args;
 use serde::{Deserialize, Serialize};
 
+use crate::secret;
+
 /// A configuration problem, reported before anything starts.
 #[derive(Debug, thiserror::Error)]
 pub enum ConfigError {
@@ -163,12 +165,6 @@ struct Secrets {
     turn_secret: Option<String>,
 }
 
-fn random_secret(len: usize) -> String {
-    use rand::Rng;
-    let mut rng = rand::rng();
-    (0..len).map(|_| rng.sample(rand::distr::Alphanumeric) as char).collect()
-}
-
 fn load_secrets(path: &Path) -> Result<Secrets, ConfigError> {
     match std::fs::read_to_string(path) {
         Ok(t) => toml::from_str(&t).map_err(|e| ConfigError::Secrets(path.into(), e.to_string())),
@@ -233,8 +229,8 @@ impl ServerArgs {
             (Some(k), Some(s)) => (k, s),
             _ => {
                 if stored.api_key.is_none() || stored.api_secret.is_none() {
-                    stored.api_key = Some(format!("API{}", random_secret(12)));
-                    stored.api_secret = Some(random_secret(48));
+                    stored.api_key = Some(format!("API{}", secret::random(12)));
+                    stored.api_secret = Some(secret::random(48));
                     generated = true;
                 }
                 (stored.api_key.clone().unwrap_or_default(), stored.api_secret.clone().unwrap_or_default())
@@ -244,7 +240,7 @@ impl ServerArgs {
             Some(s) => s,
             None => {
                 if stored.node_secret.is_none() {
-                    stored.node_secret = Some(random_secret(48));
+                    stored.node_secret = Some(secret::random(48));
                     generated = true;
                 }
                 stored.node_secret.clone().unwrap_or_default()
@@ -253,7 +249,7 @@ impl ServerArgs {
         let mut turn_secret = self.turn_secret.clone().or(file.turn_secret);
         if turn_secret.is_none() && local_mode {
             if stored.turn_secret.is_none() {
-                stored.turn_secret = Some(random_secret(40));
+                stored.turn_secret = Some(secret::random(40));
                 generated = true;
             }
             turn_secret = stored.turn_secret.clone();
@@ -309,7 +305,7 @@ mod tests {
 
     #[test]
     fn generates_secrets_once_and_reuses_them() {
-        let dir = std::env::temp_dir().join(format!("cp-cfg-{}", random_secret(8)));
+        let dir = std::env::temp_dir().join(format!("cp-cfg-{}", secret::random(8)));
         let a = args(&dir).resolve(true).unwrap();
         assert!(a.generated_secrets && a.api_secret.len() >= 32);
         let b = args(&dir).resolve(true).unwrap();
@@ -320,7 +316,7 @@ mod tests {
 
     #[test]
     fn flags_override_file_and_bad_values_are_clear_errors() {
-        let dir = std::env::temp_dir().join(format!("cp-cfg-{}", random_secret(8)));
+        let dir = std::env::temp_dir().join(format!("cp-cfg-{}", secret::random(8)));
         std::fs::create_dir_all(&dir).unwrap();
         let file = dir.join("c.toml");
         std::fs::write(&file, "http_addr = \"127.0.0.1:9000\"\ndefault_max_participants = 7\n").unwrap();

@@ -9,6 +9,7 @@ pub mod launch;
 pub mod limit;
 pub mod nodes;
 pub mod placement;
+pub mod secret;
 pub mod server;
 pub mod signal;
 pub mod state;

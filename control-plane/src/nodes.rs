@@ -11,17 +11,13 @@ use futures_util::{SinkExt, StreamExt};
 use link::{Event as LinkEvent, PROTOCOL_VERSION, SECRET_HEADER};
 
 use crate::error::ApiError;
+use crate::secret;
 use crate::state::App;
-
-/// Constant-time comparison of two secrets.
-pub fn secrets_equal(a: &[u8], b: &[u8]) -> bool {
-    a.len() == b.len() && a.iter().zip(b).fold(0u8, |acc, (x, y)| acc | (x ^ y)) == 0
-}
 
 /// `GET /internal/link`: a node's link; refused with 401 without the node secret.
 pub async fn link(State(app): State<Arc<App>>, headers: HeaderMap, upgrade: WebSocketUpgrade) -> Response {
     let given = headers.get(SECRET_HEADER).map(|v| v.as_bytes()).unwrap_or_default();
-    if !secrets_equal(given, app.node_secret.as_bytes()) {
+    if !secret::equal(given, app.node_secret.as_bytes()) {
         return ApiError::Unauthorized("bad node secret".into()).into_response();
     }
     upgrade.max_message_size(1 << 20).on_upgrade(move |socket| serve(app, socket))

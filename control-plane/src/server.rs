@@ -30,9 +30,11 @@ pub fn router(app: Arc<App>) -> Router {
         .expose_headers([header::LOCATION, header::LINK, header::ETAG]);
     let media = Router::new()
         .route("/whip/{room}", post(whip::whip_post))
-        .route("/whip/{room}/{session}", delete(whip::delete_session).patch(whip::patch_session))
+        .route("/whip/{room}/{session}", delete(whip::delete_session_admin).patch(whip::patch_session))
+        .route("/whip/{room}/{session}/{secret}", delete(whip::delete_session).patch(whip::patch_session))
         .route("/whep/{room}", post(whip::whep_post))
-        .route("/whep/{room}/{session}", delete(whip::delete_session).patch(whip::patch_session))
+        .route("/whep/{room}/{session}", delete(whip::delete_session_admin).patch(whip::patch_session))
+        .route("/whep/{room}/{session}/{secret}", delete(whip::delete_session).patch(whip::patch_session))
         .layer(cors);
     Router::new()
         .route("/", get(web::index))

@@ -12,6 +12,7 @@ use signaling::{ErrorCode, IceServer, TrackKind};
 use tokio::sync::{mpsc, oneshot};
 
 use crate::error::ApiError;
+use crate::secret;
 use crate::placement::{least_loaded, report_secs, CoreLoad, PacketCost, TrackRate};
 use crate::signal::{ClientTx, Outgoing, ServerMsg};
 use crate::token::{unix_now, Claims, Grants, TokenKeys};
@@ -58,6 +59,9 @@ pub struct Participant {
     pub joined_at: u64,
     /// Whether the media session was created on the node.
     pub media: bool,
+    /// The secret last segment of its WHIP/WHEP resource URL (RFC 9725): what ends the
+    /// session besides the API credentials. None for `/ws` sessions.
+    pub resource: Option<String>,
     /// Core of the room's node that hosts this participant: the room's core, or another
     /// core of the same node once that one is full (the room then spans cores).
     pub core: u32,
@@ -214,14 +218,16 @@ pub struct Admission {
     pub room: String,
     /// Others already in the room.
     pub others: Vec<ParticipantView>,
+    /// The secret of its WHIP/WHEP resource URL (see [`Participant::resource`]).
+    pub resource: Option<String>,
 }
 
 fn random_id(prefix: &str) -> String {
-    use rand::Rng;
-    let mut rng = rand::rng();
-    let s: String = (0..12).map(|_| rng.sample(rand::distr::Alphanumeric) as char).collect();
-    format!("{prefix}{s}")
+    format!("{prefix}{}", secret::random(12))
 }
+
+/// Characters of a WHIP/WHEP resource secret (alphanumeric: about 190 bits).
+const RESOURCE_SECRET_LEN: usize = 32;
 
 impl App {
     /// New state with no rooms and no nodes.
@@ -310,6 +316,7 @@ impl App {
             }
         };
         let session = random_id("PA_");
+        let resource = (via != Via::Websocket).then(|| secret::random(RESOURCE_SECRET_LEN));
         let p = Participant {
             session: session.clone(),
             identity: claims.sub.clone(),
@@ -319,6 +326,7 @@ impl App {
             tx,
             joined_at: unix_now(),
             media: false,
+            resource: resource.clone(),
             core,
         };
         let view = p.view();
@@ -327,7 +335,7 @@ impl App {
         let others = room.participants.values().map(Participant::view).collect();
         room.broadcast(&session, &ServerMsg::ParticipantJoined { participant: view });
         room.participants.insert(session.clone(), p);
-        Ok(Admission { session, room: claims.room.clone(), others })
+        Ok(Admission { session, room: claims.room.clone(), others, resource })
     }
 
     /// Asks the room's node to create the media session from `offer`; returns the SDP answer.
@@ -583,6 +591,13 @@ impl App {
                 credential: Some(credential),
             },
         ]
+    }
+
+    /// Whether `given` is the resource secret of `session` in `room` (compared in constant time).
+    pub fn owns_resource(&self, room: &str, session: &str, given: &str) -> bool {
+        let st = self.lock();
+        let p = st.rooms.get(room).and_then(|r| r.participants.get(session));
+        p.and_then(|p| p.resource.as_deref()).is_some_and(|s| secret::equal(s.as_bytes(), given.as_bytes()))
     }
 
     /// Room name of a session.

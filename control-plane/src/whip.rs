@@ -16,7 +16,7 @@ use link::{Subscription, TrackSettings};
 use serde::Deserialize;
 use signaling::{IceServer, Quality};
 
-use crate::api::validate_identity;
+use crate::api::{check_basic, validate_identity};
 use crate::error::{from_rejection, ApiError};
 use crate::state::{App, Via};
 use crate::token::Claims;
@@ -58,10 +58,13 @@ fn ice_links(ice_servers: &[IceServer]) -> Vec<String> {
     links
 }
 
-fn created(kind: &str, room: &str, session: &str, answer: String, ice_servers: &[IceServer]) -> Response {
+/// The 201 of a WHIP/WHEP POST: the answer, and the resource URL, whose last segment is the
+/// session's secret (ids that other participants see are not enough to end it).
+fn created(kind: &str, room: &str, started: Started, ice_servers: &[IceServer]) -> Response {
+    let Started { session, resource, answer } = started;
     let mut res = (
         StatusCode::CREATED,
-        [(header::LOCATION, format!("/{kind}/{room}/{session}")), (header::CONTENT_TYPE, "application/sdp".to_string())],
+        [(header::LOCATION, format!("/{kind}/{room}/{session}/{resource}")), (header::CONTENT_TYPE, "application/sdp".to_string())],
         answer,
     )
         .into_response();
@@ -73,6 +76,13 @@ fn created(kind: &str, room: &str, session: &str, answer: String, ice_servers: &
     res
 }
 
+/// A WHIP/WHEP session that started: its id, its resource secret and the SDP answer.
+struct Started {
+    session: String,
+    resource: String,
+    answer: String,
+}
+
 async fn start(
     app: &Arc<App>,
     claims: &Claims,
@@ -80,11 +90,11 @@ async fn start(
     offer: String,
     sub: impl FnOnce() -> Result<Subscription, ApiError>,
     video: TrackSettings,
-) -> Result<(String, String), ApiError> {
+) -> Result<Started, ApiError> {
     let subscription = sub()?;
     let adm = app.admit(claims, via, None)?;
     match app.start_media(&adm.session, offer, subscription, video).await {
-        Ok(answer) => Ok((adm.session, answer)),
+        Ok(answer) => Ok(Started { resource: adm.resource.unwrap_or_default(), session: adm.session, answer }),
         Err(e) => {
             app.remove(&adm.session, true, None);
             Err(e)
@@ -99,8 +109,8 @@ pub async fn whip_post(State(app): State<Arc<App>>, Path(room): Path<String>, he
         return Err(ApiError::Forbidden("token lacks the can_publish grant".into()));
     }
     let offer = sdp_body(&headers, body)?;
-    let (session, answer) = start(&app, &claims, Via::Whip, offer, || Ok(Subscription::None), TrackSettings::default()).await?;
-    Ok(created("whip", &room, &session, answer, &app.ice_servers(&claims.sub)))
+    let started = start(&app, &claims, Via::Whip, offer, || Ok(Subscription::None), TrackSettings::default()).await?;
+    Ok(created("whip", &room, started, &app.ice_servers(&claims.sub)))
 }
 
 /// Query of `POST /whep/{room}`.
@@ -147,13 +157,26 @@ pub async fn whep_post(
     let (publisher, identity) = app.find_publisher(&room, q.participant.as_deref())?;
     // The player follows the identity: a broadcaster that reconnects (a new session under
     // the same identity) takes over the player's m-lines, its numbering continued.
-    let (session, answer) = start(&app, &claims, Via::Whep, offer, || Ok(Subscription::Only { publisher, identity: Some(identity) }), video).await?;
-    Ok(created("whep", &room, &session, answer, &app.ice_servers(&claims.sub)))
+    let started = start(&app, &claims, Via::Whep, offer, || Ok(Subscription::Only { publisher, identity: Some(identity) }), video).await?;
+    Ok(created("whep", &room, started, &app.ice_servers(&claims.sub)))
 }
 
-/// `DELETE /whip/{room}/{session}` and `/whep/...`: ends the session.
-pub async fn delete_session(State(app): State<Arc<App>>, Path((room, session)): Path<(String, String)>, headers: HeaderMap) -> Result<StatusCode, ApiError> {
+/// `DELETE /whip/{room}/{session}/{secret}` and `/whep/...`: the holder of the resource URL
+/// (and of a token for the room) ends its session. A wrong secret is a 404, as for a session
+/// that does not exist.
+pub async fn delete_session(State(app): State<Arc<App>>, Path((room, session, secret)): Path<(String, String, String)>, headers: HeaderMap) -> Result<StatusCode, ApiError> {
     bearer(&app, &headers, &room)?;
+    if !app.owns_resource(&room, &session, &secret) {
+        return Err(ApiError::NotFound(format!("session {session}")));
+    }
+    app.remove(&session, true, None);
+    Ok(StatusCode::OK)
+}
+
+/// `DELETE /whip/{room}/{session}` and `/whep/...` without the secret: the API's
+/// credentials (HTTP Basic) only, as `DELETE /api/rooms/{room}/participants/{identity}`.
+pub async fn delete_session_admin(State(app): State<Arc<App>>, Path((room, session)): Path<(String, String)>, headers: HeaderMap) -> Result<StatusCode, ApiError> {
+    check_basic(&app, &headers)?;
     if app.room_of(&session).as_deref() != Some(room.as_str()) {
         return Err(ApiError::NotFound(format!("session {session}")));
     }

@@ -163,6 +163,22 @@ async fn whip_and_whep_sessions_and_their_errors() {
     let r = call(&app, Method::POST, "/whip/live", &[("authorization", &late), ("content-type", "application/sdp")], offer(true)).await;
     assert_eq!((r.status, r.code().as_str()), (StatusCode::CONFLICT, "room_full"));
 
+    // Ids that other participants see are not enough to end a session: its resource URL's
+    // secret is (with a token for the room), or the API's credentials.
+    let (bare, secret) = location.rsplit_once('/').unwrap();
+    assert!(secret.len() >= 32, "{location}");
+    let r = call(&app, Method::DELETE, bare, &[("authorization", &view)], Body::empty()).await;
+    assert_eq!(r.status, StatusCode::UNAUTHORIZED, "a viewer cannot end the broadcaster by its id");
+    for who in [&view, &pub_token] {
+        let r = call(&app, Method::DELETE, &format!("{bare}/{}", "x".repeat(32)), &[("authorization", who)], Body::empty()).await;
+        assert_eq!(r.status, StatusCode::NOT_FOUND, "a wrong secret is a session that does not exist");
+    }
+    let (whep_bare, _) = whep_location.rsplit_once('/').unwrap();
+    let r = call(&app, Method::DELETE, &format!("{whep_bare}/{secret}"), &[("authorization", &view)], Body::empty()).await;
+    assert_eq!(r.status, StatusCode::NOT_FOUND, "one session's secret does not end another");
+    let room = call(&app, Method::GET, "/api/rooms/live", &[("authorization", &b)], Body::empty()).await.json();
+    assert_eq!(room["participants"].as_array().unwrap().len(), 2, "nobody was removed");
+
     // PATCH is not supported; DELETE ends sessions; a second DELETE is 404.
     let r = call(&app, Method::PATCH, &location, &[("authorization", &pub_token)], Body::empty()).await;
     assert_eq!(r.status, StatusCode::METHOD_NOT_ALLOWED);
@@ -172,8 +188,11 @@ async fn whip_and_whep_sessions_and_their_errors() {
     assert_eq!(r.status, StatusCode::OK);
     let r = call(&app, Method::DELETE, &location, &[("authorization", &pub_token)], Body::empty()).await;
     assert_eq!(r.status, StatusCode::NOT_FOUND);
-    let r = call(&app, Method::DELETE, &whep_location, &[("authorization", &view)], Body::empty()).await;
+    // The API's credentials end a session by its id alone.
+    let r = call(&app, Method::DELETE, whep_bare, &[("authorization", &b)], Body::empty()).await;
     assert_eq!(r.status, StatusCode::OK);
+    let r = call(&app, Method::DELETE, &whep_location, &[("authorization", &view)], Body::empty()).await;
+    assert_eq!(r.status, StatusCode::NOT_FOUND);
     let room = call(&app, Method::GET, "/api/rooms/live", &[("authorization", &b)], Body::empty()).await.json();
     assert_eq!(room["participants"].as_array().unwrap().len(), 0);
     healthy(&app).await;

@@ -22,10 +22,10 @@ async fn tokens_carry_the_auto_subscribe_grant() {
     assert_eq!((r.status, r.code().as_str()), (StatusCode::BAD_REQUEST, "bad_request"));
 }
 
-/// The session id in a WHIP/WHEP `Location`.
+/// The session id in a WHIP/WHEP `Location` (`/whip/{room}/{session}/{secret}`).
 fn location_session(r: &Res) -> String {
     let location = r.headers.get(header::LOCATION).and_then(|v| v.to_str().ok()).unwrap_or_default();
-    location.rsplit('/').next().unwrap_or_default().to_string()
+    location.rsplit('/').nth(1).unwrap_or_default().to_string()
 }
 
 /// The video settings of the `Join` that created `session`.
