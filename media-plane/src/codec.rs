@@ -42,6 +42,11 @@ pub struct Vp8Fields {
     pub tid: Option<u8>,
     /// KEYIDX.
     pub key_idx: Option<u8>,
+    /// The packet starts a frame (S bit with partition index 0).
+    pub begins_frame: bool,
+    /// RFC 7741's Y bit: the frame depends only on the base temporal layer, so a decoder
+    /// that had only the base layer can take it.
+    pub layer_sync: bool,
 }
 
 /// What one received video packet tells forwarding.
@@ -95,6 +100,7 @@ fn inspect_vp8(p: &[u8]) -> Option<FrameInfo> {
             i += 1;
             if x & 0x20 != 0 {
                 f.tid = Some(b >> 6);
+                f.layer_sync = b & 0x20 != 0;
             }
             if x & 0x10 != 0 {
                 f.key_idx = Some(b & 0x1f);
@@ -103,6 +109,7 @@ fn inspect_vp8(p: &[u8]) -> Option<FrameInfo> {
     }
     let header = p.get(i..).filter(|h| !h.is_empty())?;
     let partition_start = b0 & 0x10 != 0 && b0 & 0x07 == 0;
+    f.begins_frame = partition_start;
     let keyframe_start = partition_start && header[0] & 0x01 == 0;
     let size = if keyframe_start && header.len() >= 10 && header[3..6] == [0x9d, 0x01, 0x2a] {
         let w = u16::from_le_bytes([header[6], header[7]]) & 0x3fff;

@@ -93,6 +93,41 @@ pub enum Verdict {
     Switch,
 }
 
+/// Which temporal layers of one down-track's VP8 stream go out. Decided at the first packet
+/// of each frame and held for the rest of it. Going down applies from the next frame; going
+/// up waits for a frame that a decoder can take without the layers left out so far: a
+/// keyframe, or a layer-sync frame (RFC 7741's Y bit, which depends only on the base layer).
+/// Starting up at any frame would hand the decoder a frame whose reference it never got.
+#[derive(Debug, Clone, Copy, Default, PartialEq, Eq)]
+pub struct TemporalGate {
+    /// Highest temporal layer that goes out now (`None`: all).
+    ceiling: Option<u8>,
+    /// Whether the frame in progress goes out.
+    frame_passes: bool,
+}
+
+impl TemporalGate {
+    /// Whether a packet of temporal layer `tid` goes out, when the allocation allows
+    /// `target` (`None`: all); `begins_frame`, `sync` and `keyframe` describe its frame.
+    pub fn admit(&mut self, target: Option<u8>, tid: u8, begins_frame: bool, sync: bool, keyframe: bool) -> bool {
+        if !begins_frame && !keyframe {
+            return self.frame_passes;
+        }
+        let lower = match (target, self.ceiling) {
+            (Some(t), Some(c)) => t < c,
+            (Some(_), None) => true,
+            (None, _) => false,
+        };
+        if lower || keyframe {
+            self.ceiling = target;
+        } else if self.ceiling.is_some_and(|c| tid > c) && sync && target.is_none_or(|t| tid <= t) {
+            self.ceiling = if target.is_some_and(|t| t == tid) { target } else { Some(tid) };
+        }
+        self.frame_passes = self.ceiling.is_none_or(|c| tid <= c);
+        self.frame_passes
+    }
+}
+
 /// One down-track's layer state: the layer it forwards and the one it should forward.
 #[derive(Debug, Clone, Copy, Default, PartialEq, Eq)]
 pub struct Selector {
@@ -146,6 +181,41 @@ impl Selector {
 
 #[cfg(test)]
 mod tests {
+    #[test]
+    fn temporal_layers_come_back_only_at_a_sync_frame_and_go_at_once() {
+        let mut g = TemporalGate::default();
+        // All layers: L1T3 frames 0, 2, 1, 2 pass; a frame's later packets follow its first.
+        assert!(g.admit(None, 0, true, false, true));
+        assert!(g.admit(None, 2, true, false, false));
+        assert!(g.admit(None, 2, false, false, false));
+        // Base only from the next frame.
+        assert!(!g.admit(Some(0), 1, true, false, false));
+        assert!(!g.admit(Some(0), 1, false, false, false));
+        assert!(g.admit(Some(0), 0, true, false, false));
+        assert!(!g.admit(Some(0), 2, true, true, false));
+        // All allowed again: a TL2 frame that references a TL1 frame left out waits...
+        assert!(!g.admit(None, 2, true, false, false));
+        assert!(!g.admit(None, 1, true, false, false), "not a sync frame");
+        // ...until a sync frame of TL1, then TL2 needs its own sync frame.
+        assert!(g.admit(None, 1, true, true, false));
+        assert!(g.admit(None, 1, false, false, false));
+        assert!(!g.admit(None, 2, true, false, false));
+        assert!(g.admit(None, 2, true, true, false));
+        assert!(g.admit(None, 2, true, false, false));
+        assert!(g.admit(None, 0, true, false, false));
+    }
+
+    #[test]
+    fn a_keyframe_opens_every_allowed_layer_at_once() {
+        let mut g = TemporalGate::default();
+        assert!(g.admit(Some(0), 0, true, false, true));
+        assert!(!g.admit(Some(0), 1, true, true, false));
+        assert!(g.admit(None, 0, true, false, true), "keyframe");
+        assert!(g.admit(None, 2, true, false, false), "no sync needed after a keyframe");
+        assert!(g.admit(Some(1), 1, true, false, false));
+        assert!(!g.admit(Some(1), 2, true, true, false), "above the allocation");
+    }
+
     use super::*;
 
     fn three() -> Vec<LayerView> {

@@ -98,7 +98,7 @@ mod tests {
     use super::*;
 
     fn fields(pid: u16, tl0: u8) -> Vp8Fields {
-        Vp8Fields { picture_id: Some(pid), wide_picture_id: true, tl0_pic_idx: Some(tl0), tid: Some(0), key_idx: None }
+        Vp8Fields { picture_id: Some(pid), wide_picture_id: true, tl0_pic_idx: Some(tl0), tid: Some(0), key_idx: None, ..Default::default() }
     }
 
     #[test]

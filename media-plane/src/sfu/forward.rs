@@ -114,12 +114,19 @@ impl Core {
         for &dk in fanout {
             let Some(down) = self.downs.get_mut(dk) else { continue };
             let DownState::Open(sub_mid) = down.state else { continue };
-            match down.selector.on_packet(pkt.slot, pkt.frame.keyframe_start, gated) {
+            let verdict = down.selector.on_packet(pkt.slot, pkt.frame.keyframe_start, gated);
+            // Temporal layers: what the allocation allows, coming back only at safe frames.
+            let temporal = match pkt.frame.vp8 {
+                Some(f) if verdict != Verdict::Drop => {
+                    f.tid.is_none_or(|t| down.temporal.admit(down.max_tid, t, f.begins_frame, f.layer_sync, pkt.frame.keyframe_start))
+                }
+                _ => true,
+            };
+            match verdict {
                 Verdict::Drop => continue,
                 Verdict::Forward => {
-                    // A temporal layer above what it gets is left out, numbering closed up.
-                    let tid = pkt.frame.vp8.and_then(|f| f.tid);
-                    if down.max_tid.is_some_and(|m| tid.is_some_and(|t| t > m)) && down.rewrite.skip(pkt.seq) {
+                    // A temporal layer above what goes out is left out, numbering closed up.
+                    if !temporal && down.rewrite.skip(pkt.seq) {
                         if let Some(pid) = pkt.frame.vp8.and_then(|f| f.picture_id) {
                             down.vp8.skip(pid);
                         }

@@ -12,7 +12,7 @@ use str0m::media::{MediaKind, Mid, Rid};
 use super::ids::{DownKey, SessionKey, UpKey};
 use crate::allocate::RaiseHold;
 use crate::codec::FrameInfo;
-use crate::layers::{LayerView, Selector, Slot};
+use crate::layers::{LayerView, Selector, Slot, TemporalGate};
 use crate::rewrite::Rewrite;
 use crate::vp8munge::Vp8Munger;
 
@@ -223,8 +223,10 @@ pub struct DownTrack {
     pub allotted: Allotted,
     /// Holds back raises of `allotted` until they have been possible for a while.
     pub raise_hold: RaiseHold,
-    /// Highest temporal layer forwarded (`None`: all).
+    /// Highest temporal layer the allocation allows (`None`: all).
     pub max_tid: Option<u8>,
+    /// Which temporal layers go out now, moving toward `max_tid` at safe frames.
+    pub temporal: TemporalGate,
     /// Paused for lack of bandwidth (the client was told).
     pub paused: bool,
 }
@@ -280,6 +282,7 @@ impl DownTrack {
             allotted: Allotted::Unlimited,
             raise_hold: RaiseHold::default(),
             max_tid: None,
+            temporal: TemporalGate::default(),
             paused: false,
         }
     }
