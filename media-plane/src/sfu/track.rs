@@ -245,6 +245,9 @@ pub enum Allotted {
 }
 
 impl Allotted {
+    /// The [`Allotted::level`] of the lowest layer, whole.
+    pub const LOWEST_WHOLE: usize = 2;
+
     /// Its height among `layers` (ranked lowest first): paused lowest, then each layer's
     /// base temporal layer below the whole layer; no limit, or a layer no longer there, is
     /// highest (anything applies at once from there).
