@@ -5,15 +5,21 @@
 //! otherwise grows the estimate additively (at most 1.5× what is sent) or probes after 15 s
 //! of stagnation. A subscriber held below what it asks for (a link that was limited and may
 //! have recovered) keeps asking for the same rate, so it would climb back slowly. While the
-//! allocation is short, every [`RETRY`] the desired rate handed to str0m dips to the
+//! allocation is short, after [`RETRY`] (then at waits that double up to [`RETRY_MAX`]
+//! while it stays short) the desired rate handed to str0m dips to the
 //! estimate for [`DIP`] and then comes back: a rise, hence a probe (at 1–2× the
 //! desired rate, capped at 2× the estimate). LiveKit's stream allocator probes a deficient
 //! subscriber in the same spirit, for its next layer.
 
 use std::time::{Duration, Instant};
 
-/// Time between two probes of a subscriber that stays short of what it asks for.
+/// Time before the first probe of a subscriber that falls short of what it asks for.
 pub const RETRY: Duration = Duration::from_secs(3);
+
+/// Longest time between two probes: while probes keep failing (the subscriber stays short),
+/// the wait doubles up to this. A probe through a limited link costs its media some delay,
+/// or loss behind a policer.
+pub const RETRY_MAX: Duration = Duration::from_secs(6);
 
 /// How long the dip lasts, however often the allocation runs meanwhile: long enough for
 /// str0m's probe controller to take the lower rate in (it does at the session's next timeout)
@@ -25,6 +31,8 @@ pub const DIP: Duration = Duration::from_millis(200);
 pub struct ProbeRetry {
     /// Since when the allocation has been short, or the last probe asked for.
     since: Option<Instant>,
+    /// The wait before the next probe.
+    wait: Duration,
     /// When the current dip began, while it lasts.
     dip: Option<Instant>,
 }
@@ -44,11 +52,15 @@ impl ProbeRetry {
             self.since = None;
             return desired;
         }
-        let since = *self.since.get_or_insert(now);
-        if now.saturating_duration_since(since) < RETRY {
+        let since = *self.since.get_or_insert_with(|| {
+            self.wait = RETRY;
+            now
+        });
+        if now.saturating_duration_since(since) < self.wait {
             return desired;
         }
         self.since = Some(now);
+        self.wait = (self.wait * 2).min(RETRY_MAX);
         self.dip = Some(now);
         estimate
     }
@@ -74,8 +86,9 @@ mod tests {
         let mut p = ProbeRetry::default();
         let out = run(&mut p, Instant::now(), 40, 1_500_000, 300_000);
         let dips: Vec<usize> = out.iter().enumerate().filter(|(_, &d)| d == 300_000).map(|(i, _)| i).collect();
-        // The first dip RETRY after it fell short, then one every RETRY (12 steps of 250 ms).
-        assert_eq!(dips, vec![12, 24, 36]);
+        // The first dip RETRY after it fell short (12 steps of 250 ms), then the wait doubles
+        // up to RETRY_MAX (24 steps).
+        assert_eq!(dips, vec![12, 36]);
         for i in dips {
             assert_eq!(out[i + 1], 1_500_000, "the rise that asks for the probe follows the dip");
         }
