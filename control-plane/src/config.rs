@@ -179,13 +179,7 @@ fn store_secrets(path: &Path, s: &Secrets) -> Result<(), ConfigError> {
         std::fs::create_dir_all(dir).map_err(|e| err(e.to_string()))?;
     }
     let text = toml::to_string(s).map_err(|e| err(e.to_string()))?;
-    std::fs::write(path, text).map_err(|e| err(e.to_string()))?;
-    #[cfg(unix)]
-    {
-        use std::os::unix::fs::PermissionsExt;
-        std::fs::set_permissions(path, std::fs::Permissions::from_mode(0o600)).map_err(|e| err(e.to_string()))?;
-    }
-    Ok(())
+    certs::write_secret_file(path, &text).map_err(|e| err(e.to_string()))
 }
 
 impl ServerArgs {
