@@ -1,6 +1,6 @@
 //! Rate limits as plain state fed with time: a token bucket, tested on a virtual clock.
 
-use std::time::{Duration, Instant};
+use std::time::Instant;
 
 /// A token bucket: `burst` tokens at most, refilled at `per_second`; each event takes one.
 #[derive(Debug, Clone, Copy)]
@@ -28,27 +28,18 @@ impl Bucket {
         self.tokens -= 1.0;
         true
     }
-
-    /// How long until a token is there again, from `now`.
-    pub fn wait(&self, now: Instant) -> Duration {
-        let have = self.tokens + now.saturating_duration_since(self.at).as_secs_f64() * self.per_second;
-        if have >= 1.0 || self.per_second <= 0.0 {
-            return Duration::ZERO;
-        }
-        Duration::from_secs_f64((1.0 - have) / self.per_second)
-    }
 }
 
 #[cfg(test)]
 mod tests {
     use super::*;
+    use std::time::Duration;
 
     #[test]
     fn a_burst_then_the_rate() {
         let t0 = Instant::now();
         let mut b = Bucket::new(t0, 5, 10);
         assert_eq!((0..8).filter(|_| b.take(t0)).count(), 5, "the burst, then nothing at the same instant");
-        assert_eq!(b.wait(t0), Duration::from_millis(100));
         // One second later: ten more, at most the burst at once.
         let t1 = t0 + Duration::from_secs(1);
         assert_eq!((0..20).filter(|_| b.take(t1)).count(), 5, "refill is capped by the burst");

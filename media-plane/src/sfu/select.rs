@@ -144,11 +144,7 @@ impl Core {
             // Probing keeps a floor of the next step up, so the estimate can grow into it.
             minimum += grant.map_or(0, |g| layer_rate(&want.layers, (g.rank + 1).min(want.cap.unwrap_or(g.rank))));
             if let Some(d) = self.downs.get_mut(*dk) {
-                // Back to the lowest layer (from a pause, or from its base temporal layer) is
-                // never held: a held unpause is a freeze of the hold plus a keyframe.
-                let level = allotted.level(&want.layers);
-                let raise = level > d.allotted.level(&want.layers) && level > Allotted::LOWEST_WHOLE;
-                if d.raise_hold.admit(now, raise) {
+                if d.raise_hold.admit(now, allotted.held_over(d.allotted, &want.layers)) {
                     d.allotted = allotted;
                 }
             }

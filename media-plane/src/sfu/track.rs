@@ -246,7 +246,15 @@ pub enum Allotted {
 
 impl Allotted {
     /// The [`Allotted::level`] of the lowest layer, whole.
-    pub const LOWEST_WHOLE: usize = 2;
+    const LOWEST_WHOLE: usize = 2;
+
+    /// Whether going from `from` to this is a raise that waits (`allocate::RaiseHold`): a
+    /// raise above the lowest layer. Back to the lowest layer (from a pause, or from its base
+    /// temporal layer) never waits: a held unpause is a freeze of the hold plus a keyframe.
+    pub fn held_over(self, from: Allotted, layers: &[LayerView]) -> bool {
+        let to = self.level(layers);
+        to > from.level(layers) && to > Self::LOWEST_WHOLE
+    }
 
     /// Its height among `layers` (ranked lowest first): paused lowest, then each layer's
     /// base temporal layer below the whole layer; no limit, or a layer no longer there, is
