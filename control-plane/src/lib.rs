@@ -2,9 +2,11 @@
 //! placement on media-plane nodes, and the web app. It never handles a media packet: the
 //! media plane does, and the two talk over the control link ([`nodes`], crate `link`).
 
+pub mod accept;
 pub mod api;
 pub mod config;
 pub mod error;
+pub mod gate;
 pub mod launch;
 pub mod limit;
 pub mod nodes;

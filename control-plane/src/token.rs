@@ -2,7 +2,9 @@
 
 use std::time::{SystemTime, UNIX_EPOCH};
 
-use jsonwebtoken::{decode, encode, errors::ErrorKind, Algorithm, DecodingKey, EncodingKey, Header, Validation};
+use jsonwebtoken::{
+    decode, encode, errors::ErrorKind, Algorithm, DecodingKey, EncodingKey, Header, Validation,
+};
 use serde::{Deserialize, Serialize};
 
 use crate::error::ApiError;
@@ -39,7 +41,10 @@ pub struct TokenKeys {
 
 /// Current Unix time in seconds.
 pub fn unix_now() -> u64 {
-    SystemTime::now().duration_since(UNIX_EPOCH).map(|d| d.as_secs()).unwrap_or(0)
+    SystemTime::now()
+        .duration_since(UNIX_EPOCH)
+        .map(|d| d.as_secs())
+        .unwrap_or(0)
 }
 
 impl TokenKeys {
@@ -53,7 +58,13 @@ impl TokenKeys {
     }
 
     /// Mints a token valid for `ttl_seconds` from now.
-    pub fn mint(&self, room: &str, identity: &str, grants: Grants, ttl_seconds: u64) -> Result<String, ApiError> {
+    pub fn mint(
+        &self,
+        room: &str,
+        identity: &str,
+        grants: Grants,
+        ttl_seconds: u64,
+    ) -> Result<String, ApiError> {
         let now = unix_now();
         let claims = Claims {
             iss: self.api_key.clone(),
@@ -64,7 +75,8 @@ impl TokenKeys {
             nbf: now.saturating_sub(1),
             exp: now + ttl_seconds,
         };
-        encode(&Header::new(Algorithm::HS256), &claims, &self.enc).map_err(|e| ApiError::BadRequest(format!("cannot mint token: {e}")))
+        encode(&Header::new(Algorithm::HS256), &claims, &self.enc)
+            .map_err(|e| ApiError::BadRequest(format!("cannot mint token: {e}")))
     }
 
     /// Verifies signature, issuer and expiry (no leeway).
@@ -74,10 +86,12 @@ impl TokenKeys {
         v.set_issuer(&[&self.api_key]);
         v.set_required_spec_claims(&["exp", "sub", "iss"]);
         v.validate_nbf = true;
-        decode::<Claims>(token, &self.dec, &v).map(|d| d.claims).map_err(|e| match e.kind() {
-            ErrorKind::ExpiredSignature => ApiError::TokenExpired,
-            _ => ApiError::Unauthorized(format!("invalid token: {e}")),
-        })
+        decode::<Claims>(token, &self.dec, &v)
+            .map(|d| d.claims)
+            .map_err(|e| match e.kind() {
+                ErrorKind::ExpiredSignature => ApiError::TokenExpired,
+                _ => ApiError::Unauthorized(format!("invalid token: {e}")),
+            })
     }
 }
 
@@ -88,9 +102,29 @@ mod tests {
     #[test]
     fn round_trip() {
         let k = TokenKeys::new("key", "secret-secret-secret-secret-1234");
-        let t = k.mint("room", "alice", Grants { can_publish: false, auto_subscribe: false, ..Grants::default() }, 60).unwrap();
+        let t = k
+            .mint(
+                "room",
+                "alice",
+                Grants {
+                    can_publish: false,
+                    auto_subscribe: false,
+                    ..Grants::default()
+                },
+                60,
+            )
+            .unwrap();
         let c = k.verify(&t).unwrap();
-        assert_eq!((c.room.as_str(), c.sub.as_str(), c.grants.can_publish, c.grants.can_subscribe, c.grants.auto_subscribe), ("room", "alice", false, true, false));
+        assert_eq!(
+            (
+                c.room.as_str(),
+                c.sub.as_str(),
+                c.grants.can_publish,
+                c.grants.can_subscribe,
+                c.grants.auto_subscribe
+            ),
+            ("room", "alice", false, true, false)
+        );
     }
 
     #[test]
@@ -102,9 +136,21 @@ mod tests {
             "grants": {"can_publish": true, "can_subscribe": false},
             "iat": now, "nbf": now - 1, "exp": now + 60,
         });
-        let t = encode(&Header::new(Algorithm::HS256), &old, &EncodingKey::from_secret(secret.as_bytes())).unwrap();
+        let t = encode(
+            &Header::new(Algorithm::HS256),
+            &old,
+            &EncodingKey::from_secret(secret.as_bytes()),
+        )
+        .unwrap();
         let c = TokenKeys::new("key", secret).verify(&t).unwrap();
-        assert_eq!(c.grants, Grants { can_publish: true, can_subscribe: false, auto_subscribe: true });
+        assert_eq!(
+            c.grants,
+            Grants {
+                can_publish: true,
+                can_subscribe: false,
+                auto_subscribe: true
+            }
+        );
     }
 
     #[test]
@@ -116,8 +162,16 @@ mod tests {
         let mut c = k.verify(&t).unwrap();
         c.exp = unix_now() - 10;
         c.nbf = c.exp - 100;
-        let expired = encode(&Header::new(Algorithm::HS256), &c, &EncodingKey::from_secret(b"secret-secret-secret-secret-1234")).unwrap();
+        let expired = encode(
+            &Header::new(Algorithm::HS256),
+            &c,
+            &EncodingKey::from_secret(b"secret-secret-secret-secret-1234"),
+        )
+        .unwrap();
         assert!(matches!(k.verify(&expired), Err(ApiError::TokenExpired)));
-        assert!(matches!(k.verify("garbage"), Err(ApiError::Unauthorized(_))));
+        assert!(matches!(
+            k.verify("garbage"),
+            Err(ApiError::Unauthorized(_))
+        ));
     }
 }

@@ -5,11 +5,14 @@
 mod common;
 
 use common::*;
+use control_plane::gate::Limits;
+use control_plane::launch::{self, HttpLimits};
 use control_plane::signal::{JOIN_TIMEOUT, MAX_MESSAGE, MESSAGE_BURST};
 use tokio_tungstenite::tungstenite::protocol::frame::coding::CloseCode;
 use tokio_tungstenite::tungstenite::Message;
 
-type Ws = tokio_tungstenite::WebSocketStream<tokio_tungstenite::MaybeTlsStream<tokio::net::TcpStream>>;
+type Ws =
+    tokio_tungstenite::WebSocketStream<tokio_tungstenite::MaybeTlsStream<tokio::net::TcpStream>>;
 
 /// Serves the router on a loopback port; returns the `/ws` URL.
 async fn serve(app: Arc<App>) -> String {
@@ -25,8 +28,13 @@ async fn serve(app: Arc<App>) -> String {
 async fn closed_by_server(ws: &mut Ws, within: Duration) -> Option<(CloseCode, String)> {
     let end = tokio::time::Instant::now() + within;
     loop {
-        match tokio::time::timeout_at(end, ws.next()).await.expect("the server did not close the connection in time") {
-            Some(Ok(Message::Close(frame))) => return frame.map(|f| (f.code, f.reason.to_string())),
+        match tokio::time::timeout_at(end, ws.next())
+            .await
+            .expect("the server did not close the connection in time")
+        {
+            Some(Ok(Message::Close(frame))) => {
+                return frame.map(|f| (f.code, f.reason.to_string()))
+            }
             Some(Ok(_)) => continue,
             Some(Err(_)) | None => return None,
         }
@@ -37,9 +45,18 @@ async fn closed_by_server(ws: &mut Ws, within: Duration) -> Option<(CloseCode, S
 async fn joined_client(url: &str, room: &str, identity: &str) -> Ws {
     let (mut ws, _) = tokio_tungstenite::connect_async(url).await.unwrap();
     let t = token(room, identity, Grants::default(), 60);
-    ws.send(Message::text(serde_json::json!({"type":"join","token":t}).to_string())).await.unwrap();
+    ws.send(Message::text(
+        serde_json::json!({"type":"join","token":t}).to_string(),
+    ))
+    .await
+    .unwrap();
     loop {
-        match tokio::time::timeout(Duration::from_secs(5), ws.next()).await.unwrap().unwrap().unwrap() {
+        match tokio::time::timeout(Duration::from_secs(5), ws.next())
+            .await
+            .unwrap()
+            .unwrap()
+            .unwrap()
+        {
             Message::Text(t) if t.contains("\"joined\"") => return ws,
             Message::Text(t) => panic!("unexpected before joined: {t}"),
             _ => continue,
@@ -51,7 +68,12 @@ async fn joined_client(url: &str, room: &str, identity: &str) -> Ws {
 async fn still_answers(ws: &mut Ws) {
     ws.send(Message::text(r#"{"type":"ping"}"#)).await.unwrap();
     loop {
-        match tokio::time::timeout(Duration::from_secs(5), ws.next()).await.unwrap().unwrap().unwrap() {
+        match tokio::time::timeout(Duration::from_secs(5), ws.next())
+            .await
+            .unwrap()
+            .unwrap()
+            .unwrap()
+        {
             Message::Text(t) if t.contains("\"pong\"") => return,
             _ => continue,
         }
@@ -68,7 +90,10 @@ async fn a_connection_that_never_joins_is_closed_after_the_join_timeout() {
     let close = closed_by_server(&mut silent, JOIN_TIMEOUT + Duration::from_secs(5)).await;
     let took = t0.elapsed();
     assert_eq!(close, Some((CloseCode::Policy, "join timeout".to_string())));
-    assert!(took >= JOIN_TIMEOUT - Duration::from_millis(500), "not before the timeout: {took:?}");
+    assert!(
+        took >= JOIN_TIMEOUT - Duration::from_millis(500),
+        "not before the timeout: {took:?}"
+    );
     still_answers(&mut normal).await;
 }
 
@@ -79,16 +104,35 @@ async fn a_client_over_its_message_rate_is_closed_and_the_room_goes_on() {
     let mut normal = joined_client(&url, "busy", "alice").await;
     let mut flooder = joined_client(&url, "busy", "mallory").await;
     for _ in 0..MESSAGE_BURST * 4 {
-        if flooder.send(Message::text(r#"{"type":"ping"}"#)).await.is_err() {
+        if flooder
+            .send(Message::text(r#"{"type":"ping"}"#))
+            .await
+            .is_err()
+        {
             break;
         }
     }
     let close = closed_by_server(&mut flooder, Duration::from_secs(5)).await;
-    assert_eq!(close, Some((CloseCode::Policy, "too many messages".to_string())));
+    assert_eq!(
+        close,
+        Some((CloseCode::Policy, "too many messages".to_string()))
+    );
     still_answers(&mut normal).await;
     // The flooder's session is gone from the room; the normal one stays.
-    let r = call(&app, Method::GET, "/api/rooms/busy", &[("authorization", &basic())], Body::empty()).await;
-    let who: Vec<String> = r.json()["participants"].as_array().unwrap().iter().map(|p| p["identity"].as_str().unwrap().to_string()).collect();
+    let r = call(
+        &app,
+        Method::GET,
+        "/api/rooms/busy",
+        &[("authorization", &basic())],
+        Body::empty(),
+    )
+    .await;
+    let who: Vec<String> = r.json()["participants"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .map(|p| p["identity"].as_str().unwrap().to_string())
+        .collect();
     assert_eq!(who, vec!["alice".to_string()]);
 }
 
@@ -98,7 +142,10 @@ async fn a_message_over_the_size_limit_ends_the_connection() {
     let url = serve(app).await;
     let mut normal = joined_client(&url, "big", "alice").await;
     let (mut big, _) = tokio_tungstenite::connect_async(&url).await.unwrap();
-    let huge = format!(r#"{{"type":"join","token":"{}"}}"#, "x".repeat(MAX_MESSAGE + 1));
+    let huge = format!(
+        r#"{{"type":"join","token":"{}"}}"#,
+        "x".repeat(MAX_MESSAGE + 1)
+    );
     let _ = big.send(Message::text(huge)).await;
     // Closed with "message too big" (1009) or cut off; either way, not answered.
     match closed_by_server(&mut big, Duration::from_secs(5)).await {
@@ -106,4 +153,159 @@ async fn a_message_over_the_size_limit_ends_the_connection() {
         Some((code, _)) => assert_eq!(code, CloseCode::Size),
     }
     still_answers(&mut normal).await;
+}
+
+/// The HTTPS listener of `local`/`serve` with short deadlines, on a loopback port; returns its
+/// address and the development CA's client config.
+async fn serve_https(app: Arc<App>, per_source: u32) -> (SocketAddr, Arc<rustls::ClientConfig>) {
+    let _ = rustls::crypto::aws_lc_rs::default_provider().install_default();
+    let dir = std::env::temp_dir().join(format!("cp-abuse-{}", control_plane::secret::random(8)));
+    let (paths, _) = certs::ensure_dev(&dir, &certs::default_names(&[])).unwrap();
+    let tls = axum_server::tls_rustls::RustlsConfig::from_config(Arc::new(
+        certs::server_config(&paths).unwrap(),
+    ));
+    let client = Arc::new(certs::client_config(paths.ca.as_ref().unwrap()).unwrap());
+    let listener = std::net::TcpListener::bind("127.0.0.1:0").unwrap();
+    listener.set_nonblocking(true).unwrap();
+    let addr = listener.local_addr().unwrap();
+    let limits = HttpLimits {
+        connections: Limits {
+            total: 5000,
+            per_source,
+        },
+        handshake: HANDSHAKE,
+        headers: HEADERS,
+        idle: IDLE,
+    };
+    tokio::spawn(launch::serve_https(listener, tls, router(app), limits));
+    (addr, client)
+}
+
+const HANDSHAKE: Duration = Duration::from_secs(2);
+const HEADERS: Duration = Duration::from_secs(2);
+const IDLE: Duration = Duration::from_secs(4);
+
+/// A TCP connection to `to` from the loopback address `from` (127.0.0.0/8 is all ours).
+async fn tcp_from(from: [u8; 4], to: SocketAddr) -> std::io::Result<tokio::net::TcpStream> {
+    let s = tokio::net::TcpSocket::new_v4()?;
+    s.bind(SocketAddr::from((from, 0)))?;
+    s.connect(to).await
+}
+
+/// TLS to the listener, from `from`.
+async fn tls_from(
+    from: [u8; 4],
+    to: SocketAddr,
+    client: &Arc<rustls::ClientConfig>,
+) -> tokio_rustls::client::TlsStream<tokio::net::TcpStream> {
+    let tcp = tcp_from(from, to).await.unwrap();
+    let name = rustls::pki_types::ServerName::try_from("localhost").unwrap();
+    tokio_rustls::TlsConnector::from(client.clone())
+        .connect(name, tcp)
+        .await
+        .unwrap()
+}
+
+/// `GET /healthz` over a fresh TLS connection from 127.0.0.1: the normal client.
+async fn healthz_ok(to: SocketAddr, client: &Arc<rustls::ClientConfig>) {
+    use tokio::io::{AsyncReadExt, AsyncWriteExt};
+    let mut s = tokio::time::timeout(Duration::from_secs(5), tls_from([127, 0, 0, 1], to, client))
+        .await
+        .expect("normal client's TLS in time");
+    s.write_all(b"GET /healthz HTTP/1.1\r\nhost: localhost\r\nconnection: close\r\n\r\n")
+        .await
+        .unwrap();
+    let mut out = Vec::new();
+    tokio::time::timeout(Duration::from_secs(5), s.read_to_end(&mut out))
+        .await
+        .expect("normal client's answer in time")
+        .ok();
+    let text = String::from_utf8_lossy(&out);
+    assert!(text.starts_with("HTTP/1.1 200"), "{text}");
+}
+
+/// Waits until the server ends `s` (EOF or reset); the time it took, or None after `within`.
+async fn ended<S: tokio::io::AsyncRead + Unpin>(s: &mut S, within: Duration) -> Option<Duration> {
+    use tokio::io::AsyncReadExt;
+    let t0 = Instant::now();
+    let mut buf = [0u8; 256];
+    loop {
+        match tokio::time::timeout_at((t0 + within).into(), s.read(&mut buf)).await {
+            Err(_) => return None,
+            Ok(Ok(0)) | Ok(Err(_)) => return Some(t0.elapsed()),
+            Ok(Ok(_)) => continue,
+        }
+    }
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn silent_tcp_connections_get_at_most_their_share_and_then_the_handshake_deadline() {
+    let (addr, client) = serve_https(app_with_node(settings()), 50).await;
+    // 2000 connections from one address that never start TLS.
+    let mut silent = Vec::new();
+    for _ in 0..2000 {
+        silent.push(tcp_from([127, 0, 0, 2], addr).await.unwrap());
+    }
+    healthz_ok(addr, &client).await;
+    // All but the address's 50 are cut at once; those 50 at the handshake deadline.
+    let ends = futures_util::future::join_all(
+        silent
+            .iter_mut()
+            .map(|s| ended(s, HANDSHAKE + Duration::from_secs(3))),
+    )
+    .await;
+    let late: Vec<Duration> = ends
+        .iter()
+        .map(|e| e.expect("every silent connection ends"))
+        .filter(|d| *d > Duration::from_secs(1))
+        .collect();
+    assert_eq!(
+        late.len(),
+        50,
+        "only the per-address share waits for the handshake deadline"
+    );
+    assert!(
+        late.iter()
+            .all(|d| *d >= HANDSHAKE - Duration::from_millis(300)),
+        "{late:?}"
+    );
+    healthz_ok(addr, &client).await;
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn connections_stalled_in_their_headers_or_silent_after_tls_are_closed() {
+    use tokio::io::AsyncWriteExt;
+    let (addr, client) = serve_https(app_with_node(settings()), 200).await;
+    let mut stalled = Vec::new();
+    for _ in 0..100 {
+        let mut s = tls_from([127, 0, 0, 3], addr, &client).await;
+        s.write_all(b"GET /healthz HTTP/1.1\r\nhost: localhost\r\nx-slow: ")
+            .await
+            .unwrap();
+        stalled.push(s);
+    }
+    let mut quiet = Vec::new();
+    for _ in 0..20 {
+        quiet.push(tls_from([127, 0, 0, 4], addr, &client).await);
+    }
+    healthz_ok(addr, &client).await;
+    let ends = futures_util::future::join_all(
+        stalled
+            .iter_mut()
+            .map(|s| ended(s, HEADERS + Duration::from_secs(3))),
+    )
+    .await;
+    assert!(
+        ends.iter()
+            .all(|e| e.is_some_and(|d| d >= HEADERS - Duration::from_millis(300))),
+        "headers deadline: {ends:?}"
+    );
+    let ends = futures_util::future::join_all(
+        quiet
+            .iter_mut()
+            .map(|s| ended(s, IDLE + Duration::from_secs(3))),
+    )
+    .await;
+    assert!(ends.iter().all(Option::is_some), "idle deadline: {ends:?}");
+    healthz_ok(addr, &client).await;
 }
