@@ -138,6 +138,11 @@ fn main() -> anyhow::Result<()> {
         .with_env_filter(tracing_subscriber::EnvFilter::try_from_default_env().unwrap_or_else(|_| "info".into()))
         .init();
     let args = parse_args()?;
+    // Each TCP/TLS client holds a descriptor; coturn raises the limit at start too.
+    match rlimit::increase_nofile_limit(u64::MAX) {
+        Ok(n) => tracing::debug!(open_files = n, "open-files limit"),
+        Err(e) => tracing::warn!(error = %e, "could not raise the open-files limit"),
+    }
 
     let credentials = if args.use_auth_secret {
         let Some(secret) = args.static_auth_secret.clone().filter(|s| !s.is_empty()) else {
