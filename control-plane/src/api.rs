@@ -40,9 +40,7 @@ pub fn check_basic(app: &App, headers: &HeaderMap) -> Result<(), ApiError> {
         .get("authorization")
         .and_then(|v| v.to_str().ok())
         .ok_or_else(|| ApiError::Unauthorized("missing Basic credentials".into()))?;
-    let encoded = value
-        .strip_prefix("Basic ")
-        .ok_or_else(|| ApiError::Unauthorized("expected Basic credentials".into()))?;
+    let encoded = value.strip_prefix("Basic ").ok_or_else(|| ApiError::Unauthorized("expected Basic credentials".into()))?;
     let decoded = base64::engine::general_purpose::STANDARD
         .decode(encoded.trim())
         .map_err(|_| ApiError::Unauthorized("malformed Basic credentials".into()))?;
@@ -66,11 +64,7 @@ pub struct CreateRoom {
 }
 
 /// `POST /api/rooms`.
-pub async fn create_room(
-    State(app): State<Arc<App>>,
-    headers: HeaderMap,
-    body: Result<ApiJson<CreateRoom>, ApiError>,
-) -> Result<impl IntoResponse, ApiError> {
+pub async fn create_room(State(app): State<Arc<App>>, headers: HeaderMap, body: Result<ApiJson<CreateRoom>, ApiError>) -> Result<impl IntoResponse, ApiError> {
     check_basic(&app, &headers)?;
     let ApiJson(body) = body?;
     let view = app.create_room(&body.name, body.max_participants)?;
@@ -78,22 +72,13 @@ pub async fn create_room(
 }
 
 /// `GET /api/rooms`.
-pub async fn list_rooms(
-    State(app): State<Arc<App>>,
-    headers: HeaderMap,
-) -> Result<Json<Vec<RoomView>>, ApiError> {
+pub async fn list_rooms(State(app): State<Arc<App>>, headers: HeaderMap) -> Result<Json<Vec<RoomView>>, ApiError> {
     check_basic(&app, &headers)?;
-    Ok(Json(
-        app.lock().rooms.values().map(|r| r.view(false)).collect(),
-    ))
+    Ok(Json(app.lock().rooms.values().map(|r| r.view(false)).collect()))
 }
 
 /// `GET /api/rooms/{room}`: the room with participants and tracks.
-pub async fn get_room(
-    State(app): State<Arc<App>>,
-    headers: HeaderMap,
-    Path(room): Path<String>,
-) -> Result<Json<RoomView>, ApiError> {
+pub async fn get_room(State(app): State<Arc<App>>, headers: HeaderMap, Path(room): Path<String>) -> Result<Json<RoomView>, ApiError> {
     check_basic(&app, &headers)?;
     let st = app.lock();
     let r = st.rooms.get(&room).ok_or(ApiError::RoomNotFound(room))?;
@@ -101,11 +86,7 @@ pub async fn get_room(
 }
 
 /// `DELETE /api/rooms/{room}`: disconnects everyone and deletes the room.
-pub async fn delete_room(
-    State(app): State<Arc<App>>,
-    headers: HeaderMap,
-    Path(room): Path<String>,
-) -> Result<StatusCode, ApiError> {
+pub async fn delete_room(State(app): State<Arc<App>>, headers: HeaderMap, Path(room): Path<String>) -> Result<StatusCode, ApiError> {
     check_basic(&app, &headers)?;
     app.delete_room(&room)?;
     Ok(StatusCode::NO_CONTENT)
@@ -142,9 +123,7 @@ fn default_ttl() -> u64 {
 /// Validates an identity.
 pub fn validate_identity(identity: &str) -> Result<(), ApiError> {
     if identity.is_empty() || identity.len() > 128 || identity.chars().any(char::is_control) {
-        return Err(ApiError::BadRequest(
-            "identity must be 1-128 printable characters".into(),
-        ));
+        return Err(ApiError::BadRequest("identity must be 1-128 printable characters".into()));
     }
     Ok(())
 }
@@ -159,65 +138,36 @@ pub async fn create_token(
     check_basic(&app, &headers)?;
     let ApiJson(body) = body?;
     validate_identity(&body.identity)?;
-    if body.ttl_seconds == 0 || body.ttl_seconds > 30 * 24 * 3600 {
-        return Err(ApiError::BadRequest(
-            "ttl_seconds must be between 1 and 2592000".into(),
-        ));
+    if body.ttl_seconds == 0 || body.ttl_seconds > crate::token::MAX_TTL {
+        return Err(ApiError::BadRequest("ttl_seconds must be between 1 and 2592000".into()));
     }
     if !app.lock().rooms.contains_key(&room) {
         return Err(ApiError::RoomNotFound(room));
     }
-    let grants = Grants {
-        can_publish: body.can_publish,
-        can_subscribe: body.can_subscribe,
-        auto_subscribe: body.auto_subscribe,
-    };
-    let token = app
-        .keys
-        .mint(&room, &body.identity, grants, body.ttl_seconds)?;
-    Ok((
-        StatusCode::CREATED,
-        Json(serde_json::json!({ "token": token })),
-    ))
+    let grants = Grants { can_publish: body.can_publish, can_subscribe: body.can_subscribe, auto_subscribe: body.auto_subscribe };
+    let token = app.keys.mint(&room, &body.identity, grants, body.ttl_seconds)?;
+    Ok((StatusCode::CREATED, Json(serde_json::json!({ "token": token }))))
 }
 
 /// `DELETE /api/rooms/{room}/participants/{identity}`: disconnects every session of that identity.
-pub async fn kick(
-    State(app): State<Arc<App>>,
-    headers: HeaderMap,
-    Path((room, identity)): Path<(String, String)>,
-) -> Result<StatusCode, ApiError> {
+pub async fn kick(State(app): State<Arc<App>>, headers: HeaderMap, Path((room, identity)): Path<(String, String)>) -> Result<StatusCode, ApiError> {
     check_basic(&app, &headers)?;
     let sessions: Vec<String> = {
         let st = app.lock();
-        let r = st
-            .rooms
-            .get(&room)
-            .ok_or_else(|| ApiError::RoomNotFound(room.clone()))?;
-        r.participants
-            .values()
-            .filter(|p| p.identity == identity)
-            .map(|p| p.session.clone())
-            .collect()
+        let r = st.rooms.get(&room).ok_or_else(|| ApiError::RoomNotFound(room.clone()))?;
+        r.participants.values().filter(|p| p.identity == identity).map(|p| p.session.clone()).collect()
     };
     if sessions.is_empty() {
         return Err(ApiError::NotFound(format!("participant {identity}")));
     }
     for s in sessions {
-        app.remove(
-            &s,
-            true,
-            Some(ServerMsg::error(ErrorCode::Kicked, "removed by the server")),
-        );
+        app.remove(&s, true, Some(ServerMsg::error(ErrorCode::Kicked, "removed by the server")));
     }
     Ok(StatusCode::NO_CONTENT)
 }
 
 /// `GET /api/nodes`: registered media-plane nodes with per-core load.
-pub async fn list_nodes(
-    State(app): State<Arc<App>>,
-    headers: HeaderMap,
-) -> Result<Json<serde_json::Value>, ApiError> {
+pub async fn list_nodes(State(app): State<Arc<App>>, headers: HeaderMap) -> Result<Json<serde_json::Value>, ApiError> {
     check_basic(&app, &headers)?;
     let st = app.lock();
     let nodes: Vec<_> = st

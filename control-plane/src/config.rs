@@ -200,47 +200,32 @@ impl ServerArgs {
     pub fn resolve(&self, local_mode: bool) -> Result<Config, ConfigError> {
         let file = match &self.config {
             Some(p) => {
-                let text =
-                    std::fs::read_to_string(p).map_err(|e| ConfigError::Read(p.clone(), e))?;
+                let text = std::fs::read_to_string(p).map_err(|e| ConfigError::Read(p.clone(), e))?;
                 toml::from_str::<FileConfig>(&text).map_err(|e| ConfigError::Parse(p.clone(), e))?
             }
             None => FileConfig::default(),
         };
-        let data_dir = self
-            .data_dir
-            .clone()
-            .or(file.data_dir)
-            .unwrap_or_else(|| PathBuf::from("data"));
+        let data_dir = self.data_dir.clone().or(file.data_dir).unwrap_or_else(|| PathBuf::from("data"));
         let api_key = self.api_key.clone().or(file.api_key);
         let api_secret = self.api_secret.clone().or(file.api_secret);
         let node_secret = self.node_secret.clone().or(file.node_secret);
         if api_key.is_some() != api_secret.is_some() {
-            return Err(ConfigError::Invalid(
-                "--api-key and --api-secret must be set together".into(),
-            ));
+            return Err(ConfigError::Invalid("--api-key and --api-secret must be set together".into()));
         }
         if let Some(s) = &api_secret {
             if s.len() < 32 {
-                return Err(ConfigError::Invalid(
-                    "--api-secret must be at least 32 characters".into(),
-                ));
+                return Err(ConfigError::Invalid("--api-secret must be at least 32 characters".into()));
             }
         }
         if node_secret.as_ref().is_some_and(|s| s.len() < 16) {
-            return Err(ConfigError::Invalid(
-                "--node-secret must be at least 16 characters".into(),
-            ));
+            return Err(ConfigError::Invalid("--node-secret must be at least 16 characters".into()));
         }
         let tls_cert = self.tls_cert.clone().or(file.tls_cert);
         let tls_key = self.tls_key.clone().or(file.tls_key);
         let tls = match (tls_cert, tls_key) {
             (Some(c), Some(k)) => Some((c, k)),
             (None, None) => None,
-            _ => {
-                return Err(ConfigError::Invalid(
-                    "--tls-cert and --tls-key must be set together".into(),
-                ))
-            }
+            _ => return Err(ConfigError::Invalid("--tls-cert and --tls-key must be set together".into())),
         };
 
         let secrets_path = data_dir.join("secrets.toml");
@@ -254,10 +239,7 @@ impl ServerArgs {
                     stored.api_secret = Some(secret::random(48));
                     generated = true;
                 }
-                (
-                    stored.api_key.clone().unwrap_or_default(),
-                    stored.api_secret.clone().unwrap_or_default(),
-                )
+                (stored.api_key.clone().unwrap_or_default(), stored.api_secret.clone().unwrap_or_default())
             }
         };
         let node_secret = match node_secret {
@@ -281,11 +263,7 @@ impl ServerArgs {
         if generated {
             store_secrets(&secrets_path, &stored)?;
         }
-        let public_ip: Vec<std::net::IpAddr> = self
-            .public_ip
-            .clone()
-            .or(file.public_ip)
-            .unwrap_or_default();
+        let public_ip: Vec<std::net::IpAddr> = self.public_ip.clone().or(file.public_ip).unwrap_or_default();
         let turn = match turn_secret {
             Some(secret) => {
                 let host = self
@@ -300,19 +278,13 @@ impl ServerArgs {
                     host,
                     port: self.turn_port.or(file.turn_port).unwrap_or(3478),
                     tls_port: self.turns_port.or(file.turns_port).unwrap_or(5349),
-                    ttl: self
-                        .turn_credential_ttl
-                        .or(file.turn_credential_ttl)
-                        .unwrap_or(21600),
+                    ttl: self.turn_credential_ttl.or(file.turn_credential_ttl).unwrap_or(21600),
                 })
             }
             None => None,
         };
         Ok(Config {
-            http_addr: self
-                .http_addr
-                .or(file.http_addr)
-                .unwrap_or_else(|| SocketAddr::from(([0, 0, 0, 0], 8443))),
+            http_addr: self.http_addr.or(file.http_addr).unwrap_or_else(|| SocketAddr::from(([0, 0, 0, 0], 8443))),
             data_dir,
             api_key,
             api_secret,
@@ -321,30 +293,12 @@ impl ServerArgs {
             tls,
             public_ip,
             open_join: self.open_join.or(file.open_join).unwrap_or(local_mode),
-            default_max_participants: self
-                .default_max_participants
-                .or(file.default_max_participants)
-                .unwrap_or(0),
-            auto_create_rooms: self
-                .auto_create_rooms
-                .or(file.auto_create_rooms)
-                .unwrap_or(true),
-            core_busy_limit: self
-                .core_busy_limit
-                .or(file.core_busy_limit)
-                .unwrap_or(85)
-                .min(100),
+            default_max_participants: self.default_max_participants.or(file.default_max_participants).unwrap_or(0),
+            auto_create_rooms: self.auto_create_rooms.or(file.auto_create_rooms).unwrap_or(true),
+            core_busy_limit: self.core_busy_limit.or(file.core_busy_limit).unwrap_or(85).min(100),
             turn,
-            max_connections: self
-                .max_connections
-                .or(file.max_connections)
-                .unwrap_or(10_000)
-                .max(1),
-            max_connections_per_ip: self
-                .max_connections_per_ip
-                .or(file.max_connections_per_ip)
-                .unwrap_or(200)
-                .max(1),
+            max_connections: self.max_connections.or(file.max_connections).unwrap_or(10_000).max(1),
+            max_connections_per_ip: self.max_connections_per_ip.or(file.max_connections_per_ip).unwrap_or(200).max(1),
         })
     }
 }
@@ -354,10 +308,7 @@ mod tests {
     use super::*;
 
     fn args(dir: &Path) -> ServerArgs {
-        ServerArgs {
-            data_dir: Some(dir.to_path_buf()),
-            ..Default::default()
-        }
+        ServerArgs { data_dir: Some(dir.to_path_buf()), ..Default::default() }
     }
 
     #[test]
@@ -367,10 +318,7 @@ mod tests {
         assert!(a.generated_secrets && a.api_secret.len() >= 32);
         let b = args(&dir).resolve(true).unwrap();
         assert!(!b.generated_secrets);
-        assert_eq!(
-            (a.api_key, a.api_secret, a.node_secret),
-            (b.api_key, b.api_secret, b.node_secret)
-        );
+        assert_eq!((a.api_key, a.api_secret, a.node_secret), (b.api_key, b.api_secret, b.node_secret));
         let _ = std::fs::remove_dir_all(dir);
     }
 
@@ -379,11 +327,7 @@ mod tests {
         let dir = std::env::temp_dir().join(format!("cp-cfg-{}", secret::random(8)));
         std::fs::create_dir_all(&dir).unwrap();
         let file = dir.join("c.toml");
-        std::fs::write(
-            &file,
-            "http_addr = \"127.0.0.1:9000\"\ndefault_max_participants = 7\n",
-        )
-        .unwrap();
+        std::fs::write(&file, "http_addr = \"127.0.0.1:9000\"\ndefault_max_participants = 7\n").unwrap();
         let mut a = args(&dir);
         a.config = Some(file.clone());
         a.http_addr = Some("127.0.0.1:9001".parse().unwrap());
@@ -398,11 +342,7 @@ mod tests {
         b.api_key = Some("k".into());
         assert!(matches!(b.resolve(false), Err(ConfigError::Invalid(_))));
         b.api_secret = Some("short".into());
-        assert!(b
-            .resolve(false)
-            .unwrap_err()
-            .to_string()
-            .contains("at least 32"));
+        assert!(b.resolve(false).unwrap_err().to_string().contains("at least 32"));
         let _ = std::fs::remove_dir_all(dir);
     }
 }

@@ -74,19 +74,12 @@ impl ApiError {
             ApiError::NotFound(_) => (StatusCode::NOT_FOUND, ErrorCode::NotFound),
             ApiError::RoomExists(_) => (StatusCode::CONFLICT, ErrorCode::RoomExists),
             ApiError::RoomFull(_) => (StatusCode::CONFLICT, ErrorCode::RoomFull),
-            ApiError::PayloadTooLarge => {
-                (StatusCode::PAYLOAD_TOO_LARGE, ErrorCode::PayloadTooLarge)
-            }
-            ApiError::UnsupportedMediaType(_) => (
-                StatusCode::UNSUPPORTED_MEDIA_TYPE,
-                ErrorCode::UnsupportedMediaType,
-            ),
+            ApiError::PayloadTooLarge => (StatusCode::PAYLOAD_TOO_LARGE, ErrorCode::PayloadTooLarge),
+            ApiError::UnsupportedMediaType(_) => (StatusCode::UNSUPPORTED_MEDIA_TYPE, ErrorCode::UnsupportedMediaType),
             ApiError::NoMediaNode => (StatusCode::SERVICE_UNAVAILABLE, ErrorCode::NoMediaNode),
             ApiError::NoCapacity => (StatusCode::SERVICE_UNAVAILABLE, ErrorCode::NoCapacity),
             ApiError::MediaTimeout => (StatusCode::GATEWAY_TIMEOUT, ErrorCode::MediaTimeout),
-            ApiError::MethodNotAllowed => {
-                (StatusCode::METHOD_NOT_ALLOWED, ErrorCode::MethodNotAllowed)
-            }
+            ApiError::MethodNotAllowed => (StatusCode::METHOD_NOT_ALLOWED, ErrorCode::MethodNotAllowed),
             ApiError::TrackNotFound(_) => (StatusCode::NOT_FOUND, ErrorCode::TrackNotFound),
             ApiError::BadSettings(_) => (StatusCode::BAD_REQUEST, ErrorCode::BadSettings),
         }
@@ -101,16 +94,9 @@ impl ApiError {
 impl IntoResponse for ApiError {
     fn into_response(self) -> Response {
         let (status, code) = self.parts();
-        let mut res = (
-            status,
-            Json(serde_json::json!({ "error": code.as_str(), "message": self.to_string() })),
-        )
-            .into_response();
+        let mut res = (status, Json(serde_json::json!({ "error": code.as_str(), "message": self.to_string() }))).into_response();
         if status == StatusCode::UNAUTHORIZED {
-            res.headers_mut().insert(
-                "www-authenticate",
-                axum::http::HeaderValue::from_static("Basic realm=\"conference\", Bearer"),
-            );
+            res.headers_mut().insert("www-authenticate", axum::http::HeaderValue::from_static("Basic realm=\"conference\", Bearer"));
         }
         res
     }

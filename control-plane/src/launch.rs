@@ -17,11 +17,7 @@ use crate::state::{App, Settings};
 
 /// The machine's primary IPv4 address, if any.
 pub fn primary_ipv4() -> Option<IpAddr> {
-    if_addrs::get_if_addrs()
-        .ok()?
-        .into_iter()
-        .find(|i| !i.is_loopback() && i.ip().is_ipv4())
-        .map(|i| i.ip())
+    if_addrs::get_if_addrs().ok()?.into_iter().find(|i| !i.is_loopback() && i.ip().is_ipv4()).map(|i| i.ip())
 }
 
 /// A bound HTTPS server ready to run.
@@ -40,11 +36,7 @@ pub struct Prepared {
 /// Loads or generates certificates, builds the state and binds the listener.
 pub fn prepare(cfg: &Config) -> anyhow::Result<Prepared> {
     let paths = match &cfg.tls {
-        Some((cert, key)) => certs::CertPaths {
-            cert: cert.clone(),
-            key: key.clone(),
-            ca: None,
-        },
+        Some((cert, key)) => certs::CertPaths { cert: cert.clone(), key: key.clone(), ca: None },
         None => {
             let mut extra: Vec<String> = cfg.public_ip.iter().map(|i| i.to_string()).collect();
             if let Some(ip) = primary_ipv4() {
@@ -53,8 +45,7 @@ pub fn prepare(cfg: &Config) -> anyhow::Result<Prepared> {
             if !cfg.http_addr.ip().is_unspecified() {
                 extra.push(cfg.http_addr.ip().to_string());
             }
-            let (paths, generated) =
-                certs::ensure_dev(&cfg.data_dir.join("certs"), &certs::default_names(&extra))?;
+            let (paths, generated) = certs::ensure_dev(&cfg.data_dir.join("certs"), &certs::default_names(&extra))?;
             if generated {
                 if let Some(ca) = &paths.ca {
                     println!("{}", certs::trust_instructions(ca));
@@ -63,8 +54,7 @@ pub fn prepare(cfg: &Config) -> anyhow::Result<Prepared> {
             paths
         }
     };
-    let tls =
-        axum_server::tls_rustls::RustlsConfig::from_config(Arc::new(certs::server_config(&paths)?));
+    let tls = axum_server::tls_rustls::RustlsConfig::from_config(Arc::new(certs::server_config(&paths)?));
     let settings = Settings {
         auto_create_rooms: cfg.auto_create_rooms,
         default_max_participants: cfg.default_max_participants,
@@ -73,41 +63,18 @@ pub fn prepare(cfg: &Config) -> anyhow::Result<Prepared> {
         turn: cfg.turn.clone(),
         core_busy_limit: cfg.core_busy_limit * 10,
     };
-    let app = App::new(
-        settings,
-        cfg.api_key.clone(),
-        cfg.api_secret.clone(),
-        cfg.node_secret.clone(),
-    );
-    let listener =
-        TcpListener::bind(cfg.http_addr).with_context(|| format!("binding {}", cfg.http_addr))?;
+    let app = App::new(settings, cfg.api_key.clone(), cfg.api_secret.clone(), cfg.node_secret.clone());
+    let listener = TcpListener::bind(cfg.http_addr).with_context(|| format!("binding {}", cfg.http_addr))?;
     listener.set_nonblocking(true)?;
     let addr = listener.local_addr()?;
     // Each connection holds a descriptor; keep some for the rest of the process.
     let files = raise_open_files();
-    let total = cfg
-        .max_connections
-        .min(u32::try_from(files.saturating_sub(256)).unwrap_or(u32::MAX))
-        .max(1);
+    let total = cfg.max_connections.min(u32::try_from(files.saturating_sub(256)).unwrap_or(u32::MAX)).max(1);
     if total < cfg.max_connections {
-        tracing::warn!(
-            files,
-            total,
-            "the open-files limit lowers --max-connections"
-        );
+        tracing::warn!(files, total, "the open-files limit lowers --max-connections");
     }
-    let limits = HttpLimits::with_connections(Limits {
-        total,
-        per_source: cfg.max_connections_per_ip,
-    });
-    Ok(Prepared {
-        app,
-        addr,
-        ca: paths.ca,
-        listener,
-        tls,
-        limits,
-    })
+    let limits = HttpLimits::with_connections(Limits { total, per_source: cfg.max_connections_per_ip });
+    Ok(Prepared { app, addr, ca: paths.ca, listener, tls, limits })
 }
 
 impl Prepared {
@@ -129,24 +96,12 @@ pub async fn serve_https(
     limits: HttpLimits,
 ) -> std::io::Result<()> {
     let gated = GatedAcceptor::new(Gate::new(limits.connections), limits.idle);
-    let acceptor = axum_server::tls_rustls::RustlsAcceptor::new(tls)
-        .handshake_timeout(limits.handshake)
-        .acceptor(gated);
+    let acceptor = axum_server::tls_rustls::RustlsAcceptor::new(tls).handshake_timeout(limits.handshake).acceptor(gated);
     let mut server = axum_server::from_tcp(listener)?.acceptor(acceptor);
     // hyper's header deadline only runs with a timer.
-    server
-        .http_builder()
-        .http1()
-        .timer(TokioTimer::new())
-        .header_read_timeout(limits.headers);
-    server
-        .http_builder()
-        .http2()
-        .timer(TokioTimer::new())
-        .keep_alive_interval(limits.idle / 2);
-    server
-        .serve(router.into_make_service_with_connect_info::<SocketAddr>())
-        .await
+    server.http_builder().http1().timer(TokioTimer::new()).header_read_timeout(limits.headers);
+    server.http_builder().http2().timer(TokioTimer::new()).keep_alive_interval(limits.idle / 2);
+    server.serve(router.into_make_service_with_connect_info::<SocketAddr>()).await
 }
 
 /// Deadlines and connection limits of the HTTPS listener.
@@ -167,12 +122,7 @@ impl HttpLimits {
     /// (nginx allows 60 s for headers; browsers send them at once), 75 s idle (nginx's
     /// keep-alive time; signaling pings every 15 s).
     pub fn with_connections(connections: Limits) -> Self {
-        HttpLimits {
-            connections,
-            handshake: Duration::from_secs(10),
-            headers: Duration::from_secs(10),
-            idle: Duration::from_secs(75),
-        }
+        HttpLimits { connections, handshake: Duration::from_secs(10), headers: Duration::from_secs(10), idle: Duration::from_secs(75) }
     }
 }
 
@@ -182,9 +132,7 @@ pub fn raise_open_files() -> u64 {
         Ok(n) => n,
         Err(e) => {
             tracing::warn!(error = %e, "could not raise the open-files limit");
-            rlimit::getrlimit(rlimit::Resource::NOFILE)
-                .map(|(soft, _)| soft)
-                .unwrap_or(1024)
+            rlimit::getrlimit(rlimit::Resource::NOFILE).map(|(soft, _)| soft).unwrap_or(1024)
         }
     }
 }
@@ -194,10 +142,7 @@ impl Prepared {
     pub fn cert_paths(cfg: &Config) -> (PathBuf, PathBuf) {
         match &cfg.tls {
             Some((c, k)) => (c.clone(), k.clone()),
-            None => (
-                cfg.data_dir.join("certs").join("server.pem"),
-                cfg.data_dir.join("certs").join("server.key"),
-            ),
+            None => (cfg.data_dir.join("certs").join("server.pem"), cfg.data_dir.join("certs").join("server.key")),
         }
     }
 }
@@ -226,24 +171,16 @@ fn sibling_bin(name: &str, given: Option<&PathBuf>) -> anyhow::Result<PathBuf> {
     if !bin.exists() {
         // Under `cargo run`, build the sibling binary with the same profile.
         let Ok(cargo) = std::env::var("CARGO") else {
-            bail!(
-                "{} not found: build it with `cargo build --release -p {name}`",
-                bin.display()
-            );
+            bail!("{} not found: build it with `cargo build --release -p {name}`", bin.display());
         };
         let release = dir.ends_with("release");
-        println!(
-            "building {name} ({})...",
-            if release { "release" } else { "debug" }
-        );
+        println!("building {name} ({})...", if release { "release" } else { "debug" });
         let mut cmd = std::process::Command::new(cargo);
         cmd.args(["build", "-p", name]);
         if release {
             cmd.arg("--release");
         }
-        let status = cmd
-            .status()
-            .with_context(|| format!("running cargo build -p {name}"))?;
+        let status = cmd.status().with_context(|| format!("running cargo build -p {name}"))?;
         if !status.success() {
             bail!("building {name} failed");
         }
@@ -265,24 +202,14 @@ fn die_with_parent(cmd: &mut tokio::process::Command) {
 }
 
 /// Spawns the TURN relay with the control plane's REST secret, on the configured ports.
-pub fn spawn_relay(
-    cfg: &Config,
-    relay_bin: Option<&PathBuf>,
-) -> anyhow::Result<Option<tokio::process::Child>> {
-    let Some(turn) = &cfg.turn else {
-        return Ok(None);
-    };
+pub fn spawn_relay(cfg: &Config, relay_bin: Option<&PathBuf>) -> anyhow::Result<Option<tokio::process::Child>> {
+    let Some(turn) = &cfg.turn else { return Ok(None) };
     let bin = sibling_bin("relay", relay_bin)?;
     let (cert, key) = Prepared::cert_paths(cfg);
     let mut cmd = tokio::process::Command::new(&bin);
     cmd.env("TURN_STATIC_AUTH_SECRET", &turn.secret)
         .args(["--use-auth-secret", "--realm", "conference"])
-        .args([
-            "--listening-port",
-            &turn.port.to_string(),
-            "--tls-listening-port",
-            &turn.tls_port.to_string(),
-        ])
+        .args(["--listening-port", &turn.port.to_string(), "--tls-listening-port", &turn.tls_port.to_string()])
         .arg("--cert")
         .arg(cert)
         .arg("--pkey")
@@ -292,12 +219,7 @@ pub fn spawn_relay(
         .stdin(Stdio::null())
         .kill_on_drop(true);
     for ip in &cfg.public_ip {
-        cmd.args([
-            "--listening-ip",
-            &ip.to_string(),
-            "--relay-ip",
-            &ip.to_string(),
-        ]);
+        cmd.args(["--listening-ip", &ip.to_string(), "--relay-ip", &ip.to_string()]);
         if !ip.is_loopback() {
             cmd.args(["--allowed-peer-ip", &ip.to_string()]);
         }
@@ -308,18 +230,11 @@ pub fn spawn_relay(
         }
     }
     die_with_parent(&mut cmd);
-    Ok(Some(
-        cmd.spawn()
-            .with_context(|| format!("starting {}", bin.display()))?,
-    ))
+    Ok(Some(cmd.spawn().with_context(|| format!("starting {}", bin.display()))?))
 }
 
 /// Spawns the media-plane node that connects back to this control plane.
-pub fn spawn_media_plane(
-    cfg: &Config,
-    prepared: &Prepared,
-    opts: &ChildOptions,
-) -> anyhow::Result<tokio::process::Child> {
+pub fn spawn_media_plane(cfg: &Config, prepared: &Prepared, opts: &ChildOptions) -> anyhow::Result<tokio::process::Child> {
     let bin = sibling_bin("media-plane", opts.bin.as_ref())?;
     let mut cmd = tokio::process::Command::new(&bin);
     // The node dials the listener's own address (loopback when it listens on every address).
@@ -329,26 +244,16 @@ pub fn spawn_media_plane(
         std::net::IpAddr::V4(ip) => ip.to_string(),
         std::net::IpAddr::V6(ip) => format!("[{ip}]"),
     };
-    cmd.env(
-        "CONTROL_URL",
-        format!("wss://{host}:{}{}", prepared.addr.port(), link::LINK_PATH),
-    )
-    .env("NODE_SECRET", &cfg.node_secret)
-    .env("PORT_BASE", opts.port_base.to_string())
-    .stdin(Stdio::null())
-    .kill_on_drop(true);
+    cmd.env("CONTROL_URL", format!("wss://{host}:{}{}", prepared.addr.port(), link::LINK_PATH))
+        .env("NODE_SECRET", &cfg.node_secret)
+        .env("PORT_BASE", opts.port_base.to_string())
+        .stdin(Stdio::null())
+        .kill_on_drop(true);
     if let Some(ca) = &prepared.ca {
         cmd.env("CONTROL_CA", ca);
     }
     if !cfg.public_ip.is_empty() {
-        cmd.env(
-            "PUBLIC_IP",
-            cfg.public_ip
-                .iter()
-                .map(|i| i.to_string())
-                .collect::<Vec<_>>()
-                .join(","),
-        );
+        cmd.env("PUBLIC_IP", cfg.public_ip.iter().map(|i| i.to_string()).collect::<Vec<_>>().join(","));
     }
     if let Some(n) = opts.cores {
         cmd.env("CORES", n.to_string());
@@ -357,6 +262,5 @@ pub fn spawn_media_plane(
         cmd.env("FORCE_EPOLL", "true");
     }
     die_with_parent(&mut cmd);
-    cmd.spawn()
-        .with_context(|| format!("starting {}", bin.display()))
+    cmd.spawn().with_context(|| format!("starting {}", bin.display()))
 }

@@ -14,12 +14,7 @@ pub struct Bucket {
 impl Bucket {
     /// A full bucket at `now`.
     pub fn new(now: Instant, burst: u32, per_second: u32) -> Self {
-        Bucket {
-            tokens: f64::from(burst),
-            burst: f64::from(burst),
-            per_second: f64::from(per_second),
-            at: now,
-        }
+        Bucket { tokens: f64::from(burst), burst: f64::from(burst), per_second: f64::from(per_second), at: now }
     }
 
     /// Takes a token at `now`; false when the bucket is empty (the event is over the limit).
@@ -44,18 +39,10 @@ mod tests {
     fn a_burst_then_the_rate() {
         let t0 = Instant::now();
         let mut b = Bucket::new(t0, 5, 10);
-        assert_eq!(
-            (0..8).filter(|_| b.take(t0)).count(),
-            5,
-            "the burst, then nothing at the same instant"
-        );
+        assert_eq!((0..8).filter(|_| b.take(t0)).count(), 5, "the burst, then nothing at the same instant");
         // One second later: ten more, at most the burst at once.
         let t1 = t0 + Duration::from_secs(1);
-        assert_eq!(
-            (0..20).filter(|_| b.take(t1)).count(),
-            5,
-            "refill is capped by the burst"
-        );
+        assert_eq!((0..20).filter(|_| b.take(t1)).count(), 5, "refill is capped by the burst");
         // A steady 10 a second goes through.
         let mut ok = 0;
         for i in 1..=50u32 {

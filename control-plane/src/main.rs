@@ -75,19 +75,12 @@ enum Cmd {
 
 fn init_tracing() {
     tracing_subscriber::fmt()
-        .with_env_filter(
-            tracing_subscriber::EnvFilter::try_from_default_env().unwrap_or_else(|_| "info".into()),
-        )
+        .with_env_filter(tracing_subscriber::EnvFilter::try_from_default_env().unwrap_or_else(|_| "info".into()))
         .init();
 }
 
 fn banner(cfg: &control_plane::config::Config, port: u16, local: bool) {
-    let host = cfg
-        .public_ip
-        .first()
-        .copied()
-        .or_else(launch::primary_ipv4)
-        .map(|i| i.to_string());
+    let host = cfg.public_ip.first().copied().or_else(launch::primary_ipv4).map(|i| i.to_string());
     println!();
     println!("  Open:        https://localhost:{port}/");
     if let Some(h) = host {
@@ -95,22 +88,12 @@ fn banner(cfg: &control_plane::config::Config, port: u16, local: bool) {
     }
     println!("  API key:     {}", cfg.api_key);
     if cfg.generated_secrets {
-        println!(
-            "  API secret:  {}   (generated once; stored in {})",
-            cfg.api_secret,
-            cfg.data_dir.join("secrets.toml").display()
-        );
+        println!("  API secret:  {}   (generated once; stored in {})", cfg.api_secret, cfg.data_dir.join("secrets.toml").display());
     } else {
-        println!(
-            "  API secret:  stored in {}",
-            cfg.data_dir.join("secrets.toml").display()
-        );
+        println!("  API secret:  stored in {}", cfg.data_dir.join("secrets.toml").display());
     }
     if !local {
-        println!(
-            "  Node secret: stored in {} (media-plane --node-secret)",
-            cfg.data_dir.join("secrets.toml").display()
-        );
+        println!("  Node secret: stored in {} (media-plane --node-secret)", cfg.data_dir.join("secrets.toml").display());
     }
     println!("  Stop:        press Ctrl-C");
     println!();
@@ -130,27 +113,11 @@ async fn main() -> anyhow::Result<()> {
         relay_bin: None,
         no_relay: false,
     }) {
-        Cmd::Token {
-            room,
-            identity,
-            ttl_seconds,
-            no_publish,
-            no_subscribe,
-            no_auto_subscribe,
-            server,
-        } => {
+        Cmd::Token { room, identity, ttl_seconds, no_publish, no_subscribe, no_auto_subscribe, server } => {
             let cfg = server.resolve(false)?;
             let keys = TokenKeys::new(&cfg.api_key, &cfg.api_secret);
-            let grants = Grants {
-                can_publish: !no_publish,
-                can_subscribe: !no_subscribe,
-                auto_subscribe: !no_auto_subscribe,
-            };
-            println!(
-                "{}",
-                keys.mint(&room, &identity, grants, ttl_seconds)
-                    .map_err(|e| anyhow::anyhow!("{e}"))?
-            );
+            let grants = Grants { can_publish: !no_publish, can_subscribe: !no_subscribe, auto_subscribe: !no_auto_subscribe };
+            println!("{}", keys.mint(&room, &identity, grants, ttl_seconds).map_err(|e| anyhow::anyhow!("{e}"))?);
             Ok(())
         }
         Cmd::Serve { server } => {
@@ -162,43 +129,20 @@ async fn main() -> anyhow::Result<()> {
                 _ = tokio::signal::ctrl_c() => Ok(()),
             }
         }
-        Cmd::Local {
-            server,
-            media_plane_bin,
-            media_port_base,
-            media_cores,
-            force_epoll,
-            relay_bin,
-            no_relay,
-        } => {
+        Cmd::Local { server, media_plane_bin, media_port_base, media_cores, force_epoll, relay_bin, no_relay } => {
             let mut cfg = server.resolve(true)?;
             if no_relay {
                 cfg.turn = None;
             }
             let prepared = launch::prepare(&cfg)?;
-            let opts = ChildOptions {
-                bin: media_plane_bin,
-                port_base: media_port_base,
-                cores: media_cores,
-                force_epoll,
-            };
-            let mut child = launch::spawn_media_plane(&cfg, &prepared, &opts)
-                .context("starting the media plane")?;
-            let relay =
-                launch::spawn_relay(&cfg, relay_bin.as_ref()).context("starting the relay")?;
+            let opts = ChildOptions { bin: media_plane_bin, port_base: media_port_base, cores: media_cores, force_epoll };
+            let mut child = launch::spawn_media_plane(&cfg, &prepared, &opts).context("starting the media plane")?;
+            let relay = launch::spawn_relay(&cfg, relay_bin.as_ref()).context("starting the relay")?;
             banner(&cfg, prepared.addr.port(), true);
             if let Some(t) = &cfg.turn {
-                println!(
-                    "  TURN relay:  turn:{}:{} (udp, tcp), turns:{}:{}; REST secret in {}\n",
-                    t.host,
-                    t.port,
-                    t.host,
-                    t.tls_port,
-                    cfg.data_dir.join("secrets.toml").display()
-                );
+                println!("  TURN relay:  turn:{}:{} (udp, tcp), turns:{}:{}; REST secret in {}\n", t.host, t.port, t.host, t.tls_port, cfg.data_dir.join("secrets.toml").display());
             }
-            let mut term =
-                tokio::signal::unix::signal(tokio::signal::unix::SignalKind::terminate())?;
+            let mut term = tokio::signal::unix::signal(tokio::signal::unix::SignalKind::terminate())?;
             let result = tokio::select! {
                 r = prepared.serve() => r,
                 status = child.wait() => Err(anyhow::anyhow!("the media plane exited ({status:?}); see its error above")),

@@ -15,45 +15,26 @@ use crate::secret;
 use crate::state::App;
 
 /// `GET /internal/link`: a node's link; refused with 401 without the node secret.
-pub async fn link(
-    State(app): State<Arc<App>>,
-    headers: HeaderMap,
-    upgrade: WebSocketUpgrade,
-) -> Response {
-    let given = headers
-        .get(SECRET_HEADER)
-        .map(|v| v.as_bytes())
-        .unwrap_or_default();
+pub async fn link(State(app): State<Arc<App>>, headers: HeaderMap, upgrade: WebSocketUpgrade) -> Response {
+    let given = headers.get(SECRET_HEADER).map(|v| v.as_bytes()).unwrap_or_default();
     if !secret::equal(given, app.node_secret.as_bytes()) {
         return ApiError::Unauthorized("bad node secret".into()).into_response();
     }
-    upgrade
-        .max_message_size(1 << 20)
-        .on_upgrade(move |socket| serve(app, socket))
+    upgrade.max_message_size(1 << 20).on_upgrade(move |socket| serve(app, socket))
 }
 
 async fn serve(app: Arc<App>, socket: WebSocket) {
     let (mut sink, mut stream) = socket.split();
     let (node, mut commands, generation) = match stream.next().await {
         Some(Ok(Message::Text(t))) => match serde_json::from_str::<LinkEvent>(&t) {
-            Ok(LinkEvent::Register {
-                version,
-                node,
-                addresses,
-                cores,
-                capacity_per_core,
-            }) if version == PROTOCOL_VERSION => {
+            Ok(LinkEvent::Register { version, node, addresses, cores, capacity_per_core }) if version == PROTOCOL_VERSION => {
                 tracing::info!(%node, ?addresses, cores = cores.len(), "media-plane node registered");
                 let ports = cores.iter().map(|c| c.port).collect();
-                let (rx, generation) =
-                    app.register_node(&node, addresses, ports, capacity_per_core);
+                let (rx, generation) = app.register_node(&node, addresses, ports, capacity_per_core);
                 (node, rx, generation)
             }
             Ok(LinkEvent::Register { version, .. }) => {
-                tracing::warn!(
-                    version,
-                    "node speaks another link protocol version; refused"
-                );
+                tracing::warn!(version, "node speaks another link protocol version; refused");
                 return;
             }
             _ => {

@@ -47,10 +47,7 @@ impl CoreLoad {
         if base == 0 || pending == 0 {
             return busy;
         }
-        busy.saturating_add(
-            (u64::from(pending) * u64::from(busy) / u64::from(base)).min(u64::from(u32::MAX))
-                as u32,
-        )
+        busy.saturating_add((u64::from(pending) * u64::from(busy) / u64::from(base)).min(u64::from(u32::MAX)) as u32)
     }
 
     /// Whether one more session fits: under the session capacity, the core's thread not
@@ -59,12 +56,8 @@ impl CoreLoad {
     /// they end; but while the core says it is at the limit, handshakes included, one more
     /// join only adds to them.
     pub fn has_room(&self) -> bool {
-        let busy = self
-            .busy_projected()
-            .max(self.committed_permille)
-            .max(u32::from(self.busy_permille));
-        self.load() < self.capacity
-            && (self.busy_limit >= 1000 || busy < u32::from(self.busy_limit))
+        let busy = self.busy_projected().max(self.committed_permille).max(u32::from(self.busy_permille));
+        self.load() < self.capacity && (self.busy_limit >= 1000 || busy < u32::from(self.busy_limit))
     }
 }
 
@@ -134,23 +127,14 @@ impl TrackRate {
     /// only raise it, so the window holds about one sample per second however many cores
     /// the node has.
     pub fn record(&mut self, now: std::time::Instant, pps_per_track: f64) {
-        while self
-            .recent
-            .front()
-            .is_some_and(|(t, _)| now.saturating_duration_since(*t) > Self::WINDOW)
-        {
+        while self.recent.front().is_some_and(|(t, _)| now.saturating_duration_since(*t) > Self::WINDOW) {
             self.recent.pop_front();
         }
         if !(pps_per_track.is_finite() && pps_per_track > 0.0) {
             return;
         }
         match self.recent.back_mut() {
-            Some((t, r))
-                if now.saturating_duration_since(*t)
-                    < std::time::Duration::from_secs(link::LOAD_INTERVAL_SECS) =>
-            {
-                *r = r.max(pps_per_track)
-            }
+            Some((t, r)) if now.saturating_duration_since(*t) < std::time::Duration::from_secs(link::LOAD_INTERVAL_SECS) => *r = r.max(pps_per_track),
             _ => self.recent.push_back((now, pps_per_track)),
         }
     }
@@ -158,10 +142,7 @@ impl TrackRate {
     /// The rate to price a forwarded track at: the highest remembered, or `current` if
     /// higher (0 when nothing is known).
     pub fn priced(&self, current: f64) -> f64 {
-        self.recent
-            .iter()
-            .map(|(_, r)| *r)
-            .fold(current.max(0.0), f64::max)
+        self.recent.iter().map(|(_, r)| *r).fold(current.max(0.0), f64::max)
     }
 }
 
@@ -180,12 +161,7 @@ pub fn least_loaded(cores: &[CoreLoad]) -> Option<(String, u32)> {
     cores
         .iter()
         .filter(|c| c.has_room())
-        .min_by(|a, b| {
-            a.load()
-                .cmp(&b.load())
-                .then_with(|| a.node.cmp(&b.node))
-                .then(a.core.cmp(&b.core))
-        })
+        .min_by(|a, b| a.load().cmp(&b.load()).then_with(|| a.node.cmp(&b.node)).then(a.core.cmp(&b.core)))
         .map(|c| (c.node.clone(), c.core))
 }
 
@@ -194,98 +170,44 @@ mod tests {
     use super::*;
 
     fn c(node: &str, core: u32, assigned: u32, reported: u32) -> CoreLoad {
-        CoreLoad {
-            node: node.into(),
-            core,
-            assigned,
-            reported,
-            connected: None,
-            capacity: 10,
-            busy_permille: 0,
-            setup_permille: 0,
-            committed_permille: 0,
-            busy_limit: 850,
-        }
+        CoreLoad { node: node.into(), core, assigned, reported, connected: None, capacity: 10, busy_permille: 0, setup_permille: 0, committed_permille: 0, busy_limit: 850 }
     }
 
     #[test]
     fn a_busy_core_takes_no_new_session() {
-        let busy = CoreLoad {
-            busy_permille: 900,
-            ..c("a", 0, 0, 0)
-        };
-        let idle = CoreLoad {
-            busy_permille: 100,
-            ..c("a", 1, 5, 5)
-        };
+        let busy = CoreLoad { busy_permille: 900, ..c("a", 0, 0, 0) };
+        let idle = CoreLoad { busy_permille: 100, ..c("a", 1, 5, 5) };
         assert!(!busy.has_room());
         assert_eq!(least_loaded(&[busy.clone(), idle]), Some(("a".into(), 1)));
         assert_eq!(least_loaded(std::slice::from_ref(&busy)), None);
         // A limit of 100 % turns the check off.
-        assert!(CoreLoad {
-            busy_limit: 1000,
-            ..busy
-        }
-        .has_room());
+        assert!(CoreLoad { busy_limit: 1000, ..busy }.has_room());
     }
 
     #[test]
     fn sessions_placed_since_the_last_report_count_at_the_reported_average() {
         // 100 sessions reported at 70 %: 0.7 % each. 20 more placed since: 84 %, still room.
-        let core = CoreLoad {
-            capacity: 1000,
-            busy_permille: 700,
-            ..c("a", 0, 120, 100)
-        };
+        let core = CoreLoad { capacity: 1000, busy_permille: 700, ..c("a", 0, 120, 100) };
         assert_eq!(core.busy_projected(), 840);
         assert!(core.has_room());
         // 22 more: 85.4 %, past the limit before the core has said so.
-        let core = CoreLoad {
-            assigned: 122,
-            ..core
-        };
+        let core = CoreLoad { assigned: 122, ..core };
         assert_eq!(core.busy_projected(), 854);
         assert!(!core.has_room());
         // Sessions that left since do not make it look idler; an empty report projects nothing.
-        assert_eq!(
-            CoreLoad {
-                assigned: 50,
-                ..core.clone()
-            }
-            .busy_projected(),
-            700
-        );
-        assert_eq!(
-            CoreLoad {
-                reported: 0,
-                ..core.clone()
-            }
-            .busy_projected(),
-            700
-        );
-        assert!(CoreLoad {
-            busy_limit: 1000,
-            ..core
-        }
-        .has_room());
+        assert_eq!(CoreLoad { assigned: 50, ..core.clone() }.busy_projected(), 700);
+        assert_eq!(CoreLoad { reported: 0, ..core.clone() }.busy_projected(), 700);
+        assert!(CoreLoad { busy_limit: 1000, ..core }.has_room());
     }
 
     #[test]
     fn sessions_still_connecting_count_at_the_connected_average() {
         // 100 sessions reported, only 50 with media, at 40 %: 0.8 % each. All 100 placed
         // will cost 80 %; 10 more placed since make 88 %, past the limit.
-        let core = CoreLoad {
-            capacity: 1000,
-            busy_permille: 400,
-            connected: Some(50),
-            ..c("a", 0, 100, 100)
-        };
+        let core = CoreLoad { capacity: 1000, busy_permille: 400, connected: Some(50), ..c("a", 0, 100, 100) };
         assert_eq!(core.busy_projected(), 800);
         assert!(core.has_room());
-        let core = CoreLoad {
-            assigned: 110,
-            ..core
-        };
+        let core = CoreLoad { assigned: 110, ..core };
         assert_eq!(core.busy_projected(), 880);
         assert!(!core.has_room());
     }
@@ -294,21 +216,9 @@ mod tests {
     fn a_node_that_says_none_are_connected_projects_nothing_per_session() {
         // 100 sessions all still in ICE/DTLS at 30 %: handshakes, not a per-session share
         // to multiply. One that does not say is averaged over all it reported.
-        let core = CoreLoad {
-            capacity: 1000,
-            busy_permille: 300,
-            connected: Some(0),
-            ..c("a", 0, 150, 100)
-        };
+        let core = CoreLoad { capacity: 1000, busy_permille: 300, connected: Some(0), ..c("a", 0, 150, 100) };
         assert_eq!(core.busy_projected(), 300);
-        assert_eq!(
-            CoreLoad {
-                connected: None,
-                ..core
-            }
-            .busy_projected(),
-            450
-        );
+        assert_eq!(CoreLoad { connected: None, ..core }.busy_projected(), 450);
     }
 
     #[test]
@@ -339,19 +249,9 @@ mod tests {
         assert!((cost.permille_per_track(100.0).unwrap() - 8.0).abs() < 1e-9);
         // The report says 20 % (most sessions still connecting), but 180 forwarded tracks
         // at 5 ‰ are committed: 90 %, past the limit.
-        let core = CoreLoad {
-            capacity: 1000,
-            busy_permille: 200,
-            connected: Some(200),
-            committed_permille: 900,
-            ..c("a", 0, 200, 200)
-        };
+        let core = CoreLoad { capacity: 1000, busy_permille: 200, connected: Some(200), committed_permille: 900, ..c("a", 0, 200, 200) };
         assert!(!core.has_room());
-        assert!(CoreLoad {
-            committed_permille: 800,
-            ..core
-        }
-        .has_room());
+        assert!(CoreLoad { committed_permille: 800, ..core }.has_room());
     }
 
     #[test]
@@ -367,50 +267,22 @@ mod tests {
         assert!((cost.permille_per_track(100.0).unwrap() - 3.0).abs() < 1e-9);
         // The projection starts from the forwarding share: handshakes end once connected.
         // 60 % busy, 20 % of it handshakes, 100 connected, 150 placed: 40 % + 50 × 0.4 %.
-        let core = CoreLoad {
-            capacity: 1000,
-            busy_permille: 600,
-            setup_permille: 200,
-            connected: Some(100),
-            ..c("a", 0, 150, 120)
-        };
+        let core = CoreLoad { capacity: 1000, busy_permille: 600, setup_permille: 200, connected: Some(100), ..c("a", 0, 150, 120) };
         assert_eq!(core.busy_projected(), 600);
         assert!(core.has_room());
-        assert_eq!(
-            CoreLoad {
-                setup_permille: 0,
-                ..core
-            }
-            .busy_projected(),
-            900
-        );
+        assert_eq!(CoreLoad { setup_permille: 0, ..core }.busy_projected(), 900);
     }
 
     #[test]
     fn a_core_at_the_limit_with_handshakes_takes_no_join_until_it_reports_less() {
         // 90 % busy, 30 % of it handshakes, all placed sessions connected: forwarding will
         // cost 60 %, but right now the core is past the limit, and a join adds handshakes.
-        let core = CoreLoad {
-            capacity: 1000,
-            busy_permille: 900,
-            setup_permille: 300,
-            connected: Some(100),
-            ..c("a", 0, 100, 100)
-        };
+        let core = CoreLoad { capacity: 1000, busy_permille: 900, setup_permille: 300, connected: Some(100), ..c("a", 0, 100, 100) };
         assert_eq!(core.busy_projected(), 600);
         assert!(!core.has_room());
         // Once the handshakes are over and it says so, it takes joins again.
-        assert!(CoreLoad {
-            busy_permille: 620,
-            setup_permille: 20,
-            ..core.clone()
-        }
-        .has_room());
-        assert!(CoreLoad {
-            busy_limit: 1000,
-            ..core
-        }
-        .has_room());
+        assert!(CoreLoad { busy_permille: 620, setup_permille: 20, ..core.clone() }.has_room());
+        assert!(CoreLoad { busy_limit: 1000, ..core }.has_room());
     }
 
     #[test]
@@ -444,12 +316,7 @@ mod tests {
 
     #[test]
     fn picks_least_loaded_and_skips_full() {
-        let cores = [
-            c("a", 0, 3, 0),
-            c("a", 1, 1, 2),
-            c("b", 0, 10, 0),
-            c("b", 1, 0, 1),
-        ];
+        let cores = [c("a", 0, 3, 0), c("a", 1, 1, 2), c("b", 0, 10, 0), c("b", 1, 0, 1)];
         assert_eq!(least_loaded(&cores), Some(("b".into(), 1)));
         assert_eq!(least_loaded(&[c("a", 0, 10, 0)]), None);
         assert_eq!(least_loaded(&[]), None);

@@ -4,9 +4,7 @@
 pub fn random(len: usize) -> String {
     use rand::Rng;
     let mut rng = rand::rng();
-    (0..len)
-        .map(|_| rng.sample(rand::distr::Alphanumeric) as char)
-        .collect()
+    (0..len).map(|_| rng.sample(rand::distr::Alphanumeric) as char).collect()
 }
 
 /// Constant-time comparison of two secrets.

@@ -13,9 +13,7 @@ use crate::state::App;
 use crate::{api, nodes, signal, web, whip};
 
 /// `GET /healthz`: liveness, with the number of registered media-plane nodes.
-async fn healthz(
-    axum::extract::State(app): axum::extract::State<Arc<App>>,
-) -> axum::Json<serde_json::Value> {
+async fn healthz(axum::extract::State(app): axum::extract::State<Arc<App>>) -> axum::Json<serde_json::Value> {
     let nodes = app.lock().nodes.len();
     axum::Json(serde_json::json!({ "status": "ok", "nodes": nodes }))
 }
@@ -28,31 +26,15 @@ pub fn router(app: Arc<App>) -> Router {
     let cors = CorsLayer::new()
         .allow_origin(Any)
         .allow_methods([Method::POST, Method::DELETE, Method::PATCH, Method::OPTIONS])
-        .allow_headers([
-            header::AUTHORIZATION,
-            header::CONTENT_TYPE,
-            HeaderName::from_static("if-match"),
-        ])
+        .allow_headers([header::AUTHORIZATION, header::CONTENT_TYPE, HeaderName::from_static("if-match")])
         .expose_headers([header::LOCATION, header::LINK, header::ETAG]);
     let media = Router::new()
         .route("/whip/{room}", post(whip::whip_post))
-        .route(
-            "/whip/{room}/{session}",
-            delete(whip::delete_session_admin).patch(whip::patch_session),
-        )
-        .route(
-            "/whip/{room}/{session}/{secret}",
-            delete(whip::delete_session).patch(whip::patch_session),
-        )
+        .route("/whip/{room}/{session}", delete(whip::delete_session_admin).patch(whip::patch_session))
+        .route("/whip/{room}/{session}/{secret}", delete(whip::delete_session).patch(whip::patch_session))
         .route("/whep/{room}", post(whip::whep_post))
-        .route(
-            "/whep/{room}/{session}",
-            delete(whip::delete_session_admin).patch(whip::patch_session),
-        )
-        .route(
-            "/whep/{room}/{session}/{secret}",
-            delete(whip::delete_session).patch(whip::patch_session),
-        )
+        .route("/whep/{room}/{session}", delete(whip::delete_session_admin).patch(whip::patch_session))
+        .route("/whep/{room}/{session}/{secret}", delete(whip::delete_session).patch(whip::patch_session))
         .layer(cors);
     Router::new()
         .route("/", get(web::index))
@@ -64,15 +46,9 @@ pub fn router(app: Arc<App>) -> Router {
         .route(link::LINK_PATH, get(nodes::link))
         .route("/api/nodes", get(api::list_nodes))
         .route("/api/rooms", post(api::create_room).get(api::list_rooms))
-        .route(
-            "/api/rooms/{room}",
-            get(api::get_room).delete(api::delete_room),
-        )
+        .route("/api/rooms/{room}", get(api::get_room).delete(api::delete_room))
         .route("/api/rooms/{room}/tokens", post(api::create_token))
-        .route(
-            "/api/rooms/{room}/participants/{identity}",
-            delete(api::kick),
-        )
+        .route("/api/rooms/{room}/participants/{identity}", delete(api::kick))
         .merge(media)
         .fallback(|| async { ApiError::NotFound("resource".into()) })
         .layer(DefaultBodyLimit::max(MAX_BODY))

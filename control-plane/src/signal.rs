@@ -60,13 +60,7 @@ impl ClientTx {
     /// A queue of [`CLIENT_QUEUE`] messages, and its receiving side.
     fn new() -> (Self, mpsc::Receiver<Outgoing>) {
         let (tx, rx) = mpsc::channel(CLIENT_QUEUE);
-        (
-            ClientTx {
-                tx,
-                overflowed: Arc::default(),
-            },
-            rx,
-        )
+        (ClientTx { tx, overflowed: Arc::default() }, rx)
     }
 
     /// Queues a message; when the queue is full it is dropped and the client marked too slow.
@@ -109,9 +103,7 @@ impl From<&ApiError> for ServerMsg {
 
 /// `GET /ws`: upgrades to the signaling WebSocket.
 pub async fn ws(State(app): State<Arc<App>>, upgrade: WebSocketUpgrade) -> Response {
-    upgrade
-        .max_message_size(MAX_MESSAGE)
-        .on_upgrade(move |socket| serve(app, socket))
+    upgrade.max_message_size(MAX_MESSAGE).on_upgrade(move |socket| serve(app, socket))
 }
 
 fn encode(msg: &ServerMsg) -> Message {
@@ -128,28 +120,15 @@ async fn serve(app: Arc<App>, socket: WebSocket) {
             let frame = match out {
                 _ if slow.load(Ordering::Relaxed) => {
                     tracing::debug!("signaling client too slow: its queue filled; closing");
-                    Message::Close(Some(CloseFrame {
-                        code: 1008,
-                        reason: "too slow: outgoing queue full".into(),
-                    }))
+                    Message::Close(Some(CloseFrame { code: 1008, reason: "too slow: outgoing queue full".into() }))
                 }
                 Outgoing::Msg(msg) => encode(&msg),
                 Outgoing::Ping => Message::Ping(Default::default()),
-                Outgoing::Close => Message::Close(Some(CloseFrame {
-                    code: 1000,
-                    reason: "bye".into(),
-                })),
-                Outgoing::Reject(reason) => Message::Close(Some(CloseFrame {
-                    code: 1008,
-                    reason: reason.into(),
-                })),
+                Outgoing::Close => Message::Close(Some(CloseFrame { code: 1000, reason: "bye".into() })),
+                Outgoing::Reject(reason) => Message::Close(Some(CloseFrame { code: 1008, reason: reason.into() })),
             };
             let last = matches!(frame, Message::Close(_));
-            if !matches!(
-                tokio::time::timeout(SEND_TIMEOUT, sink.send(frame)).await,
-                Ok(Ok(()))
-            ) || last
-            {
+            if !matches!(tokio::time::timeout(SEND_TIMEOUT, sink.send(frame)).await, Ok(Ok(()))) || last {
                 break;
             }
         }
@@ -161,11 +140,7 @@ async fn serve(app: Arc<App>, socket: WebSocket) {
     let mut bucket = Bucket::new(opened, MESSAGE_BURST, MESSAGES_PER_SECOND);
     loop {
         // Before `join`, the join deadline; after, silence for IDLE_TIMEOUT.
-        let deadline = if conn.session.is_none() {
-            opened + JOIN_TIMEOUT
-        } else {
-            last_heard + IDLE_TIMEOUT
-        };
+        let deadline = if conn.session.is_none() { opened + JOIN_TIMEOUT } else { last_heard + IDLE_TIMEOUT };
         // The writer stopping (peer gone, too slow, or told to close) ends the reading too.
         let next = tokio::select! {
             next = stream.next() => next,
@@ -196,21 +171,14 @@ async fn serve(app: Arc<App>, socket: WebSocket) {
         let parsed = match serde_json::from_str::<ClientMsg>(&text) {
             Ok(m) => m,
             Err(e) => {
-                tx.send(ServerMsg::error(
-                    ErrorCode::BadRequest,
-                    format!("malformed message: {e}"),
-                ));
+                tx.send(ServerMsg::error(ErrorCode::BadRequest, format!("malformed message: {e}")));
                 continue;
             }
         };
         if let Err(e) = handle(&app, &tx, &mut conn, parsed).await {
             tx.send(ServerMsg::from(&e));
         }
-        if conn
-            .session
-            .as_ref()
-            .is_some_and(|s| app.room_of(s).is_none())
-        {
+        if conn.session.as_ref().is_some_and(|s| app.room_of(s).is_none()) {
             // Removed (kicked, room deleted, media lost): the notice and Close are queued.
             conn.session = None;
             break;
@@ -238,44 +206,31 @@ struct Conn {
 
 impl Default for Conn {
     fn default() -> Self {
-        Conn {
-            session: None,
-            auto_subscribe: true,
-        }
+        Conn { session: None, auto_subscribe: true }
     }
 }
 
 impl Conn {
     /// The session, or `unauthorized` before `join`.
     fn joined(&self) -> Result<&str, ApiError> {
-        self.session
-            .as_deref()
-            .ok_or_else(|| ApiError::Unauthorized("join first".into()))
+        self.session.as_deref().ok_or_else(|| ApiError::Unauthorized("join first".into()))
     }
 }
 
-async fn handle(
-    app: &Arc<App>,
-    tx: &ClientTx,
-    conn: &mut Conn,
-    msg: ClientMsg,
-) -> Result<(), ApiError> {
+async fn handle(app: &Arc<App>, tx: &ClientTx, conn: &mut Conn, msg: ClientMsg) -> Result<(), ApiError> {
     match msg {
-        ClientMsg::Join {
-            token,
-            auto_subscribe,
-        } => {
+        ClientMsg::Join { token, auto_subscribe } => {
             if conn.session.is_some() {
                 return Err(ApiError::BadRequest("already joined".into()));
             }
             let claims = app.keys.verify(&token)?;
             let adm = app.admit(&claims, Via::Websocket, Some(tx.clone()))?;
             tx.send(ServerMsg::Joined {
-                room: adm.room,
-                identity: claims.sub.clone(),
-                session: adm.session.clone(),
-                grants: claims.grants,
-                participants: adm.others,
+                    room: adm.room,
+                    identity: claims.sub.clone(),
+                    session: adm.session.clone(),
+                    grants: claims.grants,
+                    participants: adm.others,
                 ice_servers: app.ice_servers(&claims.sub),
             });
             conn.session = Some(adm.session);
@@ -283,21 +238,13 @@ async fn handle(
             Ok(())
         }
         ClientMsg::Offer { sdp } => {
-            let subscription = if conn.auto_subscribe {
-                Subscription::All
-            } else {
-                Subscription::Chosen
-            };
-            let answer = app
-                .start_media(conn.joined()?, sdp, subscription, TrackSettings::default())
-                .await?;
+            let subscription = if conn.auto_subscribe { Subscription::All } else { Subscription::Chosen };
+            let answer = app.start_media(conn.joined()?, sdp, subscription, TrackSettings::default()).await?;
             tx.send(ServerMsg::Answer { sdp: answer });
             Ok(())
         }
         ClientMsg::Answer { sdp } => app.client_answer(conn.joined()?, sdp),
-        ClientMsg::Subscribe { tracks, settings } => {
-            app.subscribe(conn.joined()?, &tracks, settings)
-        }
+        ClientMsg::Subscribe { tracks, settings } => app.subscribe(conn.joined()?, &tracks, settings),
         ClientMsg::Unsubscribe { tracks } => app.unsubscribe(conn.joined()?, &tracks),
         ClientMsg::Leave => {
             if let Some(s) = conn.session.take() {
@@ -323,10 +270,7 @@ mod tests {
         for _ in 0..CLIENT_QUEUE {
             tx.send(ServerMsg::Pong);
         }
-        assert!(
-            !tx.overflowed.load(Ordering::Relaxed),
-            "a full queue is not yet an overflow"
-        );
+        assert!(!tx.overflowed.load(Ordering::Relaxed), "a full queue is not yet an overflow");
         for _ in 0..10 * CLIENT_QUEUE {
             tx.send(ServerMsg::Pong);
         }
@@ -335,13 +279,8 @@ mod tests {
         while rx.try_recv().is_ok() {
             queued += 1;
         }
-        assert_eq!(
-            queued, CLIENT_QUEUE,
-            "messages past the bound were dropped, not queued"
-        );
+        assert_eq!(queued, CLIENT_QUEUE, "messages past the bound were dropped, not queued");
         drop(rx);
-        tokio::time::timeout(Duration::from_secs(1), tx.closed())
-            .await
-            .expect("the reader sees the writer stop");
+        tokio::time::timeout(Duration::from_secs(1), tx.closed()).await.expect("the reader sees the writer stop");
     }
 }

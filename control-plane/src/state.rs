@@ -6,17 +6,14 @@ use std::sync::atomic::{AtomicU64, Ordering};
 use std::sync::{Arc, Mutex, MutexGuard};
 use std::time::Duration;
 
-use link::{
-    Command, Event as LinkEvent, Grants as LinkGrants, JoinError, LeaveReason, Subscription,
-    TrackSettings,
-};
+use link::{Command, Event as LinkEvent, Grants as LinkGrants, JoinError, LeaveReason, Subscription, TrackSettings};
 use serde::Serialize;
 use signaling::{ErrorCode, IceServer, TrackKind};
 use tokio::sync::{mpsc, oneshot};
 
 use crate::error::ApiError;
-use crate::placement::{least_loaded, report_secs, CoreLoad, PacketCost, TrackRate};
 use crate::secret;
+use crate::placement::{least_loaded, report_secs, CoreLoad, PacketCost, TrackRate};
 use crate::signal::{ClientTx, Outgoing, ServerMsg};
 use crate::token::{unix_now, Claims, Grants, TokenKeys};
 
@@ -73,13 +70,7 @@ pub struct Participant {
 impl Participant {
     /// Public view.
     pub fn view(&self) -> ParticipantView {
-        ParticipantView {
-            identity: self.identity.clone(),
-            session: self.session.clone(),
-            via: self.via,
-            tracks: self.tracks.clone(),
-            joined_at: self.joined_at,
-        }
+        ParticipantView { identity: self.identity.clone(), session: self.session.clone(), via: self.via, tracks: self.tracks.clone(), joined_at: self.joined_at }
     }
 }
 
@@ -132,8 +123,7 @@ impl Room {
             num_participants: self.participants.len(),
             node: self.placement.as_ref().map(|p| p.0.clone()),
             core: self.placement.as_ref().map(|p| p.1),
-            participants: detail
-                .then(|| self.participants.values().map(Participant::view).collect()),
+            participants: detail.then(|| self.participants.values().map(Participant::view).collect()),
         }
     }
 
@@ -241,12 +231,7 @@ const RESOURCE_SECRET_LEN: usize = 32;
 
 impl App {
     /// New state with no rooms and no nodes.
-    pub fn new(
-        settings: Settings,
-        api_key: String,
-        api_secret: String,
-        node_secret: String,
-    ) -> Arc<App> {
+    pub fn new(settings: Settings, api_key: String, api_secret: String, node_secret: String) -> Arc<App> {
         Arc::new(App {
             settings,
             keys: TokenKeys::new(&api_key, &api_secret),
@@ -270,26 +255,14 @@ impl App {
         if st.rooms.contains_key(name) {
             return Err(ApiError::RoomExists(name.to_string()));
         }
-        let room = Room {
-            name: name.into(),
-            max_participants,
-            created_at: unix_now(),
-            auto: false,
-            placement: None,
-            participants: BTreeMap::new(),
-        };
+        let room = Room { name: name.into(), max_participants, created_at: unix_now(), auto: false, placement: None, participants: BTreeMap::new() };
         let view = room.view(false);
         st.rooms.insert(name.into(), room);
         Ok(view)
     }
 
     /// Admits the holder of `claims` as a new session, creating and placing the room as needed.
-    pub fn admit(
-        &self,
-        claims: &Claims,
-        via: Via,
-        tx: Option<ClientTx>,
-    ) -> Result<Admission, ApiError> {
+    pub fn admit(&self, claims: &Claims, via: Via, tx: Option<ClientTx>) -> Result<Admission, ApiError> {
         validate_name(&claims.room, "room")?;
         let mut st = self.lock();
         if !st.rooms.contains_key(&claims.room) {
@@ -308,35 +281,19 @@ impl App {
         }
         // A second connection of the same identity replaces the first, as LiveKit does.
         let duplicate: Option<String> = st.rooms.get(&claims.room).and_then(|r| {
-            r.participants
-                .values()
-                .find(|p| p.identity == claims.sub && p.via == via)
-                .map(|p| p.session.clone())
+            r.participants.values().find(|p| p.identity == claims.sub && p.via == via).map(|p| p.session.clone())
         });
         if let Some(old) = duplicate {
             drop(st);
-            self.remove(
-                &old,
-                true,
-                Some(ServerMsg::error(
-                    ErrorCode::DuplicateIdentity,
-                    "replaced by a new connection",
-                )),
-            );
+            self.remove(&old, true, Some(ServerMsg::error(ErrorCode::DuplicateIdentity, "replaced by a new connection")));
             st = self.lock();
         }
         let placed = {
-            let room = st
-                .rooms
-                .get(&claims.room)
-                .ok_or_else(|| ApiError::RoomNotFound(claims.room.clone()))?;
-            if room.max_participants > 0 && room.participants.len() as u32 >= room.max_participants
-            {
+            let room = st.rooms.get(&claims.room).ok_or_else(|| ApiError::RoomNotFound(claims.room.clone()))?;
+            if room.max_participants > 0 && room.participants.len() as u32 >= room.max_participants {
                 return Err(ApiError::RoomFull(claims.room.clone()));
             }
-            room.placement
-                .as_ref()
-                .is_some_and(|p| st.nodes.contains_key(&p.0))
+            room.placement.as_ref().is_some_and(|p| st.nodes.contains_key(&p.0))
         };
         // Place the room on first join, or again when its node went away.
         if !placed {
@@ -348,15 +305,8 @@ impl App {
         }
         // The participant goes to the room's core while it has room; then to the least-loaded
         // core of the same node, and the room spans cores (the node forwards between them).
-        let (node_id, room_core) = st
-            .rooms
-            .get(&claims.room)
-            .and_then(|r| r.placement.clone())
-            .ok_or(ApiError::NoMediaNode)?;
-        let loads: Vec<CoreLoad> = core_loads(&st, self.settings.core_busy_limit)
-            .into_iter()
-            .filter(|c| c.node == node_id)
-            .collect();
+        let (node_id, room_core) = st.rooms.get(&claims.room).and_then(|r| r.placement.clone()).ok_or(ApiError::NoMediaNode)?;
+        let loads: Vec<CoreLoad> = core_loads(&st, self.settings.core_busy_limit).into_iter().filter(|c| c.node == node_id).collect();
         let core = match loads.iter().find(|c| c.core == room_core) {
             Some(c) if c.has_room() => room_core,
             _ => {
@@ -381,58 +331,29 @@ impl App {
         };
         let view = p.view();
         st.sessions.insert(session.clone(), claims.room.clone());
-        let room = st
-            .rooms
-            .get_mut(&claims.room)
-            .ok_or_else(|| ApiError::RoomNotFound(claims.room.clone()))?;
+        let room = st.rooms.get_mut(&claims.room).ok_or_else(|| ApiError::RoomNotFound(claims.room.clone()))?;
         let others = room.participants.values().map(Participant::view).collect();
-        room.broadcast(
-            &session,
-            &ServerMsg::ParticipantJoined { participant: view },
-        );
+        room.broadcast(&session, &ServerMsg::ParticipantJoined { participant: view });
         room.participants.insert(session.clone(), p);
-        Ok(Admission {
-            session,
-            room: claims.room.clone(),
-            others,
-            resource,
-        })
+        Ok(Admission { session, room: claims.room.clone(), others, resource })
     }
 
     /// Asks the room's node to create the media session from `offer`; returns the SDP answer.
     /// `video` is how the session wants each video track it receives, until it says otherwise.
-    pub async fn start_media(
-        &self,
-        session: &str,
-        offer: String,
-        subscription: Subscription,
-        video: TrackSettings,
-    ) -> Result<String, ApiError> {
+    pub async fn start_media(&self, session: &str, offer: String, subscription: Subscription, video: TrackSettings) -> Result<String, ApiError> {
         if offer.len() < 10 || !offer.starts_with("v=") {
             return Err(ApiError::BadSdp("body is not an SDP offer".into()));
         }
         let req = self.next_id.fetch_add(1, Ordering::Relaxed);
         let rx = {
             let mut st = self.lock();
-            let room_name = st
-                .sessions
-                .get(session)
-                .cloned()
-                .ok_or_else(|| ApiError::NotFound(format!("session {session}")))?;
-            let room = st
-                .rooms
-                .get_mut(&room_name)
-                .ok_or_else(|| ApiError::RoomNotFound(room_name.clone()))?;
+            let room_name = st.sessions.get(session).cloned().ok_or_else(|| ApiError::NotFound(format!("session {session}")))?;
+            let room = st.rooms.get_mut(&room_name).ok_or_else(|| ApiError::RoomNotFound(room_name.clone()))?;
             let (node_id, _) = room.placement.clone().ok_or(ApiError::NoMediaNode)?;
-            let p = room
-                .participants
-                .get_mut(session)
-                .ok_or_else(|| ApiError::NotFound(format!("session {session}")))?;
+            let p = room.participants.get_mut(session).ok_or_else(|| ApiError::NotFound(format!("session {session}")))?;
             let core = p.core;
             if p.media {
-                return Err(ApiError::BadRequest(
-                    "the media session already exists; answer the server's offers instead".into(),
-                ));
+                return Err(ApiError::BadRequest("the media session already exists; answer the server's offers instead".into()));
             }
             p.media = true;
             let cmd = Command::Join {
@@ -441,10 +362,7 @@ impl App {
                 room: room_name,
                 session: session.to_string(),
                 identity: p.identity.clone(),
-                grants: LinkGrants {
-                    publish: p.grants.can_publish,
-                    subscribe: p.grants.can_subscribe,
-                },
+                grants: LinkGrants { publish: p.grants.can_publish, subscribe: p.grants.can_subscribe },
                 subscription,
                 video,
                 offer,
@@ -467,10 +385,7 @@ impl App {
             // The client may try again with a corrected offer.
             let mut st = self.lock();
             let room = st.sessions.get(session).cloned();
-            if let Some(p) = room
-                .and_then(|r| st.rooms.get_mut(&r))
-                .and_then(|r| r.participants.get_mut(session))
-            {
+            if let Some(p) = room.and_then(|r| st.rooms.get_mut(&r)).and_then(|r| r.participants.get_mut(session)) {
                 p.media = false;
             }
         }
@@ -480,31 +395,18 @@ impl App {
     /// Relays a client's SDP answer to the node.
     pub fn client_answer(&self, session: &str, sdp: String) -> Result<(), ApiError> {
         let st = self.lock();
-        let node = node_of(&st, session)
-            .ok_or_else(|| ApiError::NotFound(format!("session {session}")))?;
-        node.tx
-            .send(Command::Answer {
-                session: session.to_string(),
-                sdp,
-            })
-            .map_err(|_| ApiError::NoMediaNode)
+        let node = node_of(&st, session).ok_or_else(|| ApiError::NotFound(format!("session {session}")))?;
+        node.tx.send(Command::Answer { session: session.to_string(), sdp }).map_err(|_| ApiError::NoMediaNode)
     }
 
     /// Removes a session: tells the node (when `tell_node`), the room, and the participant
     /// itself (`notice`, after which its signaling channel closes).
-    pub fn remove(
-        &self,
-        session: &str,
-        tell_node: bool,
-        notice: Option<ServerMsg>,
-    ) -> Option<ParticipantView> {
+    pub fn remove(&self, session: &str, tell_node: bool, notice: Option<ServerMsg>) -> Option<ParticipantView> {
         let mut st = self.lock();
         let room_name = st.sessions.remove(session)?;
         if tell_node {
             if let Some(node) = node_of_room(&st, &room_name) {
-                let _ = node.tx.send(Command::Leave {
-                    session: session.to_string(),
-                });
+                let _ = node.tx.send(Command::Leave { session: session.to_string() });
             }
         }
         let room = st.rooms.get_mut(&room_name)?;
@@ -513,13 +415,7 @@ impl App {
             tx.send(n);
             tx.send(Outgoing::Close);
         }
-        room.broadcast(
-            session,
-            &ServerMsg::ParticipantLeft {
-                identity: p.identity.clone(),
-                session: session.to_string(),
-            },
-        );
+        room.broadcast(session, &ServerMsg::ParticipantLeft { identity: p.identity.clone(), session: session.to_string() });
         if room.participants.is_empty() {
             room.placement = None;
             if room.auto {
@@ -534,73 +430,32 @@ impl App {
     pub fn delete_room(&self, name: &str) -> Result<(), ApiError> {
         let sessions: Vec<String> = {
             let st = self.lock();
-            let room = st
-                .rooms
-                .get(name)
-                .ok_or_else(|| ApiError::RoomNotFound(name.to_string()))?;
+            let room = st.rooms.get(name).ok_or_else(|| ApiError::RoomNotFound(name.to_string()))?;
             if let Some(node) = node_of_room(&st, name) {
-                let _ = node.tx.send(Command::CloseRoom {
-                    room: name.to_string(),
-                });
+                let _ = node.tx.send(Command::CloseRoom { room: name.to_string() });
             }
             room.participants.keys().cloned().collect()
         };
         for s in sessions {
-            self.remove(
-                &s,
-                false,
-                Some(ServerMsg::error(
-                    ErrorCode::RoomClosed,
-                    "the room was deleted",
-                )),
-            );
+            self.remove(&s, false, Some(ServerMsg::error(ErrorCode::RoomClosed, "the room was deleted")));
         }
         self.lock().rooms.remove(name);
         Ok(())
     }
 
     /// Registers a node's link; returns its command receiver and generation.
-    pub fn register_node(
-        &self,
-        id: &str,
-        addresses: Vec<String>,
-        cores: Vec<u16>,
-        capacity: u32,
-    ) -> (mpsc::UnboundedReceiver<Command>, u64) {
+    pub fn register_node(&self, id: &str, addresses: Vec<String>, cores: Vec<u16>, capacity: u32) -> (mpsc::UnboundedReceiver<Command>, u64) {
         let (tx, rx) = mpsc::unbounded_channel();
         let generation = self.next_id.fetch_add(1, Ordering::Relaxed);
         let stale = {
             let mut st = self.lock();
             let stale = sessions_on_node(&st, id);
-            let cores = cores
-                .into_iter()
-                .map(|port| CoreStatus {
-                    port,
-                    ..Default::default()
-                })
-                .collect();
-            st.nodes.insert(
-                id.to_string(),
-                Node {
-                    addresses,
-                    cores,
-                    capacity,
-                    tx,
-                    generation,
-                    track_rate: TrackRate::default(),
-                },
-            );
+            let cores = cores.into_iter().map(|port| CoreStatus { port, ..Default::default() }).collect();
+            st.nodes.insert(id.to_string(), Node { addresses, cores, capacity, tx, generation, track_rate: TrackRate::default() });
             stale
         };
         for s in stale {
-            self.remove(
-                &s,
-                false,
-                Some(ServerMsg::error(
-                    ErrorCode::MediaLost,
-                    "the media node restarted",
-                )),
-            );
+            self.remove(&s, false, Some(ServerMsg::error(ErrorCode::MediaLost, "the media node restarted")));
         }
         (rx, generation)
     }
@@ -617,14 +472,7 @@ impl App {
         };
         tracing::warn!(node = %id, sessions = sessions.len(), "media-plane node disconnected");
         for s in sessions {
-            self.remove(
-                &s,
-                false,
-                Some(ServerMsg::error(
-                    ErrorCode::MediaLost,
-                    "the media node went away",
-                )),
-            );
+            self.remove(&s, false, Some(ServerMsg::error(ErrorCode::MediaLost, "the media node went away")));
         }
     }
 
@@ -646,85 +494,33 @@ impl App {
                     let _ = tx.send(Err(err));
                 }
             }
-            LinkEvent::Offer { session, sdp } => {
-                self.to_session(&session, ServerMsg::Offer { sdp })
-            }
+            LinkEvent::Offer { session, sdp } => self.to_session(&session, ServerMsg::Offer { sdp }),
             LinkEvent::AnswerFailed { session, message } => {
                 self.to_session(&session, ServerMsg::error(ErrorCode::BadSdp, message));
             }
-            LinkEvent::TrackPublished {
-                room,
-                session,
-                track,
-                kind,
-            } => {
+            LinkEvent::TrackPublished { room, session, track, kind } => {
                 let kind = track_kind(kind);
                 let mut st = self.lock();
-                let Some(r) = st.rooms.get_mut(&room) else {
-                    return;
-                };
-                let Some(p) = r.participants.get_mut(&session) else {
-                    return;
-                };
-                p.tracks.push(TrackInfo {
-                    id: track.clone(),
-                    kind,
-                });
-                let msg = ServerMsg::TrackPublished {
-                    identity: p.identity.clone(),
-                    session: session.clone(),
-                    track,
-                    kind,
-                };
+                let Some(r) = st.rooms.get_mut(&room) else { return };
+                let Some(p) = r.participants.get_mut(&session) else { return };
+                p.tracks.push(TrackInfo { id: track.clone(), kind });
+                let msg = ServerMsg::TrackPublished { identity: p.identity.clone(), session: session.clone(), track, kind };
                 r.broadcast(&session, &msg);
             }
-            LinkEvent::SessionEnded {
-                session, reason, ..
-            } => {
+            LinkEvent::SessionEnded { session, reason, .. } => {
                 let notice = match reason {
                     LeaveReason::Requested => None,
-                    LeaveReason::Timeout => Some(ServerMsg::error(
-                        ErrorCode::MediaTimeout,
-                        "ICE/DTLS timed out",
-                    )),
-                    LeaveReason::Closed => Some(ServerMsg::error(
-                        ErrorCode::MediaClosed,
-                        "the media connection closed",
-                    )),
+                    LeaveReason::Timeout => Some(ServerMsg::error(ErrorCode::MediaTimeout, "ICE/DTLS timed out")),
+                    LeaveReason::Closed => Some(ServerMsg::error(ErrorCode::MediaClosed, "the media connection closed")),
                 };
                 self.remove(&session, false, notice);
             }
-            LinkEvent::TrackPaused {
-                session,
-                publisher,
-                track,
-                paused,
-            } => {
-                self.to_session(
-                    &session,
-                    ServerMsg::TrackPaused {
-                        session: publisher,
-                        track,
-                        paused,
-                    },
-                );
+            LinkEvent::TrackPaused { session, publisher, track, paused } => {
+                self.to_session(&session, ServerMsg::TrackPaused { session: publisher, track, paused });
             }
-            LinkEvent::LayersWanted {
-                session,
-                track,
-                rids,
-            } => self.to_session(&session, ServerMsg::LayersWanted { track, rids }),
+            LinkEvent::LayersWanted { session, track, rids } => self.to_session(&session, ServerMsg::LayersWanted { track, rids }),
             LinkEvent::Connected { session } => tracing::debug!(%session, "media connected"),
-            LinkEvent::Load {
-                core,
-                sessions,
-                rx_packets,
-                tx_packets,
-                busy_permille,
-                connected,
-                interval_ms,
-                setup_permille,
-            } => {
+            LinkEvent::Load { core, sessions, rx_packets, tx_packets, busy_permille, connected, interval_ms, setup_permille } => {
                 let mut st = self.lock();
                 if let Some(n) = st.nodes.get_mut(node_id) {
                     if let Some(c) = n.cores.get_mut(core as usize) {
@@ -736,30 +532,22 @@ impl App {
                         c.busy_permille = busy_permille;
                         c.connected = connected;
                         c.setup_permille = setup_permille;
-                        c.packet_cost
-                            .record(busy_permille, setup_permille, c.tx_pps);
+                        c.packet_cost.record(busy_permille, setup_permille, c.tx_pps);
                     }
                 }
-                let rate = st
-                    .nodes
-                    .get(node_id)
-                    .map(|n| pps_per_track(n, rooms_on_node(&st, node_id)));
+                let rate = st.nodes.get(node_id).map(|n| pps_per_track(n, rooms_on_node(&st, node_id)));
                 if let (Some(rate), Some(n)) = (rate, st.nodes.get_mut(node_id)) {
                     n.track_rate.record(std::time::Instant::now(), rate);
                 }
                 tracing::trace!(node = %node_id, core, sessions, rx_packets, tx_packets, busy_permille, "load");
             }
-            LinkEvent::Register { .. } => {
-                tracing::warn!(node = %node_id, "duplicate register ignored")
-            }
+            LinkEvent::Register { .. } => tracing::warn!(node = %node_id, "duplicate register ignored"),
         }
     }
 
     fn to_session(&self, session: &str, msg: ServerMsg) {
         let st = self.lock();
-        let Some(room) = st.sessions.get(session).and_then(|r| st.rooms.get(r)) else {
-            return;
-        };
+        let Some(room) = st.sessions.get(session).and_then(|r| st.rooms.get(r)) else { return };
         if let Some(tx) = room.participants.get(session).and_then(|p| p.tx.as_ref()) {
             tx.send(msg);
         }
@@ -767,60 +555,32 @@ impl App {
 
     /// Session id and identity of the participant `identity` in `room`, or of the room's
     /// first video publisher.
-    pub fn find_publisher(
-        &self,
-        room: &str,
-        identity: Option<&str>,
-    ) -> Result<(String, String), ApiError> {
+    pub fn find_publisher(&self, room: &str, identity: Option<&str>) -> Result<(String, String), ApiError> {
         let st = self.lock();
-        let r = st
-            .rooms
-            .get(room)
-            .ok_or_else(|| ApiError::RoomNotFound(room.to_string()))?;
+        let r = st.rooms.get(room).ok_or_else(|| ApiError::RoomNotFound(room.to_string()))?;
         let found = match identity {
-            Some(id) => r
-                .participants
-                .values()
-                .find(|p| p.identity == id && p.via != Via::Whep),
+            Some(id) => r.participants.values().find(|p| p.identity == id && p.via != Via::Whep),
             None => r
                 .participants
                 .values()
                 .filter(|p| p.tracks.iter().any(|t| t.kind == TrackKind::Video))
                 .min_by_key(|p| p.joined_at),
         };
-        found
-            .map(|p| (p.session.clone(), p.identity.clone()))
-            .ok_or_else(|| {
-                ApiError::NotFound(match identity {
-                    Some(id) => format!("participant {id}"),
-                    None => "video publisher".to_string(),
-                })
-            })
+        found.map(|p| (p.session.clone(), p.identity.clone())).ok_or_else(|| ApiError::NotFound(match identity {
+            Some(id) => format!("participant {id}"),
+            None => "video publisher".to_string(),
+        }))
     }
 
     /// ICE servers for a client: STUN, and TURN over UDP, TCP and TLS with REST credentials
     /// (`<expiry>:<identity>`, `base64(HMAC-SHA1(secret, username))`) valid for the configured TTL.
     pub fn ice_servers(&self, identity: &str) -> Vec<IceServer> {
-        let Some(t) = &self.settings.turn else {
-            return Vec::new();
-        };
-        let host = if t.host.contains(':') && !t.host.starts_with('[') {
-            format!("[{}]", t.host)
-        } else {
-            t.host.clone()
-        };
-        let username = format!(
-            "{}:{}",
-            crate::token::unix_now() + t.ttl,
-            identity.replace(':', "_")
-        );
+        let Some(t) = &self.settings.turn else { return Vec::new() };
+        let host = if t.host.contains(':') && !t.host.starts_with('[') { format!("[{}]", t.host) } else { t.host.clone() };
+        let username = format!("{}:{}", crate::token::unix_now() + t.ttl, identity.replace(':', "_"));
         let credential = turn_password(&t.secret, &username);
         vec![
-            IceServer {
-                urls: vec![format!("stun:{host}:{}", t.port)],
-                username: None,
-                credential: None,
-            },
+            IceServer { urls: vec![format!("stun:{host}:{}", t.port)], username: None, credential: None },
             IceServer {
                 urls: vec![
                     format!("turn:{host}:{}?transport=udp", t.port),
@@ -837,8 +597,7 @@ impl App {
     pub fn owns_resource(&self, room: &str, session: &str, given: &str) -> bool {
         let st = self.lock();
         let p = st.rooms.get(room).and_then(|r| r.participants.get(session));
-        p.and_then(|p| p.resource.as_deref())
-            .is_some_and(|s| secret::equal(s.as_bytes(), given.as_bytes()))
+        p.and_then(|p| p.resource.as_deref()).is_some_and(|s| secret::equal(s.as_bytes(), given.as_bytes()))
     }
 
     /// Room name of a session.
@@ -856,44 +615,28 @@ fn track_kind(kind: link::TrackKind) -> TrackKind {
 }
 
 fn validate_name(name: &str, what: &str) -> Result<(), ApiError> {
-    let ok = !name.is_empty()
-        && name.len() <= 128
-        && name
-            .chars()
-            .all(|c| c.is_ascii_alphanumeric() || "-_.".contains(c));
+    let ok = !name.is_empty() && name.len() <= 128 && name.chars().all(|c| c.is_ascii_alphanumeric() || "-_.".contains(c));
     if ok {
         Ok(())
     } else {
-        Err(ApiError::BadRequest(format!(
-            "{what} name must be 1-128 characters of A-Z a-z 0-9 - _ ."
-        )))
+        Err(ApiError::BadRequest(format!("{what} name must be 1-128 characters of A-Z a-z 0-9 - _ .")))
     }
 }
 
 /// The least-loaded core with room; no core at all and no core with room are different errors.
 fn pick_core(loads: &[CoreLoad]) -> Result<(String, u32), ApiError> {
-    least_loaded(loads).ok_or(if loads.is_empty() {
-        ApiError::NoMediaNode
-    } else {
-        ApiError::NoCapacity
-    })
+    least_loaded(loads).ok_or(if loads.is_empty() { ApiError::NoMediaNode } else { ApiError::NoCapacity })
 }
 
 /// Rooms placed on node `node`.
 fn rooms_on_node<'a>(st: &'a State, node: &'a str) -> impl Iterator<Item = &'a Room> + 'a {
-    st.rooms
-        .values()
-        .filter(move |r| r.placement.as_ref().is_some_and(|(n, _)| n == node))
+    st.rooms.values().filter(move |r| r.placement.as_ref().is_some_and(|(n, _)| n == node))
 }
 
 /// Packets one published track brings into node `n` now, from its ingress and the published
 /// tracks of its `rooms` (0 when it has none).
 fn pps_per_track<'a>(n: &Node, rooms: impl IntoIterator<Item = &'a Room>) -> f64 {
-    let tracks: usize = rooms
-        .into_iter()
-        .flat_map(|r| r.participants.values())
-        .map(|p| p.tracks.len())
-        .sum();
+    let tracks: usize = rooms.into_iter().flat_map(|r| r.participants.values()).map(|p| p.tracks.len()).sum();
     let rx_pps: f64 = n.cores.iter().map(|c| c.rx_pps).sum();
     if tracks > 0 {
         rx_pps / tracks as f64
@@ -911,46 +654,16 @@ fn core_loads(st: &State, busy_limit: u16) -> Vec<CoreLoad> {
         // Per room, once: (all its published tracks, the most one participant publishes).
         let room_tracks: Vec<(usize, usize)> = rooms
             .iter()
-            .map(|r| {
-                (
-                    r.participants.values().map(|p| p.tracks.len()).sum(),
-                    r.participants
-                        .values()
-                        .map(|p| p.tracks.len())
-                        .max()
-                        .unwrap_or(0),
-                )
-            })
+            .map(|r| (r.participants.values().map(|p| p.tracks.len()).sum(), r.participants.values().map(|p| p.tracks.len()).max().unwrap_or(0)))
             .collect();
         for (i, c) in n.cores.iter().enumerate() {
-            let on_core = || {
-                rooms.iter().zip(&room_tracks).flat_map(|(r, t)| {
-                    r.participants
-                        .values()
-                        .filter(|p| p.core == i as u32)
-                        .map(move |p| (*t, p))
-                })
-            };
+            let on_core = || rooms.iter().zip(&room_tracks).flat_map(|(r, t)| r.participants.values().filter(|p| p.core == i as u32).map(move |p| (*t, p)));
             let assigned = on_core().count() as u32;
             let committed_permille = match c.packet_cost.permille_per_track(pps_per_track) {
-                Some(per_track) => {
-                    (on_core().map(|(t, p)| received_tracks(t, p)).sum::<usize>() as f64
-                        * per_track) as u32
-                }
+                Some(per_track) => (on_core().map(|(t, p)| received_tracks(t, p)).sum::<usize>() as f64 * per_track) as u32,
                 None => 0,
             };
-            loads.push(CoreLoad {
-                node: id.clone(),
-                core: i as u32,
-                assigned,
-                reported: c.sessions,
-                connected: c.connected,
-                capacity: n.capacity,
-                busy_permille: c.busy_permille,
-                setup_permille: c.setup_permille.unwrap_or(0),
-                committed_permille,
-                busy_limit,
-            });
+            loads.push(CoreLoad { node: id.clone(), core: i as u32, assigned, reported: c.sessions, connected: c.connected, capacity: n.capacity, busy_permille: c.busy_permille, setup_permille: c.setup_permille.unwrap_or(0), committed_permille, busy_limit });
         }
     }
     loads
@@ -979,18 +692,14 @@ pub(crate) fn node_of<'a>(st: &'a State, session: &str) -> Option<&'a Node> {
 }
 
 fn sessions_on_node(st: &State, node: &str) -> Vec<String> {
-    rooms_on_node(st, node)
-        .flat_map(|r| r.participants.keys().cloned())
-        .collect()
+    rooms_on_node(st, node).flat_map(|r| r.participants.keys().cloned()).collect()
 }
 
 /// `base64(HMAC-SHA1(secret, username))`, the TURN REST password coturn and our relay expect.
 pub fn turn_password(secret: &str, username: &str) -> String {
     use base64::Engine;
     use hmac::{Hmac, Mac};
-    let Ok(mut m) = Hmac::<sha1::Sha1>::new_from_slice(secret.as_bytes()) else {
-        return String::new();
-    };
+    let Ok(mut m) = Hmac::<sha1::Sha1>::new_from_slice(secret.as_bytes()) else { return String::new() };
     m.update(username.as_bytes());
     base64::engine::general_purpose::STANDARD.encode(m.finalize().into_bytes())
 }

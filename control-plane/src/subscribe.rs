@@ -13,9 +13,7 @@ pub fn checked(s: TrackSettings) -> Result<TrackSettings, ApiError> {
     for (name, value) in [("max_width", s.max_width), ("max_height", s.max_height)] {
         if let Some(v) = value {
             if v == 0 || v > MAX_DIMENSION {
-                return Err(ApiError::BadSettings(format!(
-                    "{name} must be between 1 and {MAX_DIMENSION}, not {v}"
-                )));
+                return Err(ApiError::BadSettings(format!("{name} must be between 1 and {MAX_DIMENSION}, not {v}")));
             }
         }
     }
@@ -30,80 +28,40 @@ fn short(s: &str) -> String {
 impl App {
     /// Subscribes `session` to `tracks` (or changes their settings), all or none: every
     /// track must be published by another participant of its room.
-    pub fn subscribe(
-        &self,
-        session: &str,
-        tracks: &[TrackRef],
-        settings: Option<TrackSettings>,
-    ) -> Result<(), ApiError> {
+    pub fn subscribe(&self, session: &str, tracks: &[TrackRef], settings: Option<TrackSettings>) -> Result<(), ApiError> {
         let settings = checked(settings.unwrap_or_default())?;
-        self.relay_subscription(session, tracks, |publisher, track| Command::Subscribe {
-            session: session.to_string(),
-            publisher,
-            track,
-            settings,
-        })
+        self.relay_subscription(session, tracks, |publisher, track| Command::Subscribe { session: session.to_string(), publisher, track, settings })
     }
 
     /// Unsubscribes `session` from `tracks`, all or none, checked as [`App::subscribe`] checks.
     pub fn unsubscribe(&self, session: &str, tracks: &[TrackRef]) -> Result<(), ApiError> {
-        self.relay_subscription(session, tracks, |publisher, track| Command::Unsubscribe {
-            session: session.to_string(),
-            publisher,
-            track,
-        })
+        self.relay_subscription(session, tracks, |publisher, track| Command::Unsubscribe { session: session.to_string(), publisher, track })
     }
 
     /// Checks `session` may (un)subscribe to each of `tracks`, then sends the node one
     /// command per track made by `command(publisher, track)`; nothing is sent on an error.
-    fn relay_subscription(
-        &self,
-        session: &str,
-        tracks: &[TrackRef],
-        command: impl Fn(String, String) -> Command,
-    ) -> Result<(), ApiError> {
+    fn relay_subscription(&self, session: &str, tracks: &[TrackRef], command: impl Fn(String, String) -> Command) -> Result<(), ApiError> {
         if tracks.is_empty() || tracks.len() > MAX_TRACKS_PER_MESSAGE {
-            return Err(ApiError::BadRequest(format!(
-                "tracks must name 1 to {MAX_TRACKS_PER_MESSAGE} tracks, not {}",
-                tracks.len()
-            )));
+            return Err(ApiError::BadRequest(format!("tracks must name 1 to {MAX_TRACKS_PER_MESSAGE} tracks, not {}", tracks.len())));
         }
         let st = self.lock();
         let not_found = || ApiError::NotFound(format!("session {session}"));
-        let room = st
-            .sessions
-            .get(session)
-            .and_then(|r| st.rooms.get(r))
-            .ok_or_else(not_found)?;
+        let room = st.sessions.get(session).and_then(|r| st.rooms.get(r)).ok_or_else(not_found)?;
         let me = room.participants.get(session).ok_or_else(not_found)?;
         if !me.grants.can_subscribe {
-            return Err(ApiError::Forbidden(
-                "token lacks the can_subscribe grant".into(),
-            ));
+            return Err(ApiError::Forbidden("token lacks the can_subscribe grant".into()));
         }
         if !me.media {
-            return Err(ApiError::BadRequest(
-                "send your offer before subscribing".into(),
-            ));
+            return Err(ApiError::BadRequest("send your offer before subscribing".into()));
         }
         let mut commands = Vec::with_capacity(tracks.len());
         for t in tracks {
             if t.session == session {
-                return Err(ApiError::BadRequest(format!(
-                    "track {} is your own; you cannot subscribe to it",
-                    short(&t.track)
-                )));
+                return Err(ApiError::BadRequest(format!("track {} is your own; you cannot subscribe to it", short(&t.track))));
             }
-            let published = room
-                .participants
-                .get(&t.session)
-                .is_some_and(|p| p.tracks.iter().any(|i| i.id == t.track));
+            let published = room.participants.get(&t.session).is_some_and(|p| p.tracks.iter().any(|i| i.id == t.track));
             if !published {
-                return Err(ApiError::TrackNotFound(format!(
-                    "{}/{}",
-                    short(&t.session),
-                    short(&t.track)
-                )));
+                return Err(ApiError::TrackNotFound(format!("{}/{}", short(&t.session), short(&t.track))));
             }
             commands.push(command(t.session.clone(), t.track.clone()));
         }
@@ -122,32 +80,12 @@ mod tests {
 
     #[test]
     fn sizes_must_be_between_1_and_16384() {
-        let s = |max_width, max_height| TrackSettings {
-            max_width,
-            max_height,
-            ..TrackSettings::default()
-        };
-        assert_eq!(
-            checked(TrackSettings::default()).ok(),
-            Some(TrackSettings::default())
-        );
-        let good = TrackSettings {
-            enabled: false,
-            max_width: Some(1),
-            max_height: Some(16384),
-            quality: Some(Quality::Medium),
-        };
+        let s = |max_width, max_height| TrackSettings { max_width, max_height, ..TrackSettings::default() };
+        assert_eq!(checked(TrackSettings::default()).ok(), Some(TrackSettings::default()));
+        let good = TrackSettings { enabled: false, max_width: Some(1), max_height: Some(16384), quality: Some(Quality::Medium) };
         assert_eq!(checked(good).ok(), Some(good));
-        for bad in [
-            s(Some(0), None),
-            s(None, Some(0)),
-            s(Some(16385), None),
-            s(Some(640), Some(u32::MAX)),
-        ] {
-            assert!(
-                matches!(checked(bad), Err(ApiError::BadSettings(_))),
-                "{bad:?}"
-            );
+        for bad in [s(Some(0), None), s(None, Some(0)), s(Some(16385), None), s(Some(640), Some(u32::MAX))] {
+            assert!(matches!(checked(bad), Err(ApiError::BadSettings(_))), "{bad:?}");
         }
     }
 }

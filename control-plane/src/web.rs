@@ -19,35 +19,17 @@ const STYLE: &str = include_str!("../web/style.css");
 
 /// `GET /`.
 pub async fn index() -> impl IntoResponse {
-    (
-        [
-            (header::CONTENT_TYPE, "text/html; charset=utf-8"),
-            (header::CACHE_CONTROL, "no-cache"),
-        ],
-        INDEX,
-    )
+    ([(header::CONTENT_TYPE, "text/html; charset=utf-8"), (header::CACHE_CONTROL, "no-cache")], INDEX)
 }
 
 /// `GET /app.js`.
 pub async fn app_js() -> impl IntoResponse {
-    (
-        [
-            (header::CONTENT_TYPE, "text/javascript; charset=utf-8"),
-            (header::CACHE_CONTROL, "no-cache"),
-        ],
-        APP_JS,
-    )
+    ([(header::CONTENT_TYPE, "text/javascript; charset=utf-8"), (header::CACHE_CONTROL, "no-cache")], APP_JS)
 }
 
 /// `GET /style.css`.
 pub async fn style() -> impl IntoResponse {
-    (
-        [
-            (header::CONTENT_TYPE, "text/css; charset=utf-8"),
-            (header::CACHE_CONTROL, "no-cache"),
-        ],
-        STYLE,
-    )
+    ([(header::CONTENT_TYPE, "text/css; charset=utf-8"), (header::CACHE_CONTROL, "no-cache")], STYLE)
 }
 
 /// Body of `POST /app/token`.
@@ -61,25 +43,12 @@ pub struct JoinForm {
 }
 
 /// `POST /app/token`: lets the web app join without an API secret, when `--open-join` is on.
-pub async fn token(
-    State(app): State<Arc<App>>,
-    body: Result<ApiJson<JoinForm>, ApiError>,
-) -> Result<impl IntoResponse, ApiError> {
+pub async fn token(State(app): State<Arc<App>>, body: Result<ApiJson<JoinForm>, ApiError>) -> Result<impl IntoResponse, ApiError> {
     if !app.settings.open_join {
-        return Err(ApiError::Forbidden(
-            "open join is disabled; get a token from your application server".into(),
-        ));
+        return Err(ApiError::Forbidden("open join is disabled; get a token from your application server".into()));
     }
     let ApiJson(form) = body?;
     validate_identity(&form.name)?;
-    let token = app.keys.mint(
-        &form.room,
-        &form.name,
-        Grants::default(),
-        app.settings.demo_token_ttl,
-    )?;
-    Ok((
-        StatusCode::CREATED,
-        Json(serde_json::json!({ "token": token })),
-    ))
+    let token = app.keys.mint(&form.room, &form.name, Grants::default(), app.settings.demo_token_ttl)?;
+    Ok((StatusCode::CREATED, Json(serde_json::json!({ "token": token }))))
 }

@@ -26,32 +26,19 @@ fn bearer(app: &App, headers: &HeaderMap, room: &str) -> Result<Claims, ApiError
         .get(header::AUTHORIZATION)
         .and_then(|v| v.to_str().ok())
         .ok_or_else(|| ApiError::Unauthorized("missing Bearer token".into()))?;
-    let token = value
-        .strip_prefix("Bearer ")
-        .ok_or_else(|| ApiError::Unauthorized("expected a Bearer token".into()))?;
+    let token = value.strip_prefix("Bearer ").ok_or_else(|| ApiError::Unauthorized("expected a Bearer token".into()))?;
     let claims = app.keys.verify(token.trim())?;
     if claims.room != room {
-        return Err(ApiError::Forbidden(format!(
-            "token is for room {}, not {room}",
-            claims.room
-        )));
+        return Err(ApiError::Forbidden(format!("token is for room {}, not {room}", claims.room)));
     }
     Ok(claims)
 }
 
-fn sdp_body(
-    headers: &HeaderMap,
-    body: Result<String, StringRejection>,
-) -> Result<String, ApiError> {
+fn sdp_body(headers: &HeaderMap, body: Result<String, StringRejection>) -> Result<String, ApiError> {
     let body = body.map_err(|e| from_rejection(e.status(), e.body_text()))?;
-    let ct = headers
-        .get(header::CONTENT_TYPE)
-        .and_then(|v| v.to_str().ok())
-        .unwrap_or("");
+    let ct = headers.get(header::CONTENT_TYPE).and_then(|v| v.to_str().ok()).unwrap_or("");
     if !ct.to_ascii_lowercase().starts_with("application/sdp") {
-        return Err(ApiError::UnsupportedMediaType(
-            "Content-Type must be application/sdp".into(),
-        ));
+        return Err(ApiError::UnsupportedMediaType("Content-Type must be application/sdp".into()));
     }
     Ok(body)
 }
@@ -61,9 +48,7 @@ fn ice_links(ice_servers: &[IceServer]) -> Vec<String> {
     let mut links = Vec::new();
     for server in ice_servers {
         let creds = match (&server.username, &server.credential) {
-            (Some(u), Some(c)) => {
-                format!("; username=\"{u}\"; credential=\"{c}\"; credential-type=\"password\"")
-            }
+            (Some(u), Some(c)) => format!("; username=\"{u}\"; credential=\"{c}\"; credential-type=\"password\""),
             _ => String::new(),
         };
         for url in &server.urls {
@@ -76,20 +61,10 @@ fn ice_links(ice_servers: &[IceServer]) -> Vec<String> {
 /// The 201 of a WHIP/WHEP POST: the answer, and the resource URL, whose last segment is the
 /// session's secret (ids that other participants see are not enough to end it).
 fn created(kind: &str, room: &str, started: Started, ice_servers: &[IceServer]) -> Response {
-    let Started {
-        session,
-        resource,
-        answer,
-    } = started;
+    let Started { session, resource, answer } = started;
     let mut res = (
         StatusCode::CREATED,
-        [
-            (
-                header::LOCATION,
-                format!("/{kind}/{room}/{session}/{resource}"),
-            ),
-            (header::CONTENT_TYPE, "application/sdp".to_string()),
-        ],
+        [(header::LOCATION, format!("/{kind}/{room}/{session}/{resource}")), (header::CONTENT_TYPE, "application/sdp".to_string())],
         answer,
     )
         .into_response();
@@ -118,15 +93,8 @@ async fn start(
 ) -> Result<Started, ApiError> {
     let subscription = sub()?;
     let adm = app.admit(claims, via, None)?;
-    match app
-        .start_media(&adm.session, offer, subscription, video)
-        .await
-    {
-        Ok(answer) => Ok(Started {
-            resource: adm.resource.unwrap_or_default(),
-            session: adm.session,
-            answer,
-        }),
+    match app.start_media(&adm.session, offer, subscription, video).await {
+        Ok(answer) => Ok(Started { resource: adm.resource.unwrap_or_default(), session: adm.session, answer }),
         Err(e) => {
             app.remove(&adm.session, true, None);
             Err(e)
@@ -135,34 +103,14 @@ async fn start(
 }
 
 /// `POST /whip/{room}`: publish into the room.
-pub async fn whip_post(
-    State(app): State<Arc<App>>,
-    Path(room): Path<String>,
-    headers: HeaderMap,
-    body: Result<String, StringRejection>,
-) -> Result<Response, ApiError> {
+pub async fn whip_post(State(app): State<Arc<App>>, Path(room): Path<String>, headers: HeaderMap, body: Result<String, StringRejection>) -> Result<Response, ApiError> {
     let claims = bearer(&app, &headers, &room)?;
     if !claims.grants.can_publish {
-        return Err(ApiError::Forbidden(
-            "token lacks the can_publish grant".into(),
-        ));
+        return Err(ApiError::Forbidden("token lacks the can_publish grant".into()));
     }
     let offer = sdp_body(&headers, body)?;
-    let started = start(
-        &app,
-        &claims,
-        Via::Whip,
-        offer,
-        || Ok(Subscription::None),
-        TrackSettings::default(),
-    )
-    .await?;
-    Ok(created(
-        "whip",
-        &room,
-        started,
-        &app.ice_servers(&claims.sub),
-    ))
+    let started = start(&app, &claims, Via::Whip, offer, || Ok(Subscription::None), TrackSettings::default()).await?;
+    Ok(created("whip", &room, started, &app.ice_servers(&claims.sub)))
 }
 
 /// Query of `POST /whep/{room}`.
@@ -179,22 +127,12 @@ pub struct WhepQuery {
 impl WhepQuery {
     /// The video settings the player asks for: its `layer` (or `quality`), if any.
     pub fn video(&self) -> Result<TrackSettings, ApiError> {
-        let parse = |v: &Option<String>| {
-            v.as_deref()
-                .map(str::parse::<Quality>)
-                .transpose()
-                .map_err(|e| ApiError::BadRequest(e.to_string()))
-        };
+        let parse = |v: &Option<String>| v.as_deref().map(str::parse::<Quality>).transpose().map_err(|e| ApiError::BadRequest(e.to_string()));
         let quality = match (parse(&self.layer)?, parse(&self.quality)?) {
-            (Some(a), Some(b)) if a != b => {
-                return Err(ApiError::BadRequest("layer and quality disagree".into()))
-            }
+            (Some(a), Some(b)) if a != b => return Err(ApiError::BadRequest("layer and quality disagree".into())),
             (a, b) => a.or(b),
         };
-        Ok(TrackSettings {
-            quality,
-            ..TrackSettings::default()
-        })
+        Ok(TrackSettings { quality, ..TrackSettings::default() })
     }
 }
 
@@ -208,9 +146,7 @@ pub async fn whep_post(
 ) -> Result<Response, ApiError> {
     let claims = bearer(&app, &headers, &room)?;
     if !claims.grants.can_subscribe {
-        return Err(ApiError::Forbidden(
-            "token lacks the can_subscribe grant".into(),
-        ));
+        return Err(ApiError::Forbidden("token lacks the can_subscribe grant".into()));
     }
     let Query(q) = query.map_err(|e| ApiError::BadRequest(e.body_text()))?;
     let video = q.video()?;
@@ -221,36 +157,14 @@ pub async fn whep_post(
     let (publisher, identity) = app.find_publisher(&room, q.participant.as_deref())?;
     // The player follows the identity: a broadcaster that reconnects (a new session under
     // the same identity) takes over the player's m-lines, its numbering continued.
-    let started = start(
-        &app,
-        &claims,
-        Via::Whep,
-        offer,
-        || {
-            Ok(Subscription::Only {
-                publisher,
-                identity: Some(identity),
-            })
-        },
-        video,
-    )
-    .await?;
-    Ok(created(
-        "whep",
-        &room,
-        started,
-        &app.ice_servers(&claims.sub),
-    ))
+    let started = start(&app, &claims, Via::Whep, offer, || Ok(Subscription::Only { publisher, identity: Some(identity) }), video).await?;
+    Ok(created("whep", &room, started, &app.ice_servers(&claims.sub)))
 }
 
 /// `DELETE /whip/{room}/{session}/{secret}` and `/whep/...`: the holder of the resource URL
 /// (and of a token for the room) ends its session. A wrong secret is a 404, as for a session
 /// that does not exist.
-pub async fn delete_session(
-    State(app): State<Arc<App>>,
-    Path((room, session, secret)): Path<(String, String, String)>,
-    headers: HeaderMap,
-) -> Result<StatusCode, ApiError> {
+pub async fn delete_session(State(app): State<Arc<App>>, Path((room, session, secret)): Path<(String, String, String)>, headers: HeaderMap) -> Result<StatusCode, ApiError> {
     bearer(&app, &headers, &room)?;
     if !app.owns_resource(&room, &session, &secret) {
         return Err(ApiError::NotFound(format!("session {session}")));
@@ -261,11 +175,7 @@ pub async fn delete_session(
 
 /// `DELETE /whip/{room}/{session}` and `/whep/...` without the secret: the API's
 /// credentials (HTTP Basic) only, as `DELETE /api/rooms/{room}/participants/{identity}`.
-pub async fn delete_session_admin(
-    State(app): State<Arc<App>>,
-    Path((room, session)): Path<(String, String)>,
-    headers: HeaderMap,
-) -> Result<StatusCode, ApiError> {
+pub async fn delete_session_admin(State(app): State<Arc<App>>, Path((room, session)): Path<(String, String)>, headers: HeaderMap) -> Result<StatusCode, ApiError> {
     check_basic(&app, &headers)?;
     if app.room_of(&session).as_deref() != Some(room.as_str()) {
         return Err(ApiError::NotFound(format!("session {session}")));

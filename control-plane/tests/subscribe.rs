@@ -9,66 +9,29 @@ use common::*;
 async fn tokens_carry_the_auto_subscribe_grant() {
     let app = app_with_node(settings());
     let b = basic();
-    let json = [
-        ("authorization", b.as_str()),
-        ("content-type", "application/json"),
-    ];
-    call(
-        &app,
-        Method::POST,
-        "/api/rooms",
-        &json,
-        r#"{"name":"grants"}"#,
-    )
-    .await;
+    let json = [("authorization", b.as_str()), ("content-type", "application/json")];
+    call(&app, Method::POST, "/api/rooms", &json, r#"{"name":"grants"}"#).await;
     let keys = TokenKeys::new(KEY, SECRET);
-    for (body, auto) in [
-        (r#"{"identity":"a"}"#, true),
-        (r#"{"identity":"a","auto_subscribe":true}"#, true),
-        (r#"{"identity":"a","auto_subscribe":false}"#, false),
-    ] {
+    for (body, auto) in [(r#"{"identity":"a"}"#, true), (r#"{"identity":"a","auto_subscribe":true}"#, true), (r#"{"identity":"a","auto_subscribe":false}"#, false)] {
         let r = call(&app, Method::POST, "/api/rooms/grants/tokens", &json, body).await;
         assert_eq!(r.status, StatusCode::CREATED, "{}", r.body);
         let claims = keys.verify(r.json()["token"].as_str().unwrap()).unwrap();
-        assert_eq!(
-            claims.grants,
-            Grants {
-                auto_subscribe: auto,
-                ..Grants::default()
-            },
-            "{body}"
-        );
+        assert_eq!(claims.grants, Grants { auto_subscribe: auto, ..Grants::default() }, "{body}");
     }
-    let r = call(
-        &app,
-        Method::POST,
-        "/api/rooms/grants/tokens",
-        &json,
-        r#"{"identity":"a","auto_subscribe":"no"}"#,
-    )
-    .await;
-    assert_eq!(
-        (r.status, r.code().as_str()),
-        (StatusCode::BAD_REQUEST, "bad_request")
-    );
+    let r = call(&app, Method::POST, "/api/rooms/grants/tokens", &json, r#"{"identity":"a","auto_subscribe":"no"}"#).await;
+    assert_eq!((r.status, r.code().as_str()), (StatusCode::BAD_REQUEST, "bad_request"));
 }
 
 /// The session id in a WHIP/WHEP `Location` (`/whip/{room}/{session}/{secret}`).
 fn location_session(r: &Res) -> String {
-    let location = r
-        .headers
-        .get(header::LOCATION)
-        .and_then(|v| v.to_str().ok())
-        .unwrap_or_default();
+    let location = r.headers.get(header::LOCATION).and_then(|v| v.to_str().ok()).unwrap_or_default();
     location.rsplit('/').nth(1).unwrap_or_default().to_string()
 }
 
 /// The video settings of the `Join` that created `session`.
 async fn join_video(sent: &Sent, session: &str) -> TrackSettings {
     wait_sent(sent, |c| match c {
-        Command::Join {
-            session: s, video, ..
-        } if s == session => Some(*video),
+        Command::Join { session: s, video, .. } if s == session => Some(*video),
         _ => None,
     })
     .await
@@ -78,54 +41,17 @@ async fn join_video(sent: &Sent, session: &str) -> TrackSettings {
 async fn whep_layer_sets_the_players_video_quality() {
     let (app, sent) = app_with_recorded_node(settings());
     let pub_token = format!("Bearer {}", token("layers", "cam", Grants::default(), 60));
-    let r = call(
-        &app,
-        Method::POST,
-        "/whip/layers",
-        &[
-            ("authorization", pub_token.as_str()),
-            ("content-type", "application/sdp"),
-        ],
-        offer(true),
-    )
-    .await;
+    let r = call(&app, Method::POST, "/whip/layers", &[("authorization", pub_token.as_str()), ("content-type", "application/sdp")], offer(true)).await;
     assert_eq!(r.status, StatusCode::CREATED, "{}", r.body);
-    assert_eq!(
-        join_video(&sent, &location_session(&r)).await,
-        TrackSettings::default()
-    );
+    assert_eq!(join_video(&sent, &location_session(&r)).await, TrackSettings::default());
     let play = |i: usize, query: &'static str| {
         let app = app.clone();
         async move {
-            let view = format!(
-                "Bearer {}",
-                token(
-                    "layers",
-                    &format!("viewer{i}"),
-                    Grants {
-                        can_publish: false,
-                        ..Grants::default()
-                    },
-                    60
-                )
-            );
-            call(
-                &app,
-                Method::POST,
-                &format!("/whep/layers?participant=cam{query}"),
-                &[
-                    ("authorization", &view),
-                    ("content-type", "application/sdp"),
-                ],
-                offer(false),
-            )
-            .await
+            let view = format!("Bearer {}", token("layers", &format!("viewer{i}"), Grants { can_publish: false, ..Grants::default() }, 60));
+            call(&app, Method::POST, &format!("/whep/layers?participant=cam{query}"), &[("authorization", &view), ("content-type", "application/sdp")], offer(false)).await
         }
     };
-    let quality = |q| TrackSettings {
-        quality: Some(q),
-        ..TrackSettings::default()
-    };
+    let quality = |q| TrackSettings { quality: Some(q), ..TrackSettings::default() };
     for (i, (query, want)) in [
         ("", TrackSettings::default()),
         ("&layer=low", quality(Quality::Low)),
@@ -138,47 +64,19 @@ async fn whep_layer_sets_the_players_video_quality() {
     {
         let r = play(i, query).await;
         assert_eq!(r.status, StatusCode::CREATED, "{query}: {}", r.body);
-        assert_eq!(
-            join_video(&sent, &location_session(&r)).await,
-            want,
-            "{query}"
-        );
+        assert_eq!(join_video(&sent, &location_session(&r)).await, want, "{query}");
     }
-    let joins = sent
-        .lock()
-        .unwrap()
-        .iter()
-        .filter(|c| matches!(c, Command::Join { .. }))
-        .count();
-    for query in [
-        "&layer=ultra",
-        "&quality=",
-        "&layer=low&quality=high",
-        "&layer=low&layer=high",
-    ] {
+    let joins = sent.lock().unwrap().iter().filter(|c| matches!(c, Command::Join { .. })).count();
+    for query in ["&layer=ultra", "&quality=", "&layer=low&quality=high", "&layer=low&layer=high"] {
         let r = play(99, query).await;
-        assert_eq!(
-            (r.status, r.code().as_str()),
-            (StatusCode::BAD_REQUEST, "bad_request"),
-            "{query}: {}",
-            r.body
-        );
+        assert_eq!((r.status, r.code().as_str()), (StatusCode::BAD_REQUEST, "bad_request"), "{query}: {}", r.body);
     }
     tokio::time::sleep(Duration::from_millis(50)).await;
-    assert_eq!(
-        sent.lock()
-            .unwrap()
-            .iter()
-            .filter(|c| matches!(c, Command::Join { .. }))
-            .count(),
-        joins,
-        "a refused player reaches no node"
-    );
+    assert_eq!(sent.lock().unwrap().iter().filter(|c| matches!(c, Command::Join { .. })).count(), joins, "a refused player reaches no node");
     healthy(&app).await;
 }
 
-type Ws =
-    tokio_tungstenite::WebSocketStream<tokio_tungstenite::MaybeTlsStream<tokio::net::TcpStream>>;
+type Ws = tokio_tungstenite::WebSocketStream<tokio_tungstenite::MaybeTlsStream<tokio::net::TcpStream>>;
 use tokio_tungstenite::tungstenite::Message as WsMessage;
 
 /// Serves the router on a loopback listener; returns the `/ws` URL.
@@ -192,12 +90,7 @@ async fn serve_ws(app: &Arc<App>) -> String {
 
 async fn recv(ws: &mut Ws) -> serde_json::Value {
     loop {
-        match tokio::time::timeout(Duration::from_secs(5), ws.next())
-            .await
-            .unwrap()
-            .unwrap()
-            .unwrap()
-        {
+        match tokio::time::timeout(Duration::from_secs(5), ws.next()).await.unwrap().unwrap().unwrap() {
             WsMessage::Text(t) => return serde_json::from_str(&t).unwrap(),
             _ => continue,
         }
@@ -247,11 +140,7 @@ async fn ws_join(url: &str, token: &str, auto_subscribe: Option<bool>) -> (Ws, S
 
 /// Sends the client's one offer and waits for the answer.
 async fn ws_offer(ws: &mut Ws, publish: bool) {
-    send(
-        ws,
-        serde_json::json!({"type": "offer", "sdp": offer(publish)}),
-    )
-    .await;
+    send(ws, serde_json::json!({"type": "offer", "sdp": offer(publish)})).await;
     loop {
         let m = recv(ws).await;
         assert_ne!(m["type"], "error", "{m}");
@@ -264,11 +153,7 @@ async fn ws_offer(ws: &mut Ws, publish: bool) {
 /// What the `Join` that created `session` subscribes it to.
 async fn join_subscription(sent: &Sent, session: &str) -> Subscription {
     wait_sent(sent, |c| match c {
-        Command::Join {
-            session: s,
-            subscription,
-            ..
-        } if s == session => Some(subscription.clone()),
+        Command::Join { session: s, subscription, .. } if s == session => Some(subscription.clone()),
         _ => None,
     })
     .await
@@ -276,48 +161,17 @@ async fn join_subscription(sent: &Sent, session: &str) -> Subscription {
 
 /// The node announcing a published track, as it does once the publisher's media is up.
 fn publish(app: &App, room: &str, session: &str, track: &str, kind: link::TrackKind) {
-    app.node_event(
-        "node-1",
-        link::Event::TrackPublished {
-            room: room.into(),
-            session: session.into(),
-            track: track.into(),
-            kind,
-        },
-    );
+    app.node_event("node-1", link::Event::TrackPublished { room: room.into(), session: session.into(), track: track.into(), kind });
 }
 
 /// The subscription commands the node received, as (kind, subscriber, publisher, track, settings).
-fn subscription_commands(
-    sent: &Sent,
-) -> Vec<(&'static str, String, String, String, Option<TrackSettings>)> {
+fn subscription_commands(sent: &Sent) -> Vec<(&'static str, String, String, String, Option<TrackSettings>)> {
     sent.lock()
         .unwrap()
         .iter()
         .filter_map(|c| match c {
-            Command::Subscribe {
-                session,
-                publisher,
-                track,
-                settings,
-            } => Some((
-                "subscribe",
-                session.clone(),
-                publisher.clone(),
-                track.clone(),
-                Some(*settings),
-            )),
-            Command::Unsubscribe {
-                session,
-                publisher,
-                track,
-            } => Some((
-                "unsubscribe",
-                session.clone(),
-                publisher.clone(),
-                track.clone(),
-                None,
-            )),
+            Command::Subscribe { session, publisher, track, settings } => Some(("subscribe", session.clone(), publisher.clone(), track.clone(), Some(*settings))),
+            Command::Unsubscribe { session, publisher, track } => Some(("unsubscribe", session.clone(), publisher.clone(), track.clone(), None)),
             _ => None,
         })
         .collect()
@@ -327,10 +181,7 @@ fn subscription_commands(
 async fn auto_subscribe_off_joins_with_chosen_subscriptions() {
     let (app, sent) = app_with_recorded_node(settings());
     let url = serve_ws(&app).await;
-    let no_auto = Grants {
-        auto_subscribe: false,
-        ..Grants::default()
-    };
+    let no_auto = Grants { auto_subscribe: false, ..Grants::default() };
     // (token grant, join flag) -> what the node is told.
     for (i, (grants, flag, want)) in [
         (Grants::default(), None, Subscription::All),
@@ -342,22 +193,10 @@ async fn auto_subscribe_off_joins_with_chosen_subscriptions() {
     .into_iter()
     .enumerate()
     {
-        let (mut ws, session) =
-            ws_join(&url, &token("auto", &format!("p{i}"), grants, 60), flag).await;
+        let (mut ws, session) = ws_join(&url, &token("auto", &format!("p{i}"), grants, 60), flag).await;
         ws_offer(&mut ws, true).await;
-        assert_eq!(
-            join_subscription(&sent, &session).await,
-            want,
-            "grant {}, join flag {flag:?}",
-            grants.auto_subscribe
-        );
-        let Some(Command::Join { video, .. }) = sent
-            .lock()
-            .unwrap()
-            .iter()
-            .find(|c| matches!(c, Command::Join { session: s, .. } if *s == session))
-            .cloned()
-        else {
+        assert_eq!(join_subscription(&sent, &session).await, want, "grant {}, join flag {flag:?}", grants.auto_subscribe);
+        let Some(Command::Join { video, .. }) = sent.lock().unwrap().iter().find(|c| matches!(c, Command::Join { session: s, .. } if *s == session)).cloned() else {
             panic!("no join")
         };
         assert_eq!(video, TrackSettings::default());
@@ -372,98 +211,39 @@ async fn subscriptions_are_checked_and_relayed_to_the_node() {
     // bob publishes audio and video in room "subs"; carol publishes in another room.
     let (mut bob, bob_s) = ws_join(&url, &token("subs", "bob", Grants::default(), 60), None).await;
     ws_offer(&mut bob, true).await;
-    let (mut carol, carol_s) = ws_join(
-        &url,
-        &token("elsewhere", "carol", Grants::default(), 60),
-        None,
-    )
-    .await;
+    let (mut carol, carol_s) = ws_join(&url, &token("elsewhere", "carol", Grants::default(), 60), None).await;
     ws_offer(&mut carol, true).await;
     publish(&app, "elsewhere", &carol_s, "1", link::TrackKind::Video);
 
     // alice chooses what she receives.
-    let (mut alice, alice_s) = ws_join(
-        &url,
-        &token("subs", "alice", Grants::default(), 60),
-        Some(false),
-    )
-    .await;
+    let (mut alice, alice_s) = ws_join(&url, &token("subs", "alice", Grants::default(), 60), Some(false)).await;
     publish(&app, "subs", &bob_s, "0", link::TrackKind::Audio);
     publish(&app, "subs", &bob_s, "1", link::TrackKind::Video);
     let bob_video = serde_json::json!({"session": bob_s, "track": "1"});
     let bob_audio = serde_json::json!({"session": bob_s, "track": "0"});
     let before_offer = serde_json::json!({"type": "subscribe", "tracks": [bob_video]});
-    assert_eq!(
-        error_after(&mut alice, before_offer).await,
-        "bad_request",
-        "subscribing before the offer"
-    );
+    assert_eq!(error_after(&mut alice, before_offer).await, "bad_request", "subscribing before the offer");
     ws_offer(&mut alice, true).await;
-    assert_eq!(
-        join_subscription(&sent, &alice_s).await,
-        Subscription::Chosen
-    );
+    assert_eq!(join_subscription(&sent, &alice_s).await, Subscription::Chosen);
     publish(&app, "subs", &alice_s, "0", link::TrackKind::Video);
 
     // Bad subscriptions: a typed error each, and the connection goes on.
     let many: Vec<_> = (0..257).map(|_| bob_video.clone()).collect();
     let cases = [
-        (
-            serde_json::json!({"type": "subscribe", "tracks": [{"session": bob_s, "track": "7"}]}),
-            "track_not_found",
-        ),
-        (
-            serde_json::json!({"type": "subscribe", "tracks": [{"session": "PA_nobody", "track": "1"}]}),
-            "track_not_found",
-        ),
-        (
-            serde_json::json!({"type": "subscribe", "tracks": [{"session": carol_s, "track": "1"}]}),
-            "track_not_found",
-        ),
-        (
-            serde_json::json!({"type": "subscribe", "tracks": [bob_video, {"session": bob_s, "track": "7"}]}),
-            "track_not_found",
-        ),
-        (
-            serde_json::json!({"type": "unsubscribe", "tracks": [{"session": carol_s, "track": "1"}]}),
-            "track_not_found",
-        ),
-        (
-            serde_json::json!({"type": "subscribe", "tracks": [{"session": alice_s, "track": "0"}]}),
-            "bad_request",
-        ),
-        (
-            serde_json::json!({"type": "subscribe", "tracks": [bob_video], "settings": {"quality": "ultra"}}),
-            "bad_request",
-        ),
-        (
-            serde_json::json!({"type": "subscribe", "tracks": [bob_video], "settings": {"max_width": -5}}),
-            "bad_request",
-        ),
-        (
-            serde_json::json!({"type": "subscribe", "tracks": [bob_video], "settings": {"max_width": 0}}),
-            "bad_settings",
-        ),
-        (
-            serde_json::json!({"type": "subscribe", "tracks": [bob_video], "settings": {"max_width": 20000}}),
-            "bad_settings",
-        ),
-        (
-            serde_json::json!({"type": "subscribe", "tracks": [bob_video], "settings": {"max_height": 16385}}),
-            "bad_settings",
-        ),
-        (
-            serde_json::json!({"type": "subscribe", "tracks": []}),
-            "bad_request",
-        ),
-        (
-            serde_json::json!({"type": "subscribe", "tracks": many}),
-            "bad_request",
-        ),
-        (
-            serde_json::json!({"type": "unsubscribe", "tracks": "all"}),
-            "bad_request",
-        ),
+        (serde_json::json!({"type": "subscribe", "tracks": [{"session": bob_s, "track": "7"}]}), "track_not_found"),
+        (serde_json::json!({"type": "subscribe", "tracks": [{"session": "PA_nobody", "track": "1"}]}), "track_not_found"),
+        (serde_json::json!({"type": "subscribe", "tracks": [{"session": carol_s, "track": "1"}]}), "track_not_found"),
+        (serde_json::json!({"type": "subscribe", "tracks": [bob_video, {"session": bob_s, "track": "7"}]}), "track_not_found"),
+        (serde_json::json!({"type": "unsubscribe", "tracks": [{"session": carol_s, "track": "1"}]}), "track_not_found"),
+        (serde_json::json!({"type": "subscribe", "tracks": [{"session": alice_s, "track": "0"}]}), "bad_request"),
+        (serde_json::json!({"type": "subscribe", "tracks": [bob_video], "settings": {"quality": "ultra"}}), "bad_request"),
+        (serde_json::json!({"type": "subscribe", "tracks": [bob_video], "settings": {"max_width": -5}}), "bad_request"),
+        (serde_json::json!({"type": "subscribe", "tracks": [bob_video], "settings": {"max_width": 0}}), "bad_settings"),
+        (serde_json::json!({"type": "subscribe", "tracks": [bob_video], "settings": {"max_width": 20000}}), "bad_settings"),
+        (serde_json::json!({"type": "subscribe", "tracks": [bob_video], "settings": {"max_height": 16385}}), "bad_settings"),
+        (serde_json::json!({"type": "subscribe", "tracks": []}), "bad_request"),
+        (serde_json::json!({"type": "subscribe", "tracks": many}), "bad_request"),
+        (serde_json::json!({"type": "unsubscribe", "tracks": "all"}), "bad_request"),
     ];
     for (msg, code) in cases {
         assert_eq!(error_after(&mut alice, msg.clone()).await, code, "{msg}");
@@ -471,34 +251,13 @@ async fn subscriptions_are_checked_and_relayed_to_the_node() {
 
     // A valid subscribe: no reply; one command per track to the node hosting alice.
     send(&mut alice, serde_json::json!({"type": "subscribe", "tracks": [bob_video, bob_audio], "settings": {"max_width": 640, "max_height": 360, "quality": "medium"}})).await;
-    assert!(until_pong(&mut alice)
-        .await
-        .iter()
-        .all(|m| m["type"] != "error"));
+    assert!(until_pong(&mut alice).await.iter().all(|m| m["type"] != "error"));
     send(&mut alice, serde_json::json!({"type": "subscribe", "tracks": [bob_video], "settings": {"enabled": false}})).await;
-    send(
-        &mut alice,
-        serde_json::json!({"type": "unsubscribe", "tracks": [bob_audio]}),
-    )
-    .await;
-    assert!(until_pong(&mut alice)
-        .await
-        .iter()
-        .all(|m| m["type"] != "error"));
-    wait_sent(&sent, |c| {
-        matches!(c, Command::Unsubscribe { .. }).then_some(())
-    })
-    .await;
-    let wanted = TrackSettings {
-        enabled: true,
-        max_width: Some(640),
-        max_height: Some(360),
-        quality: Some(Quality::Medium),
-    };
-    let off = TrackSettings {
-        enabled: false,
-        ..TrackSettings::default()
-    };
+    send(&mut alice, serde_json::json!({"type": "unsubscribe", "tracks": [bob_audio]})).await;
+    assert!(until_pong(&mut alice).await.iter().all(|m| m["type"] != "error"));
+    wait_sent(&sent, |c| matches!(c, Command::Unsubscribe { .. }).then_some(())).await;
+    let wanted = TrackSettings { enabled: true, max_width: Some(640), max_height: Some(360), quality: Some(Quality::Medium) };
+    let off = TrackSettings { enabled: false, ..TrackSettings::default() };
     let a = || alice_s.clone();
     let b = || bob_s.clone();
     assert_eq!(
@@ -513,82 +272,21 @@ async fn subscriptions_are_checked_and_relayed_to_the_node() {
     );
 
     // The node's pause notice goes to the subscriber, its dynacast notice to the publisher.
-    app.node_event(
-        "node-1",
-        link::Event::TrackPaused {
-            session: alice_s.clone(),
-            publisher: bob_s.clone(),
-            track: "1".into(),
-            paused: true,
-        },
-    );
+    app.node_event("node-1", link::Event::TrackPaused { session: alice_s.clone(), publisher: bob_s.clone(), track: "1".into(), paused: true });
     let got = until_pong(&mut alice).await;
     assert!(got.contains(&serde_json::json!({"type": "track_paused", "session": bob_s, "track": "1", "paused": true})), "{got:?}");
-    app.node_event(
-        "node-1",
-        link::Event::LayersWanted {
-            session: bob_s.clone(),
-            track: "1".into(),
-            rids: vec!["q".into(), "h".into()],
-        },
-    );
+    app.node_event("node-1", link::Event::LayersWanted { session: bob_s.clone(), track: "1".into(), rids: vec!["q".into(), "h".into()] });
     let got = until_pong(&mut bob).await;
-    assert!(
-        got.contains(
-            &serde_json::json!({"type": "layers_wanted", "track": "1", "rids": ["q", "h"]})
-        ),
-        "{got:?}"
-    );
-    assert!(
-        got.iter()
-            .all(|m| m["type"] != "error" && m["type"] != "track_paused"),
-        "bob is not disturbed: {got:?}"
-    );
-    assert!(
-        until_pong(&mut carol)
-            .await
-            .iter()
-            .all(|m| m["type"] != "error"),
-        "carol is not disturbed"
-    );
+    assert!(got.contains(&serde_json::json!({"type": "layers_wanted", "track": "1", "rids": ["q", "h"]})), "{got:?}");
+    assert!(got.iter().all(|m| m["type"] != "error" && m["type"] != "track_paused"), "bob is not disturbed: {got:?}");
+    assert!(until_pong(&mut carol).await.iter().all(|m| m["type"] != "error"), "carol is not disturbed");
 
     // Without the subscribe grant, or before joining.
-    let (mut dave, _) = ws_join(
-        &url,
-        &token(
-            "subs",
-            "dave",
-            Grants {
-                can_subscribe: false,
-                ..Grants::default()
-            },
-            60,
-        ),
-        Some(false),
-    )
-    .await;
+    let (mut dave, _) = ws_join(&url, &token("subs", "dave", Grants { can_subscribe: false, ..Grants::default() }, 60), Some(false)).await;
     ws_offer(&mut dave, true).await;
-    assert_eq!(
-        error_after(
-            &mut dave,
-            serde_json::json!({"type": "subscribe", "tracks": [bob_video]})
-        )
-        .await,
-        "forbidden"
-    );
+    assert_eq!(error_after(&mut dave, serde_json::json!({"type": "subscribe", "tracks": [bob_video]})).await, "forbidden");
     let (mut stranger, _) = tokio_tungstenite::connect_async(&url).await.unwrap();
-    assert_eq!(
-        error_after(
-            &mut stranger,
-            serde_json::json!({"type": "unsubscribe", "tracks": [bob_video]})
-        )
-        .await,
-        "unauthorized"
-    );
-    assert_eq!(
-        subscription_commands(&sent).len(),
-        4,
-        "refused messages reach no node"
-    );
+    assert_eq!(error_after(&mut stranger, serde_json::json!({"type": "unsubscribe", "tracks": [bob_video]})).await, "unauthorized");
+    assert_eq!(subscription_commands(&sent).len(), 4, "refused messages reach no node");
     healthy(&app).await;
 }

@@ -34,28 +34,14 @@ pub fn app_with_node(settings: Settings) -> Arc<App> {
 /// [`app_with_node`], also recording the commands the node receives.
 pub fn app_with_recorded_node(settings: Settings) -> (Arc<App>, Sent) {
     str0m::crypto::from_feature_flags().install_process_default();
-    let app = App::new(
-        settings,
-        KEY.into(),
-        SECRET.into(),
-        "node-secret-node-secret".into(),
-    );
+    let app = App::new(settings, KEY.into(), SECRET.into(), "node-secret-node-secret".into());
     let (mut rx, _) = app.register_node("node-1", vec!["127.0.0.1".into()], vec![40000], 100);
     let weak = Arc::downgrade(&app);
     let sent = Sent::default();
     let record = sent.clone();
     tokio::spawn(async move {
         let addr: SocketAddr = "127.0.0.1:40000".parse().unwrap();
-        let mut core = Core::new(CoreConfig {
-            index: 0,
-            local: addr,
-            candidates: vec![addr],
-            capacity: 100,
-            connect_timeout: Duration::from_secs(30),
-            cores: 1,
-            nack_history: media_plane::sfu::NACK_HISTORY,
-            bwe_initial: media_plane::sfu::BWE_INITIAL,
-        });
+        let mut core = Core::new(CoreConfig { index: 0, local: addr, candidates: vec![addr], capacity: 100, connect_timeout: Duration::from_secs(30), cores: 1, nack_history: media_plane::sfu::NACK_HISTORY, bwe_initial: media_plane::sfu::BWE_INITIAL });
         while let Some(cmd) = rx.recv().await {
             record.lock().unwrap().push(cmd.clone());
             core.handle_command(Instant::now(), cmd);
@@ -77,35 +63,16 @@ pub async fn wait_sent<T>(sent: &Sent, pick: impl Fn(&Command) -> Option<T>) -> 
         }
         tokio::time::sleep(Duration::from_millis(10)).await;
     }
-    panic!(
-        "the node never received the command; sent: {:?}",
-        sent.lock().unwrap()
-    );
+    panic!("the node never received the command; sent: {:?}", sent.lock().unwrap());
 }
 
 pub fn settings() -> Settings {
-    let turn = control_plane::config::TurnConfig {
-        secret: "turn-secret".into(),
-        host: "turn.example.test".into(),
-        port: 3478,
-        tls_port: 5349,
-        ttl: 600,
-    };
-    Settings {
-        auto_create_rooms: true,
-        default_max_participants: 0,
-        open_join: true,
-        demo_token_ttl: 600,
-        turn: Some(turn),
-        core_busy_limit: 850,
-    }
+    let turn = control_plane::config::TurnConfig { secret: "turn-secret".into(), host: "turn.example.test".into(), port: 3478, tls_port: 5349, ttl: 600 };
+    Settings { auto_create_rooms: true, default_max_participants: 0, open_join: true, demo_token_ttl: 600, turn: Some(turn), core_busy_limit: 850 }
 }
 
 pub fn basic() -> String {
-    format!(
-        "Basic {}",
-        base64::engine::general_purpose::STANDARD.encode(format!("{KEY}:{SECRET}"))
-    )
+    format!("Basic {}", base64::engine::general_purpose::STANDARD.encode(format!("{KEY}:{SECRET}")))
 }
 
 pub struct Res {
@@ -123,30 +90,16 @@ impl Res {
     }
 }
 
-pub async fn call(
-    app: &Arc<App>,
-    method: Method,
-    uri: &str,
-    headers: &[(&str, &str)],
-    body: impl Into<Body>,
-) -> Res {
+pub async fn call(app: &Arc<App>, method: Method, uri: &str, headers: &[(&str, &str)], body: impl Into<Body>) -> Res {
     let mut req = Request::builder().method(method).uri(uri);
     for (k, v) in headers {
         req = req.header(*k, *v);
     }
-    let res = router(app.clone())
-        .oneshot(req.body(body.into()).unwrap())
-        .await
-        .unwrap();
+    let res = router(app.clone()).oneshot(req.body(body.into()).unwrap()).await.unwrap();
     let status = res.status();
     let headers = res.headers().clone();
-    let body =
-        String::from_utf8_lossy(&res.into_body().collect().await.unwrap().to_bytes()).to_string();
-    Res {
-        status,
-        headers,
-        body,
-    }
+    let body = String::from_utf8_lossy(&res.into_body().collect().await.unwrap().to_bytes()).to_string();
+    Res { status, headers, body }
 }
 
 pub async fn healthy(app: &Arc<App>) {
@@ -157,11 +110,7 @@ pub async fn healthy(app: &Arc<App>) {
 /// A real browser-like SDP offer from a str0m client.
 pub fn offer(publish: bool) -> String {
     let mut rtc = str0m::Rtc::builder().build(Instant::now());
-    let dir = if publish {
-        Direction::SendOnly
-    } else {
-        Direction::RecvOnly
-    };
+    let dir = if publish { Direction::SendOnly } else { Direction::RecvOnly };
     let mut api = rtc.sdp_api();
     api.add_media(MediaKind::Audio, dir, None, None, None);
     api.add_media(MediaKind::Video, dir, None, None, None);
@@ -169,7 +118,5 @@ pub fn offer(publish: bool) -> String {
 }
 
 pub fn token(room: &str, identity: &str, grants: Grants, ttl: u64) -> String {
-    TokenKeys::new(KEY, SECRET)
-        .mint(room, identity, grants, ttl)
-        .unwrap()
+    TokenKeys::new(KEY, SECRET).mint(room, identity, grants, ttl).unwrap()
 }
