@@ -149,7 +149,7 @@ pub async fn create_token(
     Ok((StatusCode::CREATED, Json(serde_json::json!({ "token": token }))))
 }
 
-/// `DELETE /api/rooms/{room}/participants/{identity}`: disconnects every session of that identity.
+/// `DELETE /api/rooms/{room}/participants/{identity}`: disconnects every session of that identity and revokes its tokens issued so far.
 pub async fn kick(State(app): State<Arc<App>>, headers: HeaderMap, Path((room, identity)): Path<(String, String)>) -> Result<StatusCode, ApiError> {
     check_basic(&app, &headers)?;
     let sessions: Vec<String> = {
@@ -160,6 +160,8 @@ pub async fn kick(State(app): State<Arc<App>>, headers: HeaderMap, Path((room, i
     if sessions.is_empty() {
         return Err(ApiError::NotFound(format!("participant {identity}")));
     }
+    // Its tokens issued so far cannot bring it back (docs/SECURITY.md, "Tokens after a kick").
+    app.lock().revocations.kick(&room, &identity, crate::token::unix_now());
     for s in sessions {
         app.remove(&s, true, Some(ServerMsg::error(ErrorCode::Kicked, "removed by the server")));
     }

@@ -60,6 +60,10 @@ pub struct ServerArgs {
     /// Let the web app mint its own tokens at /app/token [default: true in local, false in serve].
     #[arg(long, env = "OPEN_JOIN")]
     pub open_join: Option<bool>,
+    /// The secret the open join asks for; the printed app URL carries it [default: generated
+    /// once and stored in secrets.toml].
+    #[arg(long, env = "INVITE_SECRET", hide_env_values = true)]
+    pub invite_secret: Option<String>,
     /// Participant limit of rooms created by a join (0: none) [default: 0].
     #[arg(long, env = "DEFAULT_MAX_PARTICIPANTS")]
     pub default_max_participants: Option<u32>,
@@ -107,6 +111,7 @@ pub struct FileConfig {
     tls_key: Option<PathBuf>,
     public_ip: Option<Vec<IpAddr>>,
     open_join: Option<bool>,
+    invite_secret: Option<String>,
     default_max_participants: Option<u32>,
     auto_create_rooms: Option<bool>,
     core_busy_limit: Option<u16>,
@@ -140,6 +145,8 @@ pub struct Config {
     pub public_ip: Vec<IpAddr>,
     /// Open join for the web app.
     pub open_join: bool,
+    /// The open join's invite secret (set whenever the open join is on).
+    pub invite: Option<String>,
     /// Default participant limit.
     pub default_max_participants: u32,
     /// Auto-create rooms.
@@ -175,6 +182,7 @@ struct Secrets {
     api_secret: Option<String>,
     node_secret: Option<String>,
     turn_secret: Option<String>,
+    invite_secret: Option<String>,
 }
 
 fn load_secrets(path: &Path) -> Result<Secrets, ConfigError> {
@@ -260,6 +268,18 @@ impl ServerArgs {
             }
             turn_secret = stored.turn_secret.clone();
         }
+        let open_join = self.open_join.or(file.open_join).unwrap_or(local_mode);
+        let mut invite = self.invite_secret.clone().or(file.invite_secret);
+        if invite.as_ref().is_some_and(|s| s.len() < 16) {
+            return Err(ConfigError::Invalid("--invite-secret must be at least 16 characters".into()));
+        }
+        if invite.is_none() && open_join {
+            if stored.invite_secret.is_none() {
+                stored.invite_secret = Some(secret::random(24));
+                generated = true;
+            }
+            invite = stored.invite_secret.clone();
+        }
         if generated {
             store_secrets(&secrets_path, &stored)?;
         }
@@ -292,7 +312,8 @@ impl ServerArgs {
             generated_secrets: generated,
             tls,
             public_ip,
-            open_join: self.open_join.or(file.open_join).unwrap_or(local_mode),
+            open_join,
+            invite: invite.filter(|_| open_join),
             default_max_participants: self.default_max_participants.or(file.default_max_participants).unwrap_or(0),
             auto_create_rooms: self.auto_create_rooms.or(file.auto_create_rooms).unwrap_or(true),
             core_busy_limit: self.core_busy_limit.or(file.core_busy_limit).unwrap_or(85).min(100),

@@ -59,6 +59,12 @@ pub enum ApiError {
     /// Subscription settings out of range.
     #[error("{0}")]
     BadSettings(String),
+    /// The token was revoked by a kick of its identity.
+    #[error("this token was revoked: its identity was removed from the room")]
+    TokenRevoked,
+    /// The source address is over a rate limit.
+    #[error("too many requests from this address; try again later")]
+    TooManyRequests,
 }
 
 impl ApiError {
@@ -82,6 +88,8 @@ impl ApiError {
             ApiError::MethodNotAllowed => (StatusCode::METHOD_NOT_ALLOWED, ErrorCode::MethodNotAllowed),
             ApiError::TrackNotFound(_) => (StatusCode::NOT_FOUND, ErrorCode::TrackNotFound),
             ApiError::BadSettings(_) => (StatusCode::BAD_REQUEST, ErrorCode::BadSettings),
+            ApiError::TokenRevoked => (StatusCode::UNAUTHORIZED, ErrorCode::TokenRevoked),
+            ApiError::TooManyRequests => (StatusCode::TOO_MANY_REQUESTS, ErrorCode::TooManyRequests),
         }
     }
 
@@ -97,6 +105,9 @@ impl IntoResponse for ApiError {
         let mut res = (status, Json(serde_json::json!({ "error": code.as_str(), "message": self.to_string() }))).into_response();
         if status == StatusCode::UNAUTHORIZED {
             res.headers_mut().insert("www-authenticate", axum::http::HeaderValue::from_static("Basic realm=\"conference\", Bearer"));
+        }
+        if status == StatusCode::TOO_MANY_REQUESTS {
+            res.headers_mut().insert("retry-after", axum::http::HeaderValue::from_static("1"));
         }
         res
     }

@@ -59,6 +59,7 @@ pub fn prepare(cfg: &Config) -> anyhow::Result<Prepared> {
         auto_create_rooms: cfg.auto_create_rooms,
         default_max_participants: cfg.default_max_participants,
         open_join: cfg.open_join,
+        invite: cfg.invite.clone(),
         demo_token_ttl: 6 * 3600,
         turn: cfg.turn.clone(),
         core_busy_limit: cfg.core_busy_limit * 10,

@@ -3,6 +3,7 @@
 //! media plane does, and the two talk over the control link ([`nodes`], crate `link`).
 
 pub mod accept;
+pub mod admit;
 pub mod api;
 pub mod config;
 pub mod error;
@@ -11,11 +12,13 @@ pub mod launch;
 pub mod limit;
 pub mod nodes;
 pub mod placement;
+pub mod revoke;
 pub mod secret;
 pub mod server;
 pub mod signal;
 pub mod state;
 pub mod subscribe;
+pub mod throttle;
 pub mod token;
 pub mod web;
 pub mod whip;

@@ -1,6 +1,11 @@
-//! Rate limits as plain state fed with time: a token bucket, tested on a virtual clock.
+//! Rate limits as plain state fed with time: a token bucket, and buckets per source address,
+//! tested on a virtual clock.
 
+use std::collections::HashMap;
+use std::net::IpAddr;
 use std::time::Instant;
+
+use crate::gate::Source;
 
 /// A token bucket: `burst` tokens at most, refilled at `per_second`; each event takes one.
 #[derive(Debug, Clone, Copy)]
@@ -28,6 +33,76 @@ impl Bucket {
         self.tokens -= 1.0;
         true
     }
+
+    /// Whether an event at `now` would pass, without taking a token.
+    pub fn would_pass(&self, now: Instant) -> bool {
+        self.level(now) >= 1.0
+    }
+
+    /// Whether the bucket has refilled to its burst by `now` (it remembers nothing).
+    pub fn is_full(&self, now: Instant) -> bool {
+        self.level(now) >= self.burst
+    }
+
+    fn level(&self, now: Instant) -> f64 {
+        let elapsed = now.saturating_duration_since(self.at);
+        (self.tokens + elapsed.as_secs_f64() * self.per_second).min(self.burst)
+    }
+}
+
+/// One [`Bucket`] per source address (an IPv4 address or an IPv6 /64), created full on the
+/// source's first event. At most `capacity` sources are remembered: full buckets are
+/// forgotten first, and while every remembered bucket is in use, new sources are refused.
+#[derive(Debug)]
+pub struct PerSource {
+    buckets: HashMap<Source, Bucket>,
+    burst: u32,
+    per_second: u32,
+    capacity: usize,
+}
+
+impl PerSource {
+    /// No source seen yet.
+    pub fn new(burst: u32, per_second: u32, capacity: usize) -> Self {
+        PerSource { buckets: HashMap::new(), burst, per_second, capacity }
+    }
+
+    /// Takes a token from `ip`'s bucket; false when over its limit.
+    pub fn take(&mut self, ip: IpAddr, now: Instant) -> bool {
+        match self.bucket(ip, now) {
+            Some(b) => b.take(now),
+            None => false,
+        }
+    }
+
+    /// Whether an event from `ip` would pass now, without taking a token.
+    pub fn would_pass(&self, ip: IpAddr, now: Instant) -> bool {
+        match self.buckets.get(&Source::of(ip)) {
+            Some(b) => b.would_pass(now),
+            None => self.buckets.len() < self.capacity || self.buckets.values().any(|b| b.is_full(now)),
+        }
+    }
+
+    /// Sources remembered now.
+    pub fn len(&self) -> usize {
+        self.buckets.len()
+    }
+
+    /// Whether no source is remembered.
+    pub fn is_empty(&self) -> bool {
+        self.buckets.is_empty()
+    }
+
+    fn bucket(&mut self, ip: IpAddr, now: Instant) -> Option<&mut Bucket> {
+        let key = Source::of(ip);
+        if !self.buckets.contains_key(&key) && self.buckets.len() >= self.capacity {
+            self.buckets.retain(|_, b| !b.is_full(now));
+            if self.buckets.len() >= self.capacity {
+                return None;
+            }
+        }
+        Some(self.buckets.entry(key).or_insert_with(|| Bucket::new(now, self.burst, self.per_second)))
+    }
 }
 
 #[cfg(test)]
@@ -49,6 +124,22 @@ mod tests {
             ok += u32::from(b.take(t1 + Duration::from_millis(100) * i));
         }
         assert_eq!(ok, 50);
+    }
+
+    #[test]
+    fn each_source_has_its_own_bucket_and_idle_ones_make_room() {
+        let t0 = Instant::now();
+        let ip = |n: u8| IpAddr::from([10, 0, 0, n]);
+        let mut p = PerSource::new(2, 1, 2);
+        assert!(p.take(ip(1), t0) && p.take(ip(1), t0));
+        assert!(!p.take(ip(1), t0) && !p.would_pass(ip(1), t0));
+        assert!(p.take(ip(2), t0), "another source is not held back");
+        assert!(!p.take(ip(3), t0), "no room: both remembered sources are in use");
+        // Two seconds on, both buckets are full again and can be forgotten.
+        let t2 = t0 + Duration::from_secs(2);
+        assert!(p.would_pass(ip(3), t2) && p.take(ip(3), t2));
+        assert_eq!(p.len(), 1);
+        assert!(p.take(ip(1), t2), "a forgotten source starts full");
     }
 
     #[test]

@@ -81,10 +81,12 @@ fn init_tracing() {
 
 fn banner(cfg: &control_plane::config::Config, port: u16, local: bool) {
     let host = cfg.public_ip.first().copied().or_else(launch::primary_ipv4).map(|i| i.to_string());
+    // The open join asks for the invite secret, which the printed links carry (as Jupyter's do).
+    let invite = cfg.invite.as_ref().map(|s| format!("?invite={s}")).unwrap_or_default();
     println!();
-    println!("  Open:        https://localhost:{port}/");
+    println!("  Open:        https://localhost:{port}/{invite}");
     if let Some(h) = host {
-        println!("  On the LAN:  https://{h}:{port}/");
+        println!("  On the LAN:  https://{h}:{port}/{invite}");
     }
     println!("  API key:     {}", cfg.api_key);
     if cfg.generated_secrets {

@@ -5,12 +5,12 @@ use std::sync::Arc;
 use axum::extract::DefaultBodyLimit;
 use axum::http::{header, HeaderName, Method};
 use axum::routing::{delete, get, post};
-use axum::Router;
+use axum::{middleware, Router};
 use tower_http::cors::{Any, CorsLayer};
 
 use crate::error::ApiError;
 use crate::state::App;
-use crate::{api, nodes, signal, web, whip};
+use crate::{api, nodes, signal, throttle, web, whip};
 
 /// `GET /healthz`: liveness, with the number of registered media-plane nodes.
 async fn healthz(axum::extract::State(app): axum::extract::State<Arc<App>>) -> axum::Json<serde_json::Value> {
@@ -40,7 +40,7 @@ pub fn router(app: Arc<App>) -> Router {
         .route("/", get(web::index))
         .route("/app.js", get(web::app_js))
         .route("/style.css", get(web::style))
-        .route("/app/token", post(web::token))
+        .route("/app/token", post(web::token).layer(middleware::from_fn_with_state(app.clone(), throttle::mints)))
         .route("/healthz", get(healthz))
         .route("/ws", get(signal::ws))
         .route(link::LINK_PATH, get(nodes::link))
@@ -52,5 +52,6 @@ pub fn router(app: Arc<App>) -> Router {
         .merge(media)
         .fallback(|| async { ApiError::NotFound("resource".into()) })
         .layer(DefaultBodyLimit::max(MAX_BODY))
+        .layer(middleware::from_fn_with_state(app.clone(), throttle::failures))
         .with_state(app)
 }

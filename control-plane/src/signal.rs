@@ -227,11 +227,11 @@ async fn handle(app: &Arc<App>, tx: &ClientTx, conn: &mut Conn, msg: ClientMsg) 
             let adm = app.admit(&claims, Via::Websocket, Some(tx.clone()))?;
             tx.send(ServerMsg::Joined {
                     room: adm.room,
-                    identity: claims.sub.clone(),
+                    identity: adm.identity.clone(),
                     session: adm.session.clone(),
                     grants: claims.grants,
                     participants: adm.others,
-                ice_servers: app.ice_servers(&claims.sub),
+                ice_servers: app.ice_servers(&adm.identity),
             });
             conn.session = Some(adm.session);
             conn.auto_subscribe = claims.grants.auto_subscribe && auto_subscribe.unwrap_or(true);

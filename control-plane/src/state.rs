@@ -12,10 +12,12 @@ use signaling::{ErrorCode, IceServer, TrackKind};
 use tokio::sync::{mpsc, oneshot};
 
 use crate::error::ApiError;
+use crate::revoke::Revocations;
 use crate::secret;
 use crate::placement::{least_loaded, report_secs, CoreLoad, PacketCost, TrackRate};
 use crate::signal::{ClientTx, Outgoing, ServerMsg};
-use crate::token::{unix_now, Claims, Grants, TokenKeys};
+use crate::throttle::Throttles;
+use crate::token::{unix_now, Grants, TokenKeys};
 
 /// Connection kind, published track and participant view: the signaling messages' types.
 pub use signaling::{ParticipantView, TrackInfo, Via};
@@ -32,6 +34,8 @@ pub struct Settings {
     pub default_max_participants: u32,
     /// Let the web app mint its own tokens (development).
     pub open_join: bool,
+    /// The secret the open join asks for (`?invite=` in the app's URL); None: not asked.
+    pub invite: Option<String>,
     /// Lifetime of tokens minted for the web app.
     pub demo_token_ttl: u64,
     /// TURN relay handed to clients.
@@ -127,7 +131,7 @@ impl Room {
         }
     }
 
-    fn broadcast(&self, except: &str, msg: &ServerMsg) {
+    pub(crate) fn broadcast(&self, except: &str, msg: &ServerMsg) {
         for p in self.participants.values() {
             if p.session != except {
                 if let Some(tx) = &p.tx {
@@ -189,6 +193,8 @@ pub struct State {
     pub nodes: BTreeMap<String, Node>,
     /// Session id to room name.
     pub sessions: HashMap<String, String>,
+    /// Kicks whose tokens are refused.
+    pub revocations: Revocations,
     /// Joins waiting for an answer.
     pending: HashMap<u64, oneshot::Sender<Result<String, ApiError>>>,
 }
@@ -205,6 +211,8 @@ pub struct App {
     pub api_secret: String,
     /// Secret media-plane nodes present on the link.
     pub node_secret: String,
+    /// Rate limits per source address.
+    pub throttles: Throttles,
     state: Mutex<State>,
     next_id: AtomicU64,
 }
@@ -216,18 +224,20 @@ pub struct Admission {
     pub session: String,
     /// Room.
     pub room: String,
+    /// The identity it got: the token's, or a distinct one for an open-join name in use.
+    pub identity: String,
     /// Others already in the room.
     pub others: Vec<ParticipantView>,
     /// The secret of its WHIP/WHEP resource URL (see [`Participant::resource`]).
     pub resource: Option<String>,
 }
 
-fn random_id(prefix: &str) -> String {
+pub(crate) fn random_id(prefix: &str) -> String {
     format!("{prefix}{}", secret::random(12))
 }
 
 /// Characters of a WHIP/WHEP resource secret (alphanumeric: about 190 bits).
-const RESOURCE_SECRET_LEN: usize = 32;
+pub(crate) const RESOURCE_SECRET_LEN: usize = 32;
 
 impl App {
     /// New state with no rooms and no nodes.
@@ -238,6 +248,7 @@ impl App {
             api_key,
             api_secret,
             node_secret,
+            throttles: Throttles::default(),
             state: Mutex::new(State::default()),
             next_id: AtomicU64::new(1),
         })
@@ -259,83 +270,6 @@ impl App {
         let view = room.view(false);
         st.rooms.insert(name.into(), room);
         Ok(view)
-    }
-
-    /// Admits the holder of `claims` as a new session, creating and placing the room as needed.
-    pub fn admit(&self, claims: &Claims, via: Via, tx: Option<ClientTx>) -> Result<Admission, ApiError> {
-        validate_name(&claims.room, "room")?;
-        let mut st = self.lock();
-        if !st.rooms.contains_key(&claims.room) {
-            if !self.settings.auto_create_rooms {
-                return Err(ApiError::RoomNotFound(claims.room.clone()));
-            }
-            let room = Room {
-                name: claims.room.clone(),
-                max_participants: self.settings.default_max_participants,
-                created_at: unix_now(),
-                auto: true,
-                placement: None,
-                participants: BTreeMap::new(),
-            };
-            st.rooms.insert(claims.room.clone(), room);
-        }
-        // A second connection of the same identity replaces the first, as LiveKit does.
-        let duplicate: Option<String> = st.rooms.get(&claims.room).and_then(|r| {
-            r.participants.values().find(|p| p.identity == claims.sub && p.via == via).map(|p| p.session.clone())
-        });
-        if let Some(old) = duplicate {
-            drop(st);
-            self.remove(&old, true, Some(ServerMsg::error(ErrorCode::DuplicateIdentity, "replaced by a new connection")));
-            st = self.lock();
-        }
-        let placed = {
-            let room = st.rooms.get(&claims.room).ok_or_else(|| ApiError::RoomNotFound(claims.room.clone()))?;
-            if room.max_participants > 0 && room.participants.len() as u32 >= room.max_participants {
-                return Err(ApiError::RoomFull(claims.room.clone()));
-            }
-            room.placement.as_ref().is_some_and(|p| st.nodes.contains_key(&p.0))
-        };
-        // Place the room on first join, or again when its node went away.
-        if !placed {
-            let p = pick_core(&core_loads(&st, self.settings.core_busy_limit))?;
-            tracing::info!(room = %claims.room, node = %p.0, core = p.1, "room placed");
-            if let Some(room) = st.rooms.get_mut(&claims.room) {
-                room.placement = Some(p);
-            }
-        }
-        // The participant goes to the room's core while it has room; then to the least-loaded
-        // core of the same node, and the room spans cores (the node forwards between them).
-        let (node_id, room_core) = st.rooms.get(&claims.room).and_then(|r| r.placement.clone()).ok_or(ApiError::NoMediaNode)?;
-        let loads: Vec<CoreLoad> = core_loads(&st, self.settings.core_busy_limit).into_iter().filter(|c| c.node == node_id).collect();
-        let core = match loads.iter().find(|c| c.core == room_core) {
-            Some(c) if c.has_room() => room_core,
-            _ => {
-                let (_, c) = pick_core(&loads)?;
-                tracing::info!(room = %claims.room, node = %node_id, core = c, "room spans another core");
-                c
-            }
-        };
-        let session = random_id("PA_");
-        let resource = (via != Via::Websocket).then(|| secret::random(RESOURCE_SECRET_LEN));
-        let p = Participant {
-            session: session.clone(),
-            identity: claims.sub.clone(),
-            via,
-            grants: claims.grants,
-            tracks: Vec::new(),
-            tx,
-            joined_at: unix_now(),
-            media: false,
-            resource: resource.clone(),
-            core,
-        };
-        let view = p.view();
-        st.sessions.insert(session.clone(), claims.room.clone());
-        let room = st.rooms.get_mut(&claims.room).ok_or_else(|| ApiError::RoomNotFound(claims.room.clone()))?;
-        let others = room.participants.values().map(Participant::view).collect();
-        room.broadcast(&session, &ServerMsg::ParticipantJoined { participant: view });
-        room.participants.insert(session.clone(), p);
-        Ok(Admission { session, room: claims.room.clone(), others, resource })
     }
 
     /// Asks the room's node to create the media session from `offer`; returns the SDP answer.
@@ -614,7 +548,7 @@ fn track_kind(kind: link::TrackKind) -> TrackKind {
     }
 }
 
-fn validate_name(name: &str, what: &str) -> Result<(), ApiError> {
+pub(crate) fn validate_name(name: &str, what: &str) -> Result<(), ApiError> {
     let ok = !name.is_empty() && name.len() <= 128 && name.chars().all(|c| c.is_ascii_alphanumeric() || "-_.".contains(c));
     if ok {
         Ok(())
@@ -624,7 +558,7 @@ fn validate_name(name: &str, what: &str) -> Result<(), ApiError> {
 }
 
 /// The least-loaded core with room; no core at all and no core with room are different errors.
-fn pick_core(loads: &[CoreLoad]) -> Result<(String, u32), ApiError> {
+pub(crate) fn pick_core(loads: &[CoreLoad]) -> Result<(String, u32), ApiError> {
     least_loaded(loads).ok_or(if loads.is_empty() { ApiError::NoMediaNode } else { ApiError::NoCapacity })
 }
 
@@ -645,7 +579,7 @@ fn pps_per_track<'a>(n: &Node, rooms: impl IntoIterator<Item = &'a Room>) -> f64
     }
 }
 
-fn core_loads(st: &State, busy_limit: u16) -> Vec<CoreLoad> {
+pub(crate) fn core_loads(st: &State, busy_limit: u16) -> Vec<CoreLoad> {
     let mut loads = Vec::new();
     for (id, n) in &st.nodes {
         let rooms: Vec<&Room> = rooms_on_node(st, id).collect();

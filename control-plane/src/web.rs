@@ -10,8 +10,8 @@ use serde::Deserialize;
 
 use crate::api::{validate_identity, ApiJson};
 use crate::error::ApiError;
+use crate::secret;
 use crate::state::App;
-use crate::token::Grants;
 
 const INDEX: &str = include_str!("../web/index.html");
 const APP_JS: &str = include_str!("../web/app.js");
@@ -40,6 +40,9 @@ pub struct JoinForm {
     pub name: String,
     /// Room.
     pub room: String,
+    /// The invite secret from the app's URL (`?invite=`), when the server asks for one.
+    #[serde(default)]
+    pub invite: Option<String>,
 }
 
 /// `POST /app/token`: lets the web app join without an API secret, when `--open-join` is on.
@@ -48,7 +51,13 @@ pub async fn token(State(app): State<Arc<App>>, body: Result<ApiJson<JoinForm>, 
         return Err(ApiError::Forbidden("open join is disabled; get a token from your application server".into()));
     }
     let ApiJson(form) = body?;
+    if let Some(invite) = &app.settings.invite {
+        let given = form.invite.as_deref().unwrap_or_default();
+        if !secret::equal(given.as_bytes(), invite.as_bytes()) {
+            return Err(ApiError::Unauthorized("this server needs the invite link: open the URL it printed at start".into()));
+        }
+    }
     validate_identity(&form.name)?;
-    let token = app.keys.mint(&form.room, &form.name, Grants::default(), app.settings.demo_token_ttl)?;
+    let token = app.keys.mint_open(&form.room, &form.name, app.settings.demo_token_ttl)?;
     Ok((StatusCode::CREATED, Json(serde_json::json!({ "token": token }))))
 }

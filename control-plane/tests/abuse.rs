@@ -264,3 +264,115 @@ async fn connections_stalled_in_their_headers_or_silent_after_tls_are_closed() {
     assert!(ends.iter().all(Option::is_some), "idle deadline: {ends:?}");
     healthz_ok(addr, &client).await;
 }
+
+/// `POST /app/token` from `from` with `invite`.
+async fn app_token(app: &Arc<App>, from: [u8; 4], name: &str, room: &str, invite: &str) -> Res {
+    let body = serde_json::json!({ "name": name, "room": room, "invite": invite }).to_string();
+    call_from(app, Some(from.into()), Method::POST, "/app/token", &[("content-type", "application/json")], body).await
+}
+
+/// Joins over `/ws` with `token`; returns the connection and the `joined` or `error` message.
+async fn ws_join(url: &str, token: &str) -> (Ws, serde_json::Value) {
+    let (mut ws, _) = tokio_tungstenite::connect_async(url).await.unwrap();
+    ws.send(Message::text(serde_json::json!({"type":"join","token":token}).to_string())).await.unwrap();
+    loop {
+        if let Message::Text(t) = tokio::time::timeout(Duration::from_secs(5), ws.next()).await.unwrap().unwrap().unwrap() {
+            let v: serde_json::Value = serde_json::from_str(&t).unwrap();
+            if v["type"] == "joined" || v["type"] == "error" {
+                return (ws, v);
+            }
+        }
+    }
+}
+
+async fn identities(app: &Arc<App>, room: &str) -> Vec<String> {
+    let r = call(app, Method::GET, &format!("/api/rooms/{room}"), &[("authorization", &basic())], Body::empty()).await;
+    r.json()["participants"].as_array().map(|a| a.iter().map(|p| p["identity"].as_str().unwrap_or("").to_string()).collect()).unwrap_or_default()
+}
+
+#[tokio::test]
+async fn anonymous_token_requests_need_the_invite_and_are_limited_per_address() {
+    use control_plane::throttle::{FAILURE_BURST, MINT_BURST};
+    let app = app_with_node(settings());
+    let (attacker, other, third) = ([203, 0, 113, 9], [198, 51, 100, 7], [192, 0, 2, 1]);
+    // Guessing the invite: each wrong guess is a failed check; past the burst, 429 at once.
+    let mut answers = Vec::new();
+    for i in 0..FAILURE_BURST + 5 {
+        answers.push(app_token(&app, attacker, "x", "r", &format!("guess-{i:019}")).await.status);
+    }
+    assert!(answers[..FAILURE_BURST as usize].iter().all(|s| *s == StatusCode::UNAUTHORIZED), "{answers:?}");
+    assert!(answers[FAILURE_BURST as usize..].iter().all(|s| *s == StatusCode::TOO_MANY_REQUESTS), "{answers:?}");
+    // Even the right invite waits for the bucket; another address is not affected.
+    assert_eq!(app_token(&app, attacker, "x", "r", INVITE).await.status, StatusCode::TOO_MANY_REQUESTS);
+    assert_eq!(app_token(&app, other, "alice", "r", INVITE).await.status, StatusCode::CREATED);
+    // Minting with the right invite is limited too.
+    let mut minted = Vec::new();
+    for i in 0..MINT_BURST + 5 {
+        minted.push(app_token(&app, third, "m", &format!("r{i}"), INVITE).await);
+    }
+    let created = minted.iter().filter(|r| r.status == StatusCode::CREATED).count();
+    assert_eq!(created, MINT_BURST as usize);
+    assert!(minted.iter().all(|r| r.status == StatusCode::CREATED || r.code() == "too_many_requests"));
+    healthy(&app).await;
+}
+
+#[tokio::test]
+async fn an_open_join_with_a_name_in_the_room_gets_its_own_identity() {
+    let app = app_with_node(settings());
+    let url = serve(app.clone()).await;
+    // The broadcaster joins with a token the operator's backend signed.
+    let mut bob = joined_client(&url, "show", "bob").await;
+    // An anonymous visitor asks for a token named like the broadcaster, twice.
+    let open = app_token(&app, [203, 0, 113, 9], "bob", "show", INVITE).await.json()["token"].as_str().unwrap().to_string();
+    let (_i1, joined) = ws_join(&url, &open).await;
+    assert_eq!(joined["identity"], "bob (2)", "{joined}");
+    let (_i2, joined) = ws_join(&url, &open).await;
+    assert_eq!(joined["identity"], "bob (3)", "{joined}");
+    let mut who = identities(&app, "show").await;
+    who.sort();
+    assert_eq!(who, vec!["bob", "bob (2)", "bob (3)"]);
+    still_answers(&mut bob).await;
+    // A signed token still replaces its own identity's older connection, as in LiveKit.
+    let (_bob2, joined) = ws_join(&url, &token("show", "bob", Grants::default(), 60)).await;
+    assert_eq!(joined["identity"], "bob");
+    assert_eq!(identities(&app, "show").await.iter().filter(|i| *i == "bob").count(), 1);
+}
+
+#[tokio::test]
+async fn a_kicked_participant_cannot_rejoin_with_its_token() {
+    let app = app_with_node(settings());
+    let url = serve(app.clone()).await;
+    let mut alice = joined_client(&url, "club", "alice").await;
+    let mallory_token = token("club", "mallory", Grants::default(), 3600);
+    let (mut mallory, joined) = ws_join(&url, &mallory_token).await;
+    assert_eq!(joined["type"], "joined");
+    let r = call(&app, Method::DELETE, "/api/rooms/club/participants/mallory", &[("authorization", &basic())], Body::empty()).await;
+    assert_eq!(r.status, StatusCode::NO_CONTENT);
+    let _ = closed_by_server(&mut mallory, Duration::from_secs(5)).await;
+    let (_again, answer) = ws_join(&url, &mallory_token).await;
+    assert_eq!((answer["type"].as_str(), answer["code"].as_str()), (Some("error"), Some("token_revoked")), "{answer}");
+    // WHIP with the same token is refused as well.
+    let r = call(&app, Method::POST, "/whip/club", &[("authorization", &format!("Bearer {mallory_token}")), ("content-type", "application/sdp")], offer(true)).await;
+    assert_eq!((r.status, r.code()), (StatusCode::UNAUTHORIZED, "token_revoked".to_string()));
+    assert_eq!(identities(&app, "club").await, vec!["alice"]);
+    // A token the operator mints after the kick lets it back in.
+    tokio::time::sleep(Duration::from_millis(1100)).await;
+    let (_back, joined) = ws_join(&url, &token("club", "mallory", Grants::default(), 60)).await;
+    assert_eq!(joined["type"], "joined");
+    still_answers(&mut alice).await;
+}
+
+#[tokio::test]
+async fn a_room_created_for_a_join_that_failed_is_removed() {
+    // No media node: every join fails after its room was created.
+    let app = App::new(settings(), KEY.into(), SECRET.into(), "node-secret-node-secret".into());
+    let url = serve(app.clone()).await;
+    for i in 0..50 {
+        let (_ws, answer) = ws_join(&url, &token(&format!("junk-{i}"), "x", Grants::default(), 60)).await;
+        assert_eq!(answer["code"], "no_media_node");
+        let r = call(&app, Method::POST, &format!("/whip/junk-w{i}"), &[("authorization", &format!("Bearer {}", token(&format!("junk-w{i}"), "x", Grants::default(), 60))), ("content-type", "application/sdp")], offer(true)).await;
+        assert_eq!(r.status, StatusCode::SERVICE_UNAVAILABLE);
+    }
+    let r = call(&app, Method::GET, "/api/rooms", &[("authorization", &basic())], Body::empty()).await;
+    assert_eq!(r.json().as_array().map(Vec::len), Some(0), "{}", r.body);
+}

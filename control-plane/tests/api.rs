@@ -222,10 +222,16 @@ async fn demo_token_endpoint_is_closed_unless_open_join() {
     let r = call(&app, Method::POST, "/app/token", &[("content-type", "application/json")], r#"{"name":"a","room":"r"}"#).await;
     assert_eq!(r.status, StatusCode::FORBIDDEN);
     let app = app_with_node(settings());
-    let r = call(&app, Method::POST, "/app/token", &[("content-type", "application/json")], r#"{"name":"a","room":"r"}"#).await;
+    let form = |invite: &str| format!(r#"{{"name":"a","room":"r","invite":"{invite}"}}"#);
+    let r = call(&app, Method::POST, "/app/token", &[("content-type", "application/json")], form(INVITE)).await;
     assert_eq!(r.status, StatusCode::CREATED);
-    let r = call(&app, Method::POST, "/app/token", &[("content-type", "application/json")], r#"{"name":"a"}"#).await;
+    let r = call(&app, Method::POST, "/app/token", &[("content-type", "application/json")], format!(r#"{{"name":"a","invite":"{INVITE}"}}"#)).await;
     assert_eq!(r.status, StatusCode::BAD_REQUEST);
+    // Without the invite secret, or with a wrong one: 401.
+    let r = call(&app, Method::POST, "/app/token", &[("content-type", "application/json")], r#"{"name":"a","room":"r"}"#).await;
+    assert_eq!(r.status, StatusCode::UNAUTHORIZED);
+    let r = call(&app, Method::POST, "/app/token", &[("content-type", "application/json")], form("invite-secret-0123456788")).await;
+    assert_eq!(r.status, StatusCode::UNAUTHORIZED);
     let r = call(&app, Method::GET, "/", &[], Body::empty()).await;
     assert!(r.body.contains("<form id=\"join\""));
 }

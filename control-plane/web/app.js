@@ -368,7 +368,8 @@ async function join(name, room) {
   const res = await fetch('/app/token', {
     method: 'POST',
     headers: { 'content-type': 'application/json' },
-    body: JSON.stringify({ name, room }),
+    // The invite secret travels in the link the server printed (?invite=...).
+    body: JSON.stringify({ name, room, invite: params.get('invite') }),
   });
   const body = await res.json();
   if (!res.ok) {

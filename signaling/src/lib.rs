@@ -277,6 +277,11 @@ pub enum ErrorCode {
     TrackNotFound,
     /// A `subscribe` asks for settings out of range (a size of 0 or above 16384).
     BadSettings,
+    /// The token was issued before its identity was removed from the room (a kick); ask the
+    /// application for a new one.
+    TokenRevoked,
+    /// Too many requests from this address (HTTP 429); try again later.
+    TooManyRequests,
     /// A code this side does not know (from a newer server); never sent.
     #[serde(other)]
     Unknown,
@@ -308,6 +313,8 @@ impl ErrorCode {
             ErrorCode::DuplicateIdentity => "duplicate_identity",
             ErrorCode::TrackNotFound => "track_not_found",
             ErrorCode::BadSettings => "bad_settings",
+            ErrorCode::TokenRevoked => "token_revoked",
+            ErrorCode::TooManyRequests => "too_many_requests",
             ErrorCode::Unknown => "unknown",
         }
     }
@@ -576,6 +583,8 @@ mod tests {
             ErrorCode::DuplicateIdentity,
             ErrorCode::TrackNotFound,
             ErrorCode::BadSettings,
+            ErrorCode::TokenRevoked,
+            ErrorCode::TooManyRequests,
             ErrorCode::Unknown,
         ];
         for c in all {

@@ -128,6 +128,7 @@ export async function startSystem({ forceEpoll = false, env: extraEnv = {}, http
     sys.apiKey = /api_key\s*=\s*"([^"]+)"/.exec(secrets)[1];
     sys.apiSecret = /api_secret\s*=\s*"([^"]+)"/.exec(secrets)[1];
     sys.turnSecret = /turn_secret\s*=\s*"([^"]+)"/.exec(secrets)[1];
+    sys.invite = /invite_secret\s*=\s*"([^"]+)"/.exec(secrets)[1];
     await waitFor(async () => (await request(sys, 'GET', '/healthz')).json?.nodes >= 1, { what: 'a registered media-plane node', timeout: 30000 });
   } catch (e) {
     console.error(output);
@@ -152,6 +153,14 @@ export async function launchBrowser({ executablePath = process.env.CHROMIUM || '
   });
 }
 
+/// `urlPath` with the open join's invite secret in its query, as in the link the server prints.
+export function withInvite(urlPath, invite) {
+  if (!invite) return urlPath;
+  const url = new URL(urlPath, 'https://x');
+  url.searchParams.set('invite', invite);
+  return `${url.pathname}${url.search}${url.hash}`;
+}
+
 /// A page at the system's origin (a secure context) in a fresh browser context;
 /// `init` (a function) runs in the page before its scripts, `viewport` sets its size.
 export async function newPage(browser, sys, urlPath = '/', { init, viewport } = {}) {
@@ -160,7 +169,7 @@ export async function newPage(browser, sys, urlPath = '/', { init, viewport } = 
   if (init) await context.addInitScript(init);
   const page = await context.newPage();
   page.on('pageerror', (e) => console.error(`[page error] ${e.message}`));
-  await page.goto(`${sys.base}${urlPath}`);
+  await page.goto(`${sys.base}${withInvite(urlPath, sys.invite)}`);
   return page;
 }
 

@@ -22,6 +22,7 @@ pub use tower::ServiceExt;
 
 pub const KEY: &str = "APItestkey";
 pub const SECRET: &str = "test-secret-test-secret-test-secret-0123";
+pub const INVITE: &str = "invite-secret-0123456789";
 
 /// Every command the control plane sent the node, in order.
 pub type Sent = Arc<Mutex<Vec<Command>>>;
@@ -68,7 +69,7 @@ pub async fn wait_sent<T>(sent: &Sent, pick: impl Fn(&Command) -> Option<T>) -> 
 
 pub fn settings() -> Settings {
     let turn = control_plane::config::TurnConfig { secret: "turn-secret".into(), host: "turn.example.test".into(), port: 3478, tls_port: 5349, ttl: 600 };
-    Settings { auto_create_rooms: true, default_max_participants: 0, open_join: true, demo_token_ttl: 600, turn: Some(turn), core_busy_limit: 850 }
+    Settings { auto_create_rooms: true, default_max_participants: 0, open_join: true, invite: Some(INVITE.into()), demo_token_ttl: 600, turn: Some(turn), core_busy_limit: 850 }
 }
 
 pub fn basic() -> String {
@@ -91,7 +92,15 @@ impl Res {
 }
 
 pub async fn call(app: &Arc<App>, method: Method, uri: &str, headers: &[(&str, &str)], body: impl Into<Body>) -> Res {
+    call_from(app, None, method, uri, headers, body).await
+}
+
+/// [`call`] as if it came over a connection from `from` (what the HTTPS listener records).
+pub async fn call_from(app: &Arc<App>, from: Option<std::net::IpAddr>, method: Method, uri: &str, headers: &[(&str, &str)], body: impl Into<Body>) -> Res {
     let mut req = Request::builder().method(method).uri(uri);
+    if let Some(ip) = from {
+        req = req.extension(axum::extract::ConnectInfo(SocketAddr::new(ip, 40_000)));
+    }
     for (k, v) in headers {
         req = req.header(*k, *v);
     }
