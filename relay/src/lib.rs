@@ -1,6 +1,7 @@
 //! The TURN/STUN relay: a sans-IO [`server::Server`] per core, its codec ([`stun`]),
 //! authentication ([`auth`]) and peer policy ([`policy`]); [`runtime`] runs it on every core.
 
+pub mod allocation;
 pub mod auth;
 pub mod conf;
 pub mod policy;

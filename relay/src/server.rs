@@ -2,7 +2,8 @@
 //! bindings and their expiry, fed with datagrams and time.
 //!
 //! Expiry works by deadlines: one heap of (deadline, allocation) entries, checked lazily,
-//! with no timer per object. Relayed data is never copied: [`Server::handle_client`] returns
+//! with no timer per object. An allocation has one live entry, at its earliest deadline;
+//! entries it left behind when that deadline moved are dropped when they come due. Relayed data is never copied: [`Server::handle_client`] returns
 //! a slice of the client's datagram to send to the peer, and [`Server::handle_peer`] frames
 //! the peer's data in place, in headroom the caller leaves in front of it.
 
@@ -12,6 +13,7 @@ use std::net::{IpAddr, SocketAddr};
 use std::ops::Range;
 use std::time::{Duration, Instant};
 
+use crate::allocation::{Allocation, Full, TokenBucket};
 use crate::auth::{long_term_key, Credentials, NonceCheck, Nonces};
 use crate::policy::PeerPolicy;
 use crate::stun::{self, attr, method, Builder, Class, Integrity, Message};
@@ -76,6 +78,10 @@ pub struct Config {
     pub permission_lifetime: Duration,
     /// Channel lifetime (600 s).
     pub channel_lifetime: Duration,
+    /// Peers one allocation may hold permissions for (more: 508).
+    pub max_permissions: usize,
+    /// Channels one allocation may bind (more: 508).
+    pub max_channels: usize,
     /// SOFTWARE attribute.
     pub software: String,
 }
@@ -99,6 +105,8 @@ impl Config {
             max_lifetime: Duration::from_secs(3600),
             permission_lifetime: Duration::from_secs(300),
             channel_lifetime: Duration::from_secs(600),
+            max_permissions: 64,
+            max_channels: 64,
             software: concat!("conference-relay/", env!("CARGO_PKG_VERSION")).to_string(),
         }
     }
@@ -148,53 +156,6 @@ pub struct Counters {
     pub dropped: u64,
 }
 
-#[derive(Debug)]
-struct Allocation {
-    tuple: FiveTuple,
-    relay: SocketAddr,
-    username: String,
-    expires: Instant,
-    permissions: HashMap<IpAddr, Instant>,
-    channels: HashMap<u16, (SocketAddr, Instant)>,
-    peer_channel: HashMap<SocketAddr, u16>,
-    /// Transaction id and response of the Allocate, for retransmissions.
-    allocate_tid: [u8; 12],
-    allocate_response: Vec<u8>,
-    bucket: TokenBucket,
-}
-
-#[derive(Debug)]
-struct TokenBucket {
-    rate_bits: u64,
-    tokens: f64,
-    last: Instant,
-}
-
-impl TokenBucket {
-    fn allow(&mut self, now: Instant, bytes: usize) -> bool {
-        if self.rate_bits == 0 {
-            return true;
-        }
-        let dt = now.saturating_duration_since(self.last).as_secs_f64();
-        self.last = now;
-        let cap = self.rate_bits as f64; // one second of burst
-        self.tokens = (self.tokens + dt * self.rate_bits as f64).min(cap);
-        let need = (bytes * 8) as f64;
-        if self.tokens >= need {
-            self.tokens -= need;
-            true
-        } else {
-            false
-        }
-    }
-}
-
-impl Allocation {
-    fn permitted(&self, ip: IpAddr, now: Instant) -> bool {
-        self.permissions.get(&ip).is_some_and(|e| *e > now)
-    }
-}
-
 /// The TURN server of one core.
 pub struct Server {
     cfg: Config,
@@ -223,6 +184,14 @@ struct Refusal {
 
 /// A refusal and the key to sign it with, when the request was authenticated.
 type Refused = (Refusal, Option<[u8; 16]>);
+
+/// An authenticated request being answered.
+struct Asked<'m, 'a> {
+    now: Instant,
+    tuple: FiveTuple,
+    msg: &'m Message<'a>,
+    key: [u8; 16],
+}
 
 fn refuse(code: u16, reason: &'static str) -> Refusal {
     Refusal { code, reason, challenge: false, unknown: Vec::new() }
@@ -274,6 +243,11 @@ impl Server {
         self.deadlines.peek().map(|Reverse((t, _))| *t)
     }
 
+    /// Entries in the timer heap (live and left behind), for tests and metrics.
+    pub fn pending_deadlines(&self) -> usize {
+        self.deadlines.len()
+    }
+
     /// Expires allocations, permissions and channels whose deadline has passed.
     pub fn handle_timeout(&mut self, now: Instant, sockets: &mut dyn RelaySockets) {
         while let Some(Reverse((t, id))) = self.deadlines.peek().copied() {
@@ -282,25 +256,26 @@ impl Server {
             }
             self.deadlines.pop();
             let Some(a) = self.allocations.get_mut(&id) else { continue };
+            if a.scheduled != Some(t) {
+                continue; // left behind when the deadline moved
+            }
+            a.scheduled = None;
             if a.expires <= now {
                 self.delete(id, sockets);
                 continue;
             }
-            a.permissions.retain(|_, e| *e > now);
-            let expired: Vec<u16> = a.channels.iter().filter(|(_, (_, e))| *e <= now).map(|(c, _)| *c).collect();
-            for c in expired {
-                if let Some((peer, _)) = a.channels.remove(&c) {
-                    a.peer_channel.remove(&peer);
-                }
-            }
-            let next = a
-                .permissions
-                .values()
-                .chain(a.channels.values().map(|(_, e)| e))
-                .copied()
-                .chain(std::iter::once(a.expires))
-                .min()
-                .unwrap_or(a.expires);
+            a.expire(now);
+            self.schedule(id);
+        }
+    }
+
+    /// Makes sure allocation `id` has a heap entry no later than its earliest deadline; adds
+    /// one only when that deadline moved earlier, so refreshes add nothing.
+    fn schedule(&mut self, id: u64) {
+        let Some(a) = self.allocations.get_mut(&id) else { return };
+        let next = a.next_deadline();
+        if a.scheduled.is_none_or(|s| next < s) {
+            a.scheduled = Some(next);
             self.deadlines.push(Reverse((next, id)));
         }
     }
@@ -460,151 +435,159 @@ impl Server {
             return Err((Refusal { code: 420, reason: "Unknown Attribute", challenge: false, unknown }, None));
         }
         let (user, key) = self.authenticate(now, msg)?;
-        let with_key = |r: Refusal| (r, Some(key));
         let existing = self.by_tuple.get(&tuple).copied();
         if let Some(id) = existing {
             if self.allocations.get(&id).is_some_and(|a| a.username != user) {
-                return Err(with_key(refuse(441, "Wrong Credentials")));
+                return Err((refuse(441, "Wrong Credentials"), Some(key)));
             }
         }
-        match msg.method {
-            method::ALLOCATE => {
-                if let Some(id) = existing {
-                    let a = &self.allocations[&id];
-                    if a.allocate_tid == msg.tid {
-                        return Ok(a.allocate_response.clone());
-                    }
-                    return Err(with_key(refuse(437, "Allocation Mismatch")));
-                }
-                let Some(transport) = msg.get(attr::REQUESTED_TRANSPORT) else {
-                    return Err(with_key(refuse(400, "Bad Request")));
-                };
-                if transport.first() != Some(&17) {
-                    return Err(with_key(refuse(442, "Unsupported Transport Protocol")));
-                }
-                if msg.get(attr::RESERVATION_TOKEN).is_some() {
-                    return Err(with_key(refuse(508, "Insufficient Capacity")));
-                }
-                let want_v6 = match msg.get(attr::REQUESTED_ADDRESS_FAMILY).map(|v| v.first().copied()) {
-                    None => false,
-                    Some(Some(1)) => false,
-                    Some(Some(2)) => true,
-                    Some(_) => return Err(with_key(refuse(440, "Address Family not Supported"))),
-                };
-                let Some(ip) = self.cfg.relay_ips.iter().copied().find(|i| i.is_ipv6() == want_v6) else {
-                    return Err(with_key(refuse(440, "Address Family not Supported")));
-                };
-                if self.cfg.total_quota > 0 && self.allocations.len() >= self.cfg.total_quota {
-                    return Err(with_key(refuse(486, "Allocation Quota Reached")));
-                }
-                if self.cfg.user_quota > 0 && self.per_user.get(&user).copied().unwrap_or(0) >= self.cfg.user_quota {
-                    return Err(with_key(refuse(486, "Allocation Quota Reached")));
-                }
-                let lifetime = self.lifetime(msg);
-                let relay = self.bind_port(ip, sockets).ok_or_else(|| with_key(refuse(508, "Insufficient Capacity")))?;
-                let advertised = self.advertised(relay);
-                let id = self.next_id;
-                self.next_id += 1;
-                let response = self.success(msg, &key, |b| {
-                    b.xor_addr(attr::XOR_RELAYED_ADDRESS, advertised)
-                        .u32(attr::LIFETIME, lifetime.as_secs() as u32)
-                        .xor_addr(attr::XOR_MAPPED_ADDRESS, tuple.client)
-                });
-                let a = Allocation {
-                    tuple,
-                    relay,
-                    username: user.clone(),
-                    expires: now + lifetime,
-                    permissions: HashMap::new(),
-                    channels: HashMap::new(),
-                    peer_channel: HashMap::new(),
-                    allocate_tid: msg.tid,
-                    allocate_response: response.clone(),
-                    bucket: TokenBucket { rate_bits: self.cfg.max_bps, tokens: self.cfg.max_bps as f64, last: now },
-                };
-                self.allocations.insert(id, a);
-                self.by_tuple.insert(tuple, id);
-                self.by_relay.insert(relay, id);
-                *self.per_user.entry(user.clone()).or_default() += 1;
-                self.deadlines.push(Reverse((now + lifetime, id)));
-                tracing::debug!(client = %tuple.client, %relay, %user, "allocation created");
-                Ok(response)
-            }
-            method::REFRESH => {
-                let Some(id) = existing else { return Err(with_key(refuse(437, "Allocation Mismatch"))) };
-                let requested = msg.u32(attr::LIFETIME);
-                if requested == Some(0) {
-                    self.delete(id, sockets);
-                    return Ok(self.success(msg, &key, |b| b.u32(attr::LIFETIME, 0)));
-                }
-                if let Some(fam) = msg.get(attr::REQUESTED_ADDRESS_FAMILY).and_then(|v| v.first().copied()) {
-                    let is_v6 = self.allocations[&id].relay.is_ipv6();
-                    if (fam == 2) != is_v6 {
-                        return Err(with_key(refuse(443, "Peer Address Family Mismatch")));
-                    }
-                }
-                let lifetime = self.lifetime(msg);
-                if let Some(a) = self.allocations.get_mut(&id) {
-                    a.expires = now + lifetime;
-                }
-                self.deadlines.push(Reverse((now + lifetime, id)));
-                Ok(self.success(msg, &key, |b| b.u32(attr::LIFETIME, lifetime.as_secs() as u32)))
-            }
-            method::CREATE_PERMISSION => {
-                let Some(id) = existing else { return Err(with_key(refuse(437, "Allocation Mismatch"))) };
-                let peers: Vec<Option<SocketAddr>> = msg.all(attr::XOR_PEER_ADDRESS).map(|v| msg.xor_addr(v)).collect();
-                if peers.is_empty() || peers.iter().any(Option::is_none) {
-                    return Err(with_key(refuse(400, "Bad Request")));
-                }
-                let relay_v6 = self.allocations[&id].relay.is_ipv6();
-                for p in peers.iter().flatten() {
-                    if p.is_ipv6() != relay_v6 {
-                        return Err(with_key(refuse(443, "Peer Address Family Mismatch")));
-                    }
-                    if !self.cfg.policy.permits(p.ip()) {
-                        return Err(with_key(refuse(403, "Forbidden")));
-                    }
-                }
-                let until = now + self.cfg.permission_lifetime;
-                if let Some(a) = self.allocations.get_mut(&id) {
-                    for p in peers.into_iter().flatten() {
-                        a.permissions.insert(p.ip(), until);
-                    }
-                }
-                self.deadlines.push(Reverse((until, id)));
-                Ok(self.success(msg, &key, |b| b))
-            }
-            method::CHANNEL_BIND => {
-                let Some(id) = existing else { return Err(with_key(refuse(437, "Allocation Mismatch"))) };
-                let ch = msg.get(attr::CHANNEL_NUMBER).filter(|v| v.len() == 4).map(|v| u16::from_be_bytes([v[0], v[1]]));
-                let peer = msg.get(attr::XOR_PEER_ADDRESS).and_then(|v| msg.xor_addr(v));
-                let (Some(ch), Some(peer)) = (ch, peer) else { return Err(with_key(refuse(400, "Bad Request"))) };
-                if !(0x4000..=0x7FFF).contains(&ch) {
-                    return Err(with_key(refuse(400, "Bad Request")));
-                }
-                let a = &self.allocations[&id];
-                if peer.is_ipv6() != a.relay.is_ipv6() {
-                    return Err(with_key(refuse(443, "Peer Address Family Mismatch")));
-                }
-                if !self.cfg.policy.permits(peer.ip()) {
-                    return Err(with_key(refuse(403, "Forbidden")));
-                }
-                let conflict = a.channels.get(&ch).is_some_and(|(p, _)| *p != peer) || a.peer_channel.get(&peer).is_some_and(|c| *c != ch);
-                if conflict {
-                    return Err(with_key(refuse(400, "Bad Request")));
-                }
-                let until = now + self.cfg.channel_lifetime;
-                let perm_until = now + self.cfg.permission_lifetime;
-                if let Some(a) = self.allocations.get_mut(&id) {
-                    a.channels.insert(ch, (peer, until));
-                    a.peer_channel.insert(peer, ch);
-                    a.permissions.insert(peer.ip(), perm_until);
-                }
-                self.deadlines.push(Reverse((perm_until, id)));
-                Ok(self.success(msg, &key, |b| b))
-            }
-            _ => Err((refuse(400, "Bad Request"), Some(key))),
+        let asked = Asked { now, tuple, msg, key };
+        let answer = match (msg.method, existing) {
+            (method::ALLOCATE, Some(id)) => self.allocate_again(id, msg),
+            (method::ALLOCATE, None) => self.allocate(&asked, user, sockets),
+            (_, None) => Err(refuse(437, "Allocation Mismatch")),
+            (method::REFRESH, Some(id)) => self.refresh(&asked, id, sockets),
+            (method::CREATE_PERMISSION, Some(id)) => self.create_permission(&asked, id),
+            (method::CHANNEL_BIND, Some(id)) => self.channel_bind(&asked, id),
+            _ => Err(refuse(400, "Bad Request")),
+        };
+        answer.map_err(|r| (r, Some(key)))
+    }
+
+    /// A second Allocate on the same 5-tuple: a retransmission gets the same answer.
+    fn allocate_again(&self, id: u64, msg: &Message<'_>) -> Result<Vec<u8>, Refusal> {
+        match self.allocations.get(&id) {
+            Some(a) if a.allocate_tid == msg.tid => Ok(a.allocate_response.clone()),
+            _ => Err(refuse(437, "Allocation Mismatch")),
         }
+    }
+
+    fn allocate(&mut self, q: &Asked<'_, '_>, user: String, sockets: &mut dyn RelaySockets) -> Result<Vec<u8>, Refusal> {
+        let (now, tuple, msg) = (q.now, q.tuple, q.msg);
+        let Some(transport) = msg.get(attr::REQUESTED_TRANSPORT) else {
+            return Err(refuse(400, "Bad Request"));
+        };
+        if transport.first() != Some(&17) {
+            return Err(refuse(442, "Unsupported Transport Protocol"));
+        }
+        if msg.get(attr::RESERVATION_TOKEN).is_some() {
+            return Err(refuse(508, "Insufficient Capacity"));
+        }
+        let want_v6 = match msg.get(attr::REQUESTED_ADDRESS_FAMILY).map(|v| v.first().copied()) {
+            None => false,
+            Some(Some(1)) => false,
+            Some(Some(2)) => true,
+            Some(_) => return Err(refuse(440, "Address Family not Supported")),
+        };
+        let Some(ip) = self.cfg.relay_ips.iter().copied().find(|i| i.is_ipv6() == want_v6) else {
+            return Err(refuse(440, "Address Family not Supported"));
+        };
+        if self.cfg.total_quota > 0 && self.allocations.len() >= self.cfg.total_quota {
+            return Err(refuse(486, "Allocation Quota Reached"));
+        }
+        if self.cfg.user_quota > 0 && self.per_user.get(&user).copied().unwrap_or(0) >= self.cfg.user_quota {
+            return Err(refuse(486, "Allocation Quota Reached"));
+        }
+        let lifetime = self.lifetime(msg);
+        let relay = self.bind_port(ip, sockets).ok_or_else(|| refuse(508, "Insufficient Capacity"))?;
+        let advertised = self.advertised(relay);
+        let id = self.next_id;
+        self.next_id += 1;
+        let response = self.success(msg, &q.key, |b| {
+            b.xor_addr(attr::XOR_RELAYED_ADDRESS, advertised).u32(attr::LIFETIME, lifetime.as_secs() as u32).xor_addr(attr::XOR_MAPPED_ADDRESS, tuple.client)
+        });
+        let a = Allocation {
+            tuple,
+            relay,
+            username: user.clone(),
+            expires: now + lifetime,
+            permissions: HashMap::new(),
+            channels: HashMap::new(),
+            peer_channel: HashMap::new(),
+            allocate_tid: msg.tid,
+            allocate_response: response.clone(),
+            bucket: TokenBucket::new(self.cfg.max_bps, now),
+            scheduled: None,
+        };
+        self.allocations.insert(id, a);
+        self.by_tuple.insert(tuple, id);
+        self.by_relay.insert(relay, id);
+        *self.per_user.entry(user.clone()).or_default() += 1;
+        self.schedule(id);
+        tracing::debug!(client = %tuple.client, %relay, %user, "allocation created");
+        Ok(response)
+    }
+
+    fn refresh(&mut self, q: &Asked<'_, '_>, id: u64, sockets: &mut dyn RelaySockets) -> Result<Vec<u8>, Refusal> {
+        let msg = q.msg;
+        if msg.u32(attr::LIFETIME) == Some(0) {
+            self.delete(id, sockets);
+            return Ok(self.success(msg, &q.key, |b| b.u32(attr::LIFETIME, 0)));
+        }
+        let lifetime = self.lifetime(msg);
+        let Some(a) = self.allocations.get_mut(&id) else { return Err(refuse(437, "Allocation Mismatch")) };
+        if let Some(fam) = msg.get(attr::REQUESTED_ADDRESS_FAMILY).and_then(|v| v.first().copied()) {
+            if (fam == 2) != a.relay.is_ipv6() {
+                return Err(refuse(443, "Peer Address Family Mismatch"));
+            }
+        }
+        a.expires = q.now + lifetime;
+        self.schedule(id);
+        Ok(self.success(msg, &q.key, |b| b.u32(attr::LIFETIME, lifetime.as_secs() as u32)))
+    }
+
+    fn create_permission(&mut self, q: &Asked<'_, '_>, id: u64) -> Result<Vec<u8>, Refusal> {
+        let msg = q.msg;
+        let peers: Vec<Option<SocketAddr>> = msg.all(attr::XOR_PEER_ADDRESS).map(|v| msg.xor_addr(v)).collect();
+        if peers.is_empty() || peers.iter().any(Option::is_none) {
+            return Err(refuse(400, "Bad Request"));
+        }
+        let Some(a) = self.allocations.get_mut(&id) else { return Err(refuse(437, "Allocation Mismatch")) };
+        for p in peers.iter().flatten() {
+            if p.is_ipv6() != a.relay.is_ipv6() {
+                return Err(refuse(443, "Peer Address Family Mismatch"));
+            }
+            if !self.cfg.policy.permits(p.ip()) {
+                return Err(refuse(403, "Forbidden"));
+            }
+        }
+        let ips: Vec<IpAddr> = peers.iter().flatten().map(SocketAddr::ip).collect();
+        if !a.can_permit(&ips, self.cfg.max_permissions) {
+            return Err(refuse(508, "Insufficient Capacity"));
+        }
+        let until = q.now + self.cfg.permission_lifetime;
+        for ip in ips {
+            a.permit(ip, until, self.cfg.max_permissions).map_err(|_| refuse(508, "Insufficient Capacity"))?;
+        }
+        self.schedule(id);
+        Ok(self.success(msg, &q.key, |b| b))
+    }
+
+    fn channel_bind(&mut self, q: &Asked<'_, '_>, id: u64) -> Result<Vec<u8>, Refusal> {
+        let msg = q.msg;
+        let ch = msg.get(attr::CHANNEL_NUMBER).filter(|v| v.len() == 4).map(|v| u16::from_be_bytes([v[0], v[1]]));
+        let peer = msg.get(attr::XOR_PEER_ADDRESS).and_then(|v| msg.xor_addr(v));
+        let (Some(ch), Some(peer)) = (ch, peer) else { return Err(refuse(400, "Bad Request")) };
+        if !(0x4000..=0x7FFF).contains(&ch) {
+            return Err(refuse(400, "Bad Request"));
+        }
+        let Some(a) = self.allocations.get_mut(&id) else { return Err(refuse(437, "Allocation Mismatch")) };
+        if peer.is_ipv6() != a.relay.is_ipv6() {
+            return Err(refuse(443, "Peer Address Family Mismatch"));
+        }
+        if !self.cfg.policy.permits(peer.ip()) {
+            return Err(refuse(403, "Forbidden"));
+        }
+        if !a.can_permit(&[peer.ip()], self.cfg.max_permissions) {
+            return Err(refuse(508, "Insufficient Capacity"));
+        }
+        a.bind_channel(ch, peer, q.now + self.cfg.channel_lifetime, self.cfg.max_channels).map_err(|e| match e {
+            Full::Conflict => refuse(400, "Bad Request"),
+            Full::Channels | Full::Permissions => refuse(508, "Insufficient Capacity"),
+        })?;
+        a.permit(peer.ip(), q.now + self.cfg.permission_lifetime, self.cfg.max_permissions).map_err(|_| refuse(508, "Insufficient Capacity"))?;
+        self.schedule(id);
+        Ok(self.success(msg, &q.key, |b| b))
     }
 
     fn lifetime(&self, msg: &Message<'_>) -> Duration {

@@ -401,3 +401,57 @@ fn malformed_input_is_dropped_or_answered_400_and_others_are_undisturbed() {
     assert!(w.peer_sends(relay, PEER, b"still fine").is_some());
     assert!(w.server.counters().dropped >= 5);
 }
+
+#[test]
+fn twenty_thousand_refreshes_and_permissions_leave_one_timer_entry() {
+    let mut w = World::new(|_| {});
+    let mut c = w.client(1, "alice", "wonderland");
+    let relay = w.allocate(&mut c).addr(attr::XOR_RELAYED_ADDRESS).unwrap();
+    for i in 0..20_000u32 {
+        if i % 2 == 0 {
+            assert_eq!(w.request(&mut c, method::REFRESH, |b| b.u32(attr::LIFETIME, 600)).code, None);
+        } else {
+            assert_eq!(w.permit(&mut c, PEER).code, None);
+        }
+        if i % 1000 == 0 {
+            w.now += Duration::from_millis(100);
+        }
+    }
+    // One live entry, and at most the one the first permission left behind.
+    assert!(w.server.pending_deadlines() <= 2, "{} timer entries", w.server.pending_deadlines());
+    // Lifetimes still run: the permission lapses, then the allocation.
+    w.advance(301);
+    assert!(w.peer_sends(relay, PEER, b"x").is_none());
+    assert_eq!(w.server.allocation_count(), 1);
+    w.advance(300);
+    assert_eq!(w.server.allocation_count(), 0);
+    assert_eq!(w.server.pending_deadlines(), 0);
+}
+
+#[test]
+fn permissions_and_channels_per_allocation_are_capped() {
+    let mut w = World::new(|cfg| {
+        cfg.max_permissions = 4;
+        cfg.max_channels = 2;
+    });
+    let mut c = w.client(1, "alice", "wonderland");
+    w.allocate(&mut c);
+    for i in 1..=4 {
+        assert_eq!(w.permit(&mut c, &format!("198.51.100.{i}:1")).code, None);
+    }
+    assert_eq!(w.permit(&mut c, "198.51.100.5:1").code, Some(508), "a fifth peer");
+    assert_eq!(w.permit(&mut c, "198.51.100.4:9").code, None, "refreshing a peer it has is fine");
+    assert_eq!(w.bind(&mut c, 0x4001, "198.51.100.1:1").code, None);
+    assert_eq!(w.bind(&mut c, 0x4002, "198.51.100.2:1").code, None);
+    assert_eq!(w.bind(&mut c, 0x4003, "198.51.100.3:1").code, Some(508), "a third channel");
+    assert_eq!(w.bind(&mut c, 0x4001, "198.51.100.1:1").code, None, "refreshing a channel");
+    // Once they expire, there is room again.
+    assert_eq!(w.request(&mut c, method::REFRESH, |b| b.u32(attr::LIFETIME, 3600)).code, None);
+    w.advance(601);
+    assert_eq!(w.bind(&mut c, 0x4005, "198.51.100.7:1").code, None);
+    assert_eq!(w.bind(&mut c, 0x4006, "198.51.100.8:1").code, None);
+    for i in 9..=10 {
+        assert_eq!(w.permit(&mut c, &format!("198.51.100.{i}:1")).code, None);
+    }
+    assert_eq!(w.permit(&mut c, "198.51.100.11:1").code, Some(508));
+}
