@@ -21,7 +21,7 @@ trap cleanup EXIT
 turnutils_peer -p 3590 -L 127.0.0.1 >/dev/null 2>&1 & PIDS+=($!)
 
 "$RELAY" --listening-ip 127.0.0.1 --relay-ip 127.0.0.1 -p 3600 --no-tls --allow-loopback-peers \
-  --user bench:bench --realm bench --min-port 30000 --max-port 31999 ${RELAY_FLAGS:-} >/dev/null 2>&1 & OURS=$!; PIDS+=($OURS)
+  --user bench:bench --realm bench --min-port 30000 --max-port 31999 --user-quota 0 --total-quota 0 ${RELAY_FLAGS:-} >/dev/null 2>&1 & OURS=$!; PIDS+=($OURS)
 turnserver -n --no-cli --listening-ip 127.0.0.1 --relay-ip 127.0.0.1 -p 3610 --no-tls --no-dtls \
   --allow-loopback-peers --user bench:bench --realm bench -a -f --min-port 32000 --max-port 33999 \
   --log-file stdout --simple-log >/dev/null 2>&1 & COTURN=$!; PIDS+=($COTURN)

@@ -202,11 +202,39 @@ fn die_with_parent(cmd: &mut tokio::process::Command) {
     }
 }
 
-/// Spawns the TURN relay with the control plane's REST secret, on the configured ports.
-pub fn spawn_relay(cfg: &Config, relay_bin: Option<&PathBuf>) -> anyhow::Result<Option<tokio::process::Child>> {
+/// The media plane's UDP ports in `local` mode, as an inclusive range: its cores' ports from
+/// the base, or, with base 0, the kernel's ephemeral range it binds from.
+fn media_ports(opts: &ChildOptions) -> (u16, u16) {
+    if opts.port_base == 0 {
+        let text = std::fs::read_to_string("/proc/sys/net/ipv4/ip_local_port_range").unwrap_or_default();
+        let mut it = text.split_whitespace().filter_map(|w| w.parse::<u16>().ok());
+        return match (it.next(), it.next()) {
+            (Some(lo), Some(hi)) if lo <= hi => (lo, hi),
+            _ => (32768, 60999),
+        };
+    }
+    let cores = opts.cores.unwrap_or_else(|| std::thread::available_parallelism().map(|n| n.get()).unwrap_or(1));
+    (opts.port_base, opts.port_base.saturating_add(u16::try_from(cores).unwrap_or(u16::MAX).saturating_sub(1)))
+}
+
+/// Relay ports that stay clear of the media plane's: the relay refuses its own ports as peers.
+fn relay_ports((_, hi): (u16, u16)) -> (u16, u16) {
+    if hi < 61000 {
+        (61000, 65535)
+    } else {
+        (20000, 29999)
+    }
+}
+
+/// Spawns the TURN relay with the control plane's REST secret, on the configured ports. Peers
+/// on loopback and on this host's addresses are reachable on the media plane's ports and the
+/// relay's own relay range (two relayed clients) only.
+pub fn spawn_relay(cfg: &Config, relay_bin: Option<&PathBuf>, media: &ChildOptions) -> anyhow::Result<Option<tokio::process::Child>> {
     let Some(turn) = &cfg.turn else { return Ok(None) };
     let bin = sibling_bin("relay", relay_bin)?;
     let (cert, key) = Prepared::cert_paths(cfg);
+    let media = media_ports(media);
+    let relay = relay_ports(media);
     let mut cmd = tokio::process::Command::new(&bin);
     cmd.env("TURN_STATIC_AUTH_SECRET", &turn.secret)
         .args(["--use-auth-secret", "--realm", "conference"])
@@ -215,8 +243,11 @@ pub fn spawn_relay(cfg: &Config, relay_bin: Option<&PathBuf>) -> anyhow::Result<
         .arg(cert)
         .arg("--pkey")
         .arg(key)
-        // The SFU runs on this machine, so the relay must reach loopback and local peers.
+        // The SFU runs on this machine, so the relay must reach loopback and local peers, but
+        // only on the SFU's ports (not DNS, the control plane or the relay itself).
         .arg("--allow-loopback-peers")
+        .args(["--allowed-peer-ports", &format!("{}-{}", media.0, media.1), "--allowed-peer-ports", &format!("{}-{}", relay.0, relay.1)])
+        .args(["--min-port", &relay.0.to_string(), "--max-port", &relay.1.to_string()])
         .stdin(Stdio::null())
         .kill_on_drop(true);
     for ip in &cfg.public_ip {

@@ -139,7 +139,7 @@ async fn main() -> anyhow::Result<()> {
             let prepared = launch::prepare(&cfg)?;
             let opts = ChildOptions { bin: media_plane_bin, port_base: media_port_base, cores: media_cores, force_epoll };
             let mut child = launch::spawn_media_plane(&cfg, &prepared, &opts).context("starting the media plane")?;
-            let relay = launch::spawn_relay(&cfg, relay_bin.as_ref()).context("starting the relay")?;
+            let relay = launch::spawn_relay(&cfg, relay_bin.as_ref(), &opts).context("starting the relay")?;
             banner(&cfg, prepared.addr.port(), true);
             if let Some(t) = &cfg.turn {
                 println!("  TURN relay:  turn:{}:{} (udp, tcp), turns:{}:{}; REST secret in {}\n", t.host, t.port, t.host, t.tls_port, cfg.data_dir.join("secrets.toml").display());

@@ -8,7 +8,7 @@ use std::time::Instant;
 use anyhow::{bail, Context};
 use clap::Parser;
 use relay::auth::{Credentials, Nonces};
-use relay::policy::{IpRange, PeerPolicy};
+use relay::policy::{IpRange, OwnSockets, PeerPolicy, PortRange};
 use relay::runtime::{reuseport_tcp, reuseport_udp, RelayCore};
 use relay::server::{Config, Server};
 
@@ -56,11 +56,11 @@ struct Args {
     /// Highest relay port.
     #[arg(long = "max-port", default_value_t = 65535)]
     max_port: u16,
-    /// Allocations per user (0: unlimited).
-    #[arg(long = "user-quota", default_value_t = 0)]
+    /// Allocations per user (0: unlimited). The default is coturn's example config's.
+    #[arg(long = "user-quota", default_value_t = 12)]
     user_quota: usize,
-    /// Allocations in total (0: unlimited).
-    #[arg(long = "total-quota", default_value_t = 0)]
+    /// Allocations in total (0: unlimited). The default is coturn's example config's.
+    #[arg(long = "total-quota", default_value_t = 1200)]
     total_quota: usize,
     /// Bits per second per allocation (0: unlimited).
     #[arg(long = "max-bps", default_value_t = 0)]
@@ -74,6 +74,10 @@ struct Args {
     /// Allow relaying to loopback peers (development only).
     #[arg(long = "allow-loopback-peers")]
     allow_loopback_peers: bool,
+    /// Ports (PORT or LOW-HIGH, repeatable) that peers let through only by --allowed-peer-ip
+    /// or --allow-loopback-peers may be reached on [default: any]. Not a coturn word.
+    #[arg(long = "allowed-peer-ports")]
+    allowed_peer_ports: Vec<String>,
     /// TLS certificate chain (PEM) for `turns:`.
     #[arg(long = "cert")]
     cert: Option<PathBuf>,
@@ -120,6 +124,26 @@ fn parse_args() -> anyhow::Result<Args> {
     all.extend(relay::conf::file_args(&text).map_err(|e| anyhow::anyhow!("{}: {e}", path.display()))?);
     all.extend(cli.into_iter().skip(1));
     Args::try_parse_from(all).map_err(|e| anyhow::anyhow!("{e}"))
+}
+
+/// The relay's own listening sockets, which no peer may be: every address it listens on
+/// (each of the host's addresses for a wildcard), relays from or advertises, on its listening
+/// ports. Its relay range stays reachable: two clients of one relay talk relay to relay.
+fn own_sockets(args: &Args, listening: &[IpAddr], relay_ips: &[IpAddr], external: &[(IpAddr, Option<IpAddr>)]) -> OwnSockets {
+    let mut ips: Vec<IpAddr> = relay_ips.to_vec();
+    ips.extend(external.iter().flat_map(|(public, private)| std::iter::once(*public).chain(*private)));
+    for ip in listening {
+        if ip.is_unspecified() {
+            ips.extend(if_addrs::get_if_addrs().unwrap_or_default().iter().map(|i| i.ip()));
+        } else {
+            ips.push(*ip);
+        }
+    }
+    ips.sort();
+    ips.dedup();
+    let one = |p: u16| PortRange { low: p, high: p };
+    let ports = vec![one(args.listening_port), one(args.tls_listening_port)];
+    OwnSockets { ips, ports }
 }
 
 /// The host's first usable address of each family (IPv6: not link-local).
@@ -192,6 +216,8 @@ fn main() -> anyhow::Result<()> {
         allow_loopback: args.allow_loopback_peers,
         allowed: parse_ranges(&args.allowed_peer_ip)?,
         denied: parse_ranges(&args.denied_peer_ip)?,
+        exception_ports: args.allowed_peer_ports.iter().map(|s| s.parse::<PortRange>()).collect::<Result<_, _>>()?,
+        own: own_sockets(&args, &listening, &relay_ips, &external),
     };
 
     let tls_config = match (&args.cert, &args.pkey, args.no_tls) {

@@ -389,7 +389,7 @@ impl Server {
         let data = msg.get(attr::DATA);
         let a = self.by_tuple.get(&tuple).and_then(|id| self.allocations.get_mut(id));
         if let (Some(a), Some(peer), Some(data)) = (a, peer, data) {
-            if a.permitted(peer.ip(), now) && a.bucket.allow(now, data.len()) {
+            if a.permitted(peer.ip(), now) && self.cfg.policy.permits_peer(peer) && a.bucket.allow(now, data.len()) {
                 self.counters.to_peer += 1;
                 return ClientAction::Relay { relay: a.relay, peer, data };
             }
@@ -575,7 +575,7 @@ impl Server {
         if peer.is_ipv6() != a.relay.is_ipv6() {
             return Err(refuse(443, "Peer Address Family Mismatch"));
         }
-        if !self.cfg.policy.permits(peer.ip()) {
+        if !self.cfg.policy.permits_peer(peer) {
             return Err(refuse(403, "Forbidden"));
         }
         if !a.can_permit(&[peer.ip()], self.cfg.max_permissions) {

@@ -455,3 +455,42 @@ fn permissions_and_channels_per_allocation_are_capped() {
     }
     assert_eq!(w.permit(&mut c, "198.51.100.11:1").code, Some(508));
 }
+
+#[test]
+fn create_permission_to_each_denied_range_is_403() {
+    let mut w = World::new(|_| {});
+    let mut c4 = w.client(1, "alice", "wonderland");
+    w.allocate(&mut c4);
+    for p in ["198.18.0.1:9", "198.19.200.1:9", "224.0.0.251:9", "239.255.255.250:9", "255.255.255.255:9", "0.0.0.0:9", "100.64.0.1:9", "169.254.169.254:80"] {
+        assert_eq!(w.permit(&mut c4, p).code, Some(403), "{p}");
+    }
+    let mut c6 = w.client(2, "bob", "builder");
+    w.request(&mut c6, method::ALLOCATE, |b| b.attr(attr::REQUESTED_TRANSPORT, &[17, 0, 0, 0]).attr(attr::REQUESTED_ADDRESS_FAMILY, &[2, 0, 0, 0]));
+    for p in ["[64:ff9b::7f00:1]:9", "[64:ff9b:1::a00:1]:9", "[2002:7f00:1::1]:9", "[2001:0:4136:e378::1]:9", "[fec0::1]:9", "[ff02::1]:9", "[ff0e::fb]:9", "[fd00::1]:9", "[::1]:9"] {
+        assert_eq!(w.permit(&mut c6, p).code, Some(403), "{p}");
+    }
+    assert_eq!(w.permit(&mut c6, "[2001:db8::7]:9").code, None, "a public IPv6 peer");
+}
+
+#[test]
+fn the_relay_never_relays_to_its_own_sockets() {
+    let mut w = World::new(|cfg| {
+        cfg.policy.own = relay::policy::OwnSockets { ips: vec!["192.0.2.1".parse().unwrap()], ports: vec!["3478".parse().unwrap(), "5349".parse().unwrap()] };
+    });
+    let mut c = w.client(1, "alice", "wonderland");
+    w.allocate(&mut c);
+    // The permission is per address: a service on the relay's own host stays reachable.
+    assert_eq!(w.permit(&mut c, "192.0.2.1:1").code, None);
+    let binding = Builder::new(method::BINDING, Class::Request, rand::random()).fingerprint();
+    for own in ["192.0.2.1:3478", "192.0.2.1:5349"] {
+        assert_eq!(w.server.handle_client(w.now, c.tuple, &send_indication(own, &binding), &mut w.sockets), ClientAction::None, "{own}");
+        assert_eq!(w.bind(&mut c, 0x4001, own).code, Some(403), "{own}");
+    }
+    // Another port of the host, such as another client's relayed address, is a peer like any other.
+    for other in ["192.0.2.1:40000", "192.0.2.1:50042"] {
+        match w.server.handle_client(w.now, c.tuple, &send_indication(other, b"ok"), &mut w.sockets) {
+            ClientAction::Relay { peer, .. } => assert_eq!(peer, other.parse().unwrap()),
+            refused => panic!("{other}: {refused:?}"),
+        }
+    }
+}
