@@ -11,7 +11,7 @@ use tokio::io::{AsyncRead, AsyncWrite, ReadBuf};
 use tokio::net::TcpStream;
 use tokio::time::{Instant, Sleep};
 
-use crate::gate::{Gate, Permit};
+use limits::{Gate, Permit};
 
 /// An `axum_server` acceptor that admits connections through a [`Gate`] and gives them a read
 /// idle timeout. It runs before TLS, so a refused connection costs no handshake.

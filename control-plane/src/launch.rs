@@ -12,7 +12,7 @@ use hyper_util::rt::TokioTimer;
 
 use crate::accept::GatedAcceptor;
 use crate::config::Config;
-use crate::gate::{Gate, Limits};
+use limits::{Gate, Limits};
 use crate::state::{App, Settings};
 
 /// The machine's primary IPv4 address, if any.

@@ -20,7 +20,7 @@ pub use signaling::{ClientMsg, ErrorCode, ServerMsg};
 use tokio::sync::mpsc;
 
 use crate::error::ApiError;
-use crate::limit::Bucket;
+use limits::Bucket;
 use crate::state::{App, Via};
 
 /// Largest signaling message accepted (an offer with simulcast is about 10 KiB).

@@ -11,7 +11,7 @@ use axum::middleware::Next;
 use axum::response::{IntoResponse, Response};
 
 use crate::error::ApiError;
-use crate::limit::PerSource;
+use limits::PerSource;
 use crate::state::App;
 
 /// Failed credential checks a source may make at once, then per second.

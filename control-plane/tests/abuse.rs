@@ -5,7 +5,7 @@
 mod common;
 
 use common::*;
-use control_plane::gate::Limits;
+use limits::Limits;
 use control_plane::launch::{self, HttpLimits};
 use control_plane::signal::{JOIN_TIMEOUT, MAX_MESSAGE, MESSAGE_BURST};
 use tokio_tungstenite::tungstenite::protocol::frame::coding::CloseCode;
