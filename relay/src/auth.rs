@@ -68,7 +68,8 @@ impl Credentials {
     }
 }
 
-/// Stateless nonces: `<hex unix time>` plus a MAC, so any core can check any nonce.
+/// Stateless nonces: 8 hex digits of Unix time plus a 48-bit MAC (20 characters, short so
+/// that a challenge stays small), so any core can check any nonce.
 #[derive(Clone)]
 pub struct Nonces {
     secret: [u8; 32],
@@ -96,22 +97,22 @@ impl Nonces {
     fn mac(&self, ts: &str) -> String {
         let Ok(mut m) = Hmac::<sha1::Sha1>::new_from_slice(&self.secret) else { return String::new() };
         m.update(ts.as_bytes());
-        m.finalize().into_bytes()[..8].iter().map(|b| format!("{b:02x}")).collect()
+        m.finalize().into_bytes()[..6].iter().map(|b| format!("{b:02x}")).collect()
     }
 
     /// A fresh nonce.
     pub fn issue(&self, unix_now: u64) -> String {
-        let ts = format!("{unix_now:016x}");
+        let ts = format!("{:08x}", unix_now as u32);
         let mac = self.mac(&ts);
         format!("{ts}{mac}")
     }
 
     /// Checks a nonce from a request.
     pub fn check(&self, nonce: &str, unix_now: u64) -> NonceCheck {
-        if nonce.len() != 32 || !nonce.is_ascii() {
+        if nonce.len() != 20 || !nonce.is_ascii() {
             return NonceCheck::Invalid;
         }
-        let (ts, mac) = nonce.split_at(16);
+        let (ts, mac) = nonce.split_at(8);
         if self.mac(ts) != mac {
             return NonceCheck::Invalid;
         }

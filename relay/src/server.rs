@@ -16,6 +16,7 @@ use std::time::{Duration, Instant};
 use crate::allocation::{Allocation, Full, TokenBucket};
 use crate::auth::{long_term_key, Credentials, NonceCheck, Nonces};
 use crate::policy::PeerPolicy;
+use limits::PerSource;
 use crate::stun::{self, attr, method, Builder, Class, Integrity, Message};
 
 /// Bytes a caller leaves in front of peer data for [`Server::handle_peer`].
@@ -82,6 +83,11 @@ pub struct Config {
     pub max_permissions: usize,
     /// Channels one allocation may bind (more: 508).
     pub max_channels: usize,
+    /// Answers to unauthenticated requests (Binding, challenges, errors) one source address
+    /// may get at once on this core, then per second; more are dropped.
+    pub unauthenticated_burst: u32,
+    /// See `unauthenticated_burst`.
+    pub unauthenticated_per_second: u32,
     /// SOFTWARE attribute.
     pub software: String,
 }
@@ -107,6 +113,8 @@ impl Config {
             channel_lifetime: Duration::from_secs(600),
             max_permissions: 64,
             max_channels: 64,
+            unauthenticated_burst: 64,
+            unauthenticated_per_second: 32,
             software: concat!("conference-relay/", env!("CARGO_PKG_VERSION")).to_string(),
         }
     }
@@ -167,6 +175,7 @@ pub struct Server {
     by_relay: HashMap<SocketAddr, u64>,
     per_user: HashMap<String, usize>,
     deadlines: BinaryHeap<Reverse<(Instant, u64)>>,
+    unauthenticated: PerSource,
     next_id: u64,
     next_port: u16,
     replies: Vec<Reply>,
@@ -202,6 +211,7 @@ impl Server {
     pub fn new(cfg: Config, now: Instant, unix_now: u64, nonces: Nonces) -> Self {
         let span = (cfg.max_port.saturating_sub(cfg.min_port) as u32 + 1).max(1);
         let offset = (rand::random::<u32>() % span) as u16;
+        let unauthenticated = PerSource::new(cfg.unauthenticated_burst, cfg.unauthenticated_per_second, 65_536);
         Server {
             next_port: cfg.min_port.saturating_add(offset),
             cfg,
@@ -213,6 +223,7 @@ impl Server {
             by_relay: HashMap::new(),
             per_user: HashMap::new(),
             deadlines: BinaryHeap::new(),
+            unauthenticated,
             next_id: 1,
             replies: Vec::new(),
             counters: Counters::default(),
@@ -312,7 +323,7 @@ impl Server {
             Err(e) => {
                 self.counters.dropped += 1;
                 // A request whose header is readable gets 400; anything else is dropped.
-                if stun::is_stun(data) && data[0] & 0x01 == 0 && data[1] & 0x10 == 0 {
+                if stun::is_stun(data) && data[0] & 0x01 == 0 && data[1] & 0x10 == 0 && self.may_answer_unauthenticated(now, tuple) {
                     tracing::debug!(client = %tuple.client, error = %e, "malformed request");
                     let mut tid = [0u8; 12];
                     tid.copy_from_slice(&data[8..20]);
@@ -325,18 +336,25 @@ impl Server {
         };
         match (msg.method, msg.class) {
             (method::BINDING, Class::Request) => {
-                let reply = Builder::new(method::BINDING, Class::Success, msg.tid)
-                    .xor_addr(attr::XOR_MAPPED_ADDRESS, tuple.client)
-                    .attr(attr::SOFTWARE, self.cfg.software.as_bytes())
-                    .fingerprint();
-                self.replies.push(Reply { tuple, data: reply });
+                // As small as the protocol allows (no SOFTWARE): anyone may ask, from any address.
+                if self.may_answer_unauthenticated(now, tuple) {
+                    let reply = Builder::new(method::BINDING, Class::Success, msg.tid).xor_addr(attr::XOR_MAPPED_ADDRESS, tuple.client).fingerprint();
+                    self.replies.push(Reply { tuple, data: reply });
+                }
                 ClientAction::None
             }
             (method::SEND, Class::Indication) => self.send_indication(now, tuple, msg),
+            // Without credentials and without an allocation, only an Allocate deserves an answer
+            // (the challenge); anything else is a probe or a reflection attempt.
+            (method::REFRESH | method::CREATE_PERMISSION | method::CHANNEL_BIND, Class::Request) if msg.integrity().is_none() && !self.by_tuple.contains_key(&tuple) => {
+                self.counters.dropped += 1;
+                ClientAction::None
+            }
             (method::ALLOCATE | method::REFRESH | method::CREATE_PERMISSION | method::CHANNEL_BIND, Class::Request) => {
                 let (m, tid, integrity) = (msg.method, msg.tid, msg.integrity().unwrap_or(Integrity::Sha1));
                 match self.request(now, tuple, &msg, sockets) {
                     Ok(reply) => self.replies.push(Reply { tuple, data: reply }),
+                    Err((_, None)) if !self.may_answer_unauthenticated(now, tuple) => {}
                     Err((refusal, key)) => {
                         tracing::debug!(client = %tuple.client, method = m, code = refusal.code, "request refused");
                         let mut b = Builder::new(m, Class::Error, tid).error(refusal.code, refusal.reason);
@@ -361,6 +379,16 @@ impl Server {
                 ClientAction::None
             }
         }
+    }
+
+    /// Whether an answer to an unauthenticated request may go to `tuple`'s source now: such
+    /// answers are rate-limited per address, since a spoofed source turns them into reflection.
+    fn may_answer_unauthenticated(&mut self, now: Instant, tuple: FiveTuple) -> bool {
+        if self.unauthenticated.take(tuple.client.ip(), now) {
+            return true;
+        }
+        self.counters.dropped += 1;
+        false
     }
 
     fn channel_data<'a>(&mut self, now: Instant, tuple: FiveTuple, data: &'a [u8]) -> ClientAction<'a> {

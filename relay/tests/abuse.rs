@@ -140,3 +140,68 @@ fn a_binding_sent_through_the_relay_to_its_own_port_never_comes_back() {
     let raw = c.recv(Duration::from_secs(2)).expect("a Data indication");
     assert_eq!(stun::decode(&raw).unwrap().get(attr::DATA), Some(&b"back"[..]));
 }
+
+/// Bytes answered to each unauthenticated request, from a server on `port`.
+fn answers(port: u16) -> Vec<(&'static str, usize, usize)> {
+    let c = Client::new(port);
+    let requests: Vec<(&'static str, Vec<u8>)> = vec![
+        ("binding", Builder::new(method::BINDING, Class::Request, rand::random()).finish()),
+        ("binding+fingerprint", Builder::new(method::BINDING, Class::Request, rand::random()).fingerprint()),
+        ("allocate", Builder::new(method::ALLOCATE, Class::Request, rand::random()).attr(attr::REQUESTED_TRANSPORT, &[17, 0, 0, 0]).finish()),
+        ("allocate+fingerprint", Builder::new(method::ALLOCATE, Class::Request, rand::random()).attr(attr::REQUESTED_TRANSPORT, &[17, 0, 0, 0]).fingerprint()),
+        ("refresh", Builder::new(method::REFRESH, Class::Request, rand::random()).finish()),
+        ("malformed", vec![0, 1, 0, 4, 0x21, 0x12, 0xa4, 0x42, 1, 2, 3, 4, 5, 6, 7, 8, 9, 10, 11, 12, 0, 0xff, 0, 0]),
+    ];
+    requests
+        .into_iter()
+        .map(|(name, req)| {
+            c.sock.send_to(&req, c.server).unwrap();
+            let got = c.recv(Duration::from_secs(2)).map(|r| r.len()).unwrap_or(0);
+            (name, req.len(), got)
+        })
+        .collect()
+}
+
+#[test]
+fn unauthenticated_answers_amplify_less_than_coturn() {
+    let (_ours, port) = relay(&[]);
+    let ours = answers(port);
+    let coturn_port = free_port();
+    let coturn = Command::new("turnserver")
+        .args(["-n", "--no-cli", "--listening-ip", "127.0.0.1", "--relay-ip", "127.0.0.1", "-p", &coturn_port.to_string(), "--no-tls", "--no-dtls"])
+        .args(["--user", &format!("{USER}:{PASS}"), "--realm", REALM, "-a", "-f", "--log-file", "stdout", "--simple-log"])
+        .stdout(Stdio::null())
+        .stderr(Stdio::null())
+        .spawn()
+        .expect("coturn's turnserver (bash .ci/test installs it)");
+    let _coturn = Kill(coturn);
+    let probe = Client::new(coturn_port);
+    assert!((0..50).any(|_| probe.binding().is_some()), "coturn answers");
+    let theirs = answers(coturn_port);
+    let ratio = |v: &[(&str, usize, usize)]| v.iter().map(|(_, q, a)| *a as f64 / *q as f64).fold(0.0, f64::max);
+    for ((name, q, a), (_, _, b)) in ours.iter().zip(&theirs) {
+        println!("FIGURE relay_amplification request={name} request_bytes={q} ours_bytes={a} coturn_bytes={b}");
+        assert!(a <= b, "{name}: {a} bytes against coturn's {b}");
+    }
+    println!("FIGURE relay_amplification_max ours={:.2} coturn={:.2}", ratio(&ours), ratio(&theirs));
+    assert_eq!(ours.iter().filter(|(_, _, a)| *a > 0).count(), 5, "answered: bindings, allocates and the malformed request; a stray refresh is not: {ours:?}");
+}
+
+#[test]
+fn a_spoofed_source_gets_a_bounded_number_of_answers() {
+    let (_relay, port) = relay(&[]);
+    let victim = Client::new(port);
+    let req = Builder::new(method::BINDING, Class::Request, rand::random()).finish();
+    for _ in 0..1000 {
+        victim.sock.send_to(&req, victim.server).unwrap();
+    }
+    let mut answered = 0;
+    while victim.recv(Duration::from_millis(300)).is_some() {
+        answered += 1;
+    }
+    println!("FIGURE relay_reflection requests=1000 answers={answered}");
+    assert!((60..=100).contains(&answered), "a burst of 64 (less the start-up probe) then 32 a second: {answered}");
+    // A normal client from another address still allocates and relays.
+    let mut normal = Client::new(port);
+    normal.allocate();
+}

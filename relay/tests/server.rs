@@ -340,8 +340,11 @@ fn error_codes() {
     // 441: another user on an existing allocation's 5-tuple.
     let mut other = w.client(1, "bob", "builder");
     assert_eq!(w.request(&mut other, method::REFRESH, |b| b).code, Some(441));
-    // 437: no allocation.
+    // 437: no allocation (authenticated; unauthenticated, such a request gets no answer).
     let mut c2 = w.client(2, "alice", "wonderland");
+    let stray = Builder::new(method::CREATE_PERMISSION, Class::Request, rand::random()).xor_addr(attr::XOR_PEER_ADDRESS, PEER.parse().unwrap()).fingerprint();
+    assert!(w.send(&c2, &stray).is_none());
+    c2.nonce = c.nonce.clone();
     assert_eq!(w.permit(&mut c2, PEER).code, Some(437));
     // 443: IPv4 peer on an IPv6 allocation.
     assert_eq!(w.permit(&mut c, PEER).code, Some(443));
@@ -493,4 +496,31 @@ fn the_relay_never_relays_to_its_own_sockets() {
             refused => panic!("{other}: {refused:?}"),
         }
     }
+}
+
+#[test]
+fn unauthenticated_answers_are_small_and_rate_limited_per_address() {
+    let mut w = World::new(|cfg| {
+        cfg.unauthenticated_burst = 5;
+        cfg.unauthenticated_per_second = 2;
+    });
+    let attacker = w.client(66, "alice", "wonderland");
+    let binding = Builder::new(method::BINDING, Class::Request, rand::random()).finish();
+    let allocate = Builder::new(method::ALLOCATE, Class::Request, rand::random()).attr(attr::REQUESTED_TRANSPORT, &[17, 0, 0, 0]).finish();
+    let b = w.send(&attacker, &binding).expect("a binding answer");
+    let m = stun::decode(&b.raw).unwrap();
+    assert!(m.get(attr::SOFTWARE).is_none(), "no SOFTWARE to anyone who asks");
+    assert!(b.raw.len() <= 2 * binding.len(), "binding: {} bytes for {}", b.raw.len(), binding.len());
+    let c = w.send(&attacker, &allocate).expect("a challenge");
+    assert_eq!(c.code, Some(401));
+    assert!(c.attrs[&attr::NONCE].len() <= 20 && stun::decode(&c.raw).unwrap().get(attr::SOFTWARE).is_none());
+    // The rest of the burst, then nothing until the bucket refills.
+    let answered = (0..20).filter(|_| w.send(&attacker, &binding).is_some()).count();
+    assert_eq!(answered, 3);
+    // Another address is answered; an authenticated client is not held back.
+    let mut other = w.client(7, "bob", "builder");
+    assert!(w.send(&other, &binding).is_some());
+    w.allocate(&mut other);
+    w.now += Duration::from_secs(1);
+    assert_eq!((0..5).filter(|_| w.send(&attacker, &binding).is_some()).count(), 2, "two a second");
 }
