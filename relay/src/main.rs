@@ -9,7 +9,8 @@ use anyhow::{bail, Context};
 use clap::Parser;
 use relay::auth::{Credentials, Nonces};
 use relay::policy::{IpRange, OwnSockets, PeerPolicy, PortRange};
-use relay::runtime::{reuseport_tcp, reuseport_udp, RelayCore};
+use limits::{Gate, Limits};
+use relay::runtime::{reuseport_tcp, reuseport_udp, RelayCore, StreamLimits};
 use relay::server::{Config, Server};
 
 #[global_allocator]
@@ -90,6 +91,16 @@ struct Args {
     /// Do not listen on TLS.
     #[arg(long = "no-tls")]
     no_tls: bool,
+    /// Concurrent TCP/TLS connections in total. Not a coturn word.
+    #[arg(long = "max-connections", default_value_t = 10_000)]
+    max_connections: u32,
+    /// Concurrent TCP/TLS connections from one address (an IPv6 /64). Not a coturn word.
+    #[arg(long = "max-connections-per-ip", default_value_t = 200)]
+    max_connections_per_ip: u32,
+    /// Seconds a TCP/TLS connection may take for its TLS handshake, and may stay open without
+    /// an allocation. Not a coturn word.
+    #[arg(long = "stream-idle-timeout", default_value_t = 30)]
+    stream_idle_timeout: u64,
     /// Cores to use [default: all].
     #[arg(long = "cores", env = "RELAY_CORES")]
     cores: Option<usize>,
@@ -238,6 +249,12 @@ fn main() -> anyhow::Result<()> {
     let cores = args.cores.unwrap_or(cpus).max(1);
     let nonces = Nonces::new(600);
     let unix = std::time::SystemTime::now().duration_since(std::time::UNIX_EPOCH).map(|d| d.as_secs()).unwrap_or(0);
+    let streams = StreamLimits {
+        gate: Gate::new(Limits { total: args.max_connections.max(1), per_source: args.max_connections_per_ip.max(1) }),
+        idle: std::time::Duration::from_secs(args.stream_idle_timeout.max(1)),
+        queue: 64,
+        write_timeout: std::time::Duration::from_secs(10),
+    };
     let mut handles = Vec::new();
     for core in 0..cores {
         let mut cfg = Config::new(&args.realm, credentials.clone(), relay_ips.clone());
@@ -262,7 +279,7 @@ fn main() -> anyhow::Result<()> {
             }
         }
         let server = Server::new(cfg, Instant::now(), unix, nonces.clone());
-        let task = RelayCore { server, udp, tcp, tls, tls_config: tls_config.clone() };
+        let task = RelayCore { server, udp, tcp, tls, tls_config: tls_config.clone(), streams: streams.clone() };
         let (h, backend) = percore::spawn(format!("relay-{core}"), core % cpus, args.force_epoll || !args.io_uring, task)?;
         tracing::info!(core, ?backend, port = args.listening_port, "relay core started");
         handles.push(h);

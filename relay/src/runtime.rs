@@ -12,6 +12,7 @@ use futures_util::future::{select, Either};
 use futures_util::io::{AsyncRead, AsyncReadExt, AsyncWrite, AsyncWriteExt};
 use std::sync::Arc;
 use tokio::sync::mpsc;
+use limits::{Gate, Permit};
 use percore::{CoreTask, Driver};
 use tokio::sync::Notify;
 
@@ -20,6 +21,20 @@ use crate::stun;
 
 /// Largest datagram handled.
 const MAX_DATAGRAM: usize = 65536;
+
+/// Limits of TCP and TLS client connections.
+#[derive(Debug, Clone)]
+pub struct StreamLimits {
+    /// Connections per source address and in total, shared by every core.
+    pub gate: Gate,
+    /// Time to finish the TLS handshake; a connection that holds no allocation this long
+    /// after opening (or after its allocation ended) is closed.
+    pub idle: Duration,
+    /// Frames queued toward one client; beyond it, relayed data is dropped as UDP would be.
+    pub queue: usize,
+    /// Time one write toward the client may take before the connection is closed.
+    pub write_timeout: Duration,
+}
 
 /// What one core needs.
 pub struct RelayCore {
@@ -33,6 +48,8 @@ pub struct RelayCore {
     pub tls: Vec<std::net::TcpListener>,
     /// TLS configuration for `tls`.
     pub tls_config: Option<Arc<rustls::ServerConfig>>,
+    /// Limits of the TCP and TLS connections.
+    pub streams: StreamLimits,
 }
 
 struct RelaySock<D: Driver> {
@@ -45,7 +62,8 @@ struct Shared<D: Driver> {
     listeners: Vec<(SocketAddr, D::Socket)>,
     relays: RefCell<HashMap<SocketAddr, Rc<RelaySock<D>>>>,
     /// Writers of TCP/TLS client connections.
-    conns: RefCell<HashMap<FiveTuple, mpsc::UnboundedSender<Vec<u8>>>>,
+    conns: RefCell<HashMap<FiveTuple, mpsc::Sender<Vec<u8>>>>,
+    streams: StreamLimits,
     wake_timer: Notify,
 }
 
@@ -94,8 +112,9 @@ impl<D: Driver> Shared<D> {
                 }
             }
             Transport::Tcp | Transport::Tls => {
+                // A client that does not read loses data, as over UDP; memory stays bounded.
                 if let Some(tx) = self.conns.borrow().get(&tuple) {
-                    let _ = tx.send(data.to_vec());
+                    let _ = tx.try_send(data.to_vec());
                 }
             }
         }
@@ -150,19 +169,29 @@ impl<D: Driver> Shared<D> {
                     continue;
                 }
             };
+            let permit = match self.streams.gate.admit(client.ip()) {
+                Ok(p) => p,
+                Err(why) => {
+                    tracing::debug!(%client, %why, "connection refused");
+                    continue;
+                }
+            };
             let shared = self.clone();
             match &tls {
                 None => {
                     let tuple = FiveTuple { client, server: local, transport: Transport::Tcp };
-                    D::spawn(async move { shared.stream_loop(stream, tuple).await });
+                    D::spawn(async move { shared.stream_loop(stream, tuple, permit).await });
                 }
                 Some(cfg) => {
                     let acceptor = futures_rustls::TlsAcceptor::from(cfg.clone());
                     let tuple = FiveTuple { client, server: local, transport: Transport::Tls };
+                    let deadline = self.streams.idle;
                     D::spawn(async move {
-                        match acceptor.accept(stream).await {
-                            Ok(s) => shared.stream_loop(s, tuple).await,
-                            Err(e) => tracing::debug!(%client, error = %e, "TLS handshake failed"),
+                        let handshake = std::pin::pin!(acceptor.accept(stream));
+                        match select(handshake, std::pin::pin!(D::sleep(deadline))).await {
+                            Either::Left((Ok(s), _)) => shared.stream_loop(s, tuple, permit).await,
+                            Either::Left((Err(e), _)) => tracing::debug!(%client, error = %e, "TLS handshake failed"),
+                            Either::Right(_) => tracing::debug!(%client, "TLS handshake timed out"),
                         }
                     });
                 }
@@ -170,31 +199,43 @@ impl<D: Driver> Shared<D> {
         }
     }
 
-    /// Frames STUN messages and ChannelData on a TCP or TLS connection.
-    async fn stream_loop<S: AsyncRead + AsyncWrite + Unpin + 'static>(self: Rc<Self>, stream: S, tuple: FiveTuple) {
-        let (mut rd, mut wr) = stream.split();
-        let (tx, mut rx) = mpsc::unbounded_channel::<Vec<u8>>();
+    /// Serves a TCP or TLS connection until the client closes it, a write stalls, or it holds
+    /// no allocation for the idle time; `_permit` holds its place in the gate until then.
+    async fn stream_loop<S: AsyncRead + AsyncWrite + Unpin + 'static>(self: Rc<Self>, stream: S, tuple: FiveTuple, _permit: Permit) {
+        let (rd, wr) = stream.split();
+        let (tx, rx) = mpsc::channel::<Vec<u8>>(self.streams.queue.max(1));
         self.conns.borrow_mut().insert(tuple, tx);
-        D::spawn(async move {
-            while let Some(b) = rx.recv().await {
-                if wr.write_all(&b).await.is_err() {
-                    break;
-                }
-            }
-            let _ = wr.close().await;
-        });
+        let reading = std::pin::pin!(self.read_frames(rd, tuple));
+        let writing = std::pin::pin!(Self::write_frames(wr, rx, self.streams.write_timeout));
+        select(reading, writing).await;
+        self.conns.borrow_mut().remove(&tuple);
+        let mut binder = Binder::<D> { relays: &self.relays, opened: Vec::new() };
+        self.server.borrow_mut().connection_closed(tuple, &mut binder);
+    }
+
+    /// Frames STUN messages and ChannelData from a stream; returns when the connection should
+    /// close.
+    async fn read_frames<R: AsyncRead + Unpin>(self: &Rc<Self>, mut rd: R, tuple: FiveTuple) {
         let mut pending: Vec<u8> = Vec::with_capacity(8192);
         let mut chunk = vec![0u8; 16384];
-        'read: loop {
-            let n = match rd.read(&mut chunk).await {
-                Ok(0) | Err(_) => break,
-                Ok(n) => n,
+        loop {
+            let read = std::pin::pin!(rd.read(&mut chunk));
+            let n = match select(read, std::pin::pin!(D::sleep(self.streams.idle))).await {
+                Either::Left((Ok(0) | Err(_), _)) => return,
+                Either::Left((Ok(n), _)) => n,
+                Either::Right(_) => {
+                    if self.server.borrow().has_allocation(&tuple) {
+                        continue;
+                    }
+                    tracing::debug!(client = %tuple.client, "no allocation on the connection; closing");
+                    return;
+                }
             };
             pending.extend_from_slice(&chunk[..n]);
             while let Some(len) = stun::stream_frame_len(&pending) {
                 if len > MAX_DATAGRAM {
                     tracing::debug!(client = %tuple.client, "oversized frame; closing");
-                    break 'read;
+                    return;
                 }
                 if pending.len() < len {
                     break;
@@ -203,9 +244,18 @@ impl<D: Driver> Shared<D> {
                 self.on_client(tuple, &frame).await;
             }
         }
-        self.conns.borrow_mut().remove(&tuple);
-        let mut binder = Binder::<D> { relays: &self.relays, opened: Vec::new() };
-        self.server.borrow_mut().connection_closed(tuple, &mut binder);
+    }
+
+    /// Writes queued frames to the client; returns when the queue closes or a write stalls.
+    async fn write_frames<W: AsyncWrite + Unpin>(mut wr: W, mut rx: mpsc::Receiver<Vec<u8>>, timeout: Duration) {
+        while let Some(b) = rx.recv().await {
+            let write = std::pin::pin!(wr.write_all(&b));
+            match select(write, std::pin::pin!(D::sleep(timeout))).await {
+                Either::Left((Ok(()), _)) => {}
+                _ => return,
+            }
+        }
+        let _ = wr.close().await;
     }
 
     async fn relay_loop(self: Rc<Self>, addr: SocketAddr, sock: Rc<RelaySock<D>>) {
@@ -265,6 +315,7 @@ impl CoreTask for RelayCore {
             listeners,
             relays: RefCell::new(HashMap::new()),
             conns: RefCell::new(HashMap::new()),
+            streams: self.streams,
             wake_timer: Notify::new(),
         });
         let stream_listeners = self.tcp.into_iter().map(|l| (l, None)).chain(self.tls.into_iter().map(|l| (l, self.tls_config.clone())));

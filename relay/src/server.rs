@@ -306,6 +306,11 @@ impl Server {
         }
     }
 
+    /// Whether the client on `tuple` holds an allocation.
+    pub fn has_allocation(&self, tuple: &FiveTuple) -> bool {
+        self.by_tuple.contains_key(tuple)
+    }
+
     /// Removes every allocation of a client connection (TCP/TLS close).
     pub fn connection_closed(&mut self, tuple: FiveTuple, sockets: &mut dyn RelaySockets) {
         if let Some(id) = self.by_tuple.get(&tuple).copied() {

@@ -2,7 +2,8 @@
 //! normal client beside it keeps its allocation working. Runs on its own with
 //! `cargo test -p relay --test abuse`.
 
-use std::net::{SocketAddr, UdpSocket};
+use std::io::{Read, Write};
+use std::net::{SocketAddr, TcpStream, UdpSocket};
 use std::process::{Child, Command, Stdio};
 use std::time::{Duration, Instant};
 
@@ -28,10 +29,22 @@ fn free_port() -> u16 {
 
 /// The relay on 127.0.0.1 with `extra` flags; returns it and its port once it answers.
 fn relay(extra: &[&str]) -> (Kill, u16) {
+    relay_with(extra, &["--no-tls"])
+}
+
+/// [`relay`] with TLS on `tls_port`, using a development certificate in `dir`.
+fn relay_tls(extra: &[&str], dir: &std::path::Path, tls_port: u16) -> (Kill, u16) {
+    let (paths, _) = certs::ensure_dev(dir, &certs::default_names(&[])).unwrap();
+    let (cert, key) = (paths.cert.display().to_string(), paths.key.display().to_string());
+    relay_with(extra, &["--cert", &cert, "--pkey", &key, "--tls-listening-port", &tls_port.to_string()])
+}
+
+fn relay_with(extra: &[&str], tls: &[&str]) -> (Kill, u16) {
     let port = free_port();
     let min = 20000 + (port % 20000);
     let child = Command::new(env!("CARGO_BIN_EXE_relay"))
-        .args(["--listening-ip", "127.0.0.1", "--relay-ip", "127.0.0.1", "--realm", REALM, "--cores", "1", "--no-tls"])
+        .args(["--listening-ip", "127.0.0.1", "--relay-ip", "127.0.0.1", "--realm", REALM, "--cores", "1"])
+        .args(tls)
         .args(["--user", &format!("{USER}:{PASS}"), "-p", &port.to_string()])
         .args(["--min-port", &min.to_string(), "--max-port", &(min + 999).to_string()])
         .args(extra)
@@ -40,7 +53,7 @@ fn relay(extra: &[&str]) -> (Kill, u16) {
         .spawn()
         .expect("relay binary");
     let k = Kill(child);
-    let c = Client::new(port);
+    let mut c = Client::new(port);
     for _ in 0..100 {
         if c.binding().is_some() {
             return (k, port);
@@ -49,10 +62,11 @@ fn relay(extra: &[&str]) -> (Kill, u16) {
     panic!("relay did not answer");
 }
 
-/// A TURN client over UDP with long-term credentials.
+/// A TURN client over UDP or TCP with long-term credentials.
 struct Client {
     sock: UdpSocket,
     server: SocketAddr,
+    tcp: Option<(TcpStream, Vec<u8>)>,
     nonce: Option<String>,
 }
 
@@ -60,22 +74,52 @@ impl Client {
     fn new(port: u16) -> Client {
         let sock = UdpSocket::bind("127.0.0.1:0").unwrap();
         sock.set_read_timeout(Some(Duration::from_millis(100))).unwrap();
-        Client { sock, server: SocketAddr::from(([127, 0, 0, 1], port)), nonce: None }
+        Client { sock, server: SocketAddr::from(([127, 0, 0, 1], port)), tcp: None, nonce: None }
     }
 
-    fn recv(&self, within: Duration) -> Option<Vec<u8>> {
+    /// The same client over TCP.
+    fn tcp(port: u16) -> Client {
+        let mut c = Client::new(port);
+        let s = TcpStream::connect(c.server).unwrap();
+        s.set_read_timeout(Some(Duration::from_millis(100))).unwrap();
+        c.tcp = Some((s, Vec::new()));
+        c
+    }
+
+    fn send_raw(&mut self, data: &[u8]) {
+        match &mut self.tcp {
+            Some((s, _)) => s.write_all(data).unwrap(),
+            None => {
+                self.sock.send_to(data, self.server).unwrap();
+            }
+        }
+    }
+
+    fn recv(&mut self, within: Duration) -> Option<Vec<u8>> {
         let end = Instant::now() + within;
         let mut buf = [0u8; 2048];
         while Instant::now() < end {
-            if let Ok((n, _)) = self.sock.recv_from(&mut buf) {
-                return Some(buf[..n].to_vec());
+            match &mut self.tcp {
+                Some((s, pending)) => {
+                    if let Some(len) = stun::stream_frame_len(pending).filter(|l| pending.len() >= *l) {
+                        return Some(pending.drain(..len).collect());
+                    }
+                    if let Ok(n) = s.read(&mut buf) {
+                        pending.extend_from_slice(&buf[..n]);
+                    }
+                }
+                None => {
+                    if let Ok((n, _)) = self.sock.recv_from(&mut buf) {
+                        return Some(buf[..n].to_vec());
+                    }
+                }
             }
         }
         None
     }
 
-    fn binding(&self) -> Option<Vec<u8>> {
-        self.sock.send_to(&Builder::new(method::BINDING, Class::Request, rand::random()).fingerprint(), self.server).unwrap();
+    fn binding(&mut self) -> Option<Vec<u8>> {
+        self.send_raw(&Builder::new(method::BINDING, Class::Request, rand::random()).fingerprint());
         self.recv(Duration::from_millis(200))
     }
 
@@ -88,7 +132,7 @@ impl Client {
                 let key = long_term_key(USER, REALM, PASS);
                 b = b.attr(attr::USERNAME, USER.as_bytes()).attr(attr::REALM, REALM.as_bytes()).attr(attr::NONCE, n.as_bytes()).integrity(&key, Integrity::Sha1);
             }
-            self.sock.send_to(&b.fingerprint(), self.server).unwrap();
+            self.send_raw(&b.fingerprint());
             let raw = self.recv(Duration::from_secs(2)).expect("an answer");
             let msg = stun::decode(&raw).expect("answers decode");
             let code = msg.get(attr::ERROR_CODE).map(|v| v[2] as u16 * 100 + v[3] as u16);
@@ -111,9 +155,9 @@ impl Client {
         self.request(method::CREATE_PERMISSION, |b| b.xor_addr(attr::XOR_PEER_ADDRESS, peer)).0
     }
 
-    fn send(&self, peer: SocketAddr, data: &[u8]) {
+    fn send(&mut self, peer: SocketAddr, data: &[u8]) {
         let ind = Builder::new(method::SEND, Class::Indication, rand::random()).xor_addr(attr::XOR_PEER_ADDRESS, peer).attr(attr::DATA, data).finish();
-        self.sock.send_to(&ind, self.server).unwrap();
+        self.send_raw(&ind);
     }
 }
 
@@ -143,7 +187,7 @@ fn a_binding_sent_through_the_relay_to_its_own_port_never_comes_back() {
 
 /// Bytes answered to each unauthenticated request, from a server on `port`.
 fn answers(port: u16) -> Vec<(&'static str, usize, usize)> {
-    let c = Client::new(port);
+    let mut c = Client::new(port);
     let requests: Vec<(&'static str, Vec<u8>)> = vec![
         ("binding", Builder::new(method::BINDING, Class::Request, rand::random()).finish()),
         ("binding+fingerprint", Builder::new(method::BINDING, Class::Request, rand::random()).fingerprint()),
@@ -155,7 +199,7 @@ fn answers(port: u16) -> Vec<(&'static str, usize, usize)> {
     requests
         .into_iter()
         .map(|(name, req)| {
-            c.sock.send_to(&req, c.server).unwrap();
+            c.send_raw(&req);
             let got = c.recv(Duration::from_secs(2)).map(|r| r.len()).unwrap_or(0);
             (name, req.len(), got)
         })
@@ -175,7 +219,7 @@ fn unauthenticated_answers_amplify_less_than_coturn() {
         .spawn()
         .expect("coturn's turnserver (bash .ci/test installs it)");
     let _coturn = Kill(coturn);
-    let probe = Client::new(coturn_port);
+    let mut probe = Client::new(coturn_port);
     assert!((0..50).any(|_| probe.binding().is_some()), "coturn answers");
     let theirs = answers(coturn_port);
     let ratio = |v: &[(&str, usize, usize)]| v.iter().map(|(_, q, a)| *a as f64 / *q as f64).fold(0.0, f64::max);
@@ -190,10 +234,10 @@ fn unauthenticated_answers_amplify_less_than_coturn() {
 #[test]
 fn a_spoofed_source_gets_a_bounded_number_of_answers() {
     let (_relay, port) = relay(&[]);
-    let victim = Client::new(port);
+    let mut victim = Client::new(port);
     let req = Builder::new(method::BINDING, Class::Request, rand::random()).finish();
     for _ in 0..1000 {
-        victim.sock.send_to(&req, victim.server).unwrap();
+        victim.send_raw(&req);
     }
     let mut answered = 0;
     while victim.recv(Duration::from_millis(300)).is_some() {
@@ -204,4 +248,126 @@ fn a_spoofed_source_gets_a_bounded_number_of_answers() {
     // A normal client from another address still allocates and relays.
     let mut normal = Client::new(port);
     normal.allocate();
+}
+
+/// Resident memory of process `pid`, in KiB.
+fn rss_kib(pid: u32) -> u64 {
+    let status = std::fs::read_to_string(format!("/proc/{pid}/status")).unwrap_or_default();
+    status.lines().find_map(|l| l.strip_prefix("VmRSS:")).and_then(|v| v.split_whitespace().next()).and_then(|v| v.parse().ok()).unwrap_or(0)
+}
+
+/// CPU seconds process `pid` has used.
+fn cpu_secs(pid: u32) -> f64 {
+    let stat = std::fs::read_to_string(format!("/proc/{pid}/stat")).unwrap_or_default();
+    let fields: Vec<&str> = stat.rsplit(')').next().unwrap_or("").split_whitespace().collect();
+    let ticks: u64 = fields.get(11).and_then(|u| u.parse::<u64>().ok()).unwrap_or(0) + fields.get(12).and_then(|s| s.parse::<u64>().ok()).unwrap_or(0);
+    ticks as f64 / 100.0
+}
+
+/// A UDP client allocates, and a peer's datagram comes back through it: the normal call.
+fn normal_client_relays(port: u16) {
+    let mut c = Client::new(port);
+    c.allocate();
+    let peer = UdpSocket::bind("127.0.0.1:0").unwrap();
+    peer.set_read_timeout(Some(Duration::from_secs(2))).unwrap();
+    assert_eq!(c.permit(peer.local_addr().unwrap()), None);
+    c.send(peer.local_addr().unwrap(), b"ping");
+    let mut buf = [0u8; 64];
+    let (n, from) = peer.recv_from(&mut buf).expect("the normal client's data reaches its peer");
+    assert_eq!(&buf[..n], b"ping");
+    peer.send_to(b"pong", from).unwrap();
+    assert!(c.recv(Duration::from_secs(2)).is_some(), "and the answer comes back");
+}
+
+/// A TCP connection from the loopback address `from` (127.0.0.0/8 is all ours).
+fn tcp_from(from: [u8; 4], port: u16) -> std::io::Result<TcpStream> {
+    let s = socket2::Socket::new(socket2::Domain::IPV4, socket2::Type::STREAM, None)?;
+    s.bind(&SocketAddr::from((from, 0)).into())?;
+    s.connect(&SocketAddr::from(([127, 0, 0, 1], port)).into())?;
+    Ok(s.into())
+}
+
+/// When the relay closed each of `conns` (EOF or reset), measured from `since`, polling all of
+/// them for up to `within`; None for those still open.
+fn close_times(conns: &mut [TcpStream], since: Instant, within: Duration) -> Vec<Option<Duration>> {
+    let mut when = vec![None; conns.len()];
+    let mut b = [0u8; 16];
+    for s in conns.iter() {
+        s.set_nonblocking(true).unwrap();
+    }
+    while since.elapsed() < within && when.iter().any(Option::is_none) {
+        for (s, w) in conns.iter_mut().zip(when.iter_mut()) {
+            if w.is_none() {
+                match s.read(&mut b) {
+                    Err(e) if e.kind() == std::io::ErrorKind::WouldBlock => {}
+                    _ => *w = Some(since.elapsed()),
+                }
+            }
+        }
+        std::thread::sleep(Duration::from_millis(20));
+    }
+    when
+}
+
+#[test]
+fn a_thousand_silent_tcp_connections_get_their_share_then_the_idle_deadline() {
+    let (relay_proc, port) = relay(&["--allow-loopback-peers", "--max-connections-per-ip", "100", "--stream-idle-timeout", "2"]);
+    let pid = relay_proc.0.id();
+    let (rss0, cpu0) = (rss_kib(pid), cpu_secs(pid));
+    let t0 = Instant::now();
+    let mut silent: Vec<TcpStream> = (0..1000).map(|_| tcp_from([127, 0, 0, 2], port).unwrap()).collect();
+    normal_client_relays(port);
+    let when = close_times(&mut silent, t0, Duration::from_secs(6));
+    let rss = rss_kib(pid).saturating_sub(rss0);
+    let at_once = when.iter().filter(|w| w.is_some_and(|d| d < Duration::from_millis(1500))).count();
+    let at_deadline = when.iter().filter(|w| w.is_some_and(|d| d >= Duration::from_millis(1500))).count();
+    println!("FIGURE relay_silent_tcp connections=1000 refused_at_once={at_once} closed_at_deadline={at_deadline} rss_growth_kib={rss} cpu_s={:.2}", cpu_secs(pid) - cpu0);
+    assert_eq!(at_deadline, 100, "the address's 100 wait for the idle deadline");
+    assert_eq!(at_once, 900, "the rest are refused at once");
+    // A client on TCP that allocates is not cut at the deadline.
+    let mut kept = Client::tcp(port);
+    kept.allocate();
+    std::thread::sleep(Duration::from_secs(3));
+    assert!(kept.binding().is_some(), "an allocated TCP client stays");
+    normal_client_relays(port);
+}
+
+#[test]
+fn a_tcp_client_that_never_reads_while_its_peer_floods_costs_bounded_memory() {
+    let (relay_proc, port) = relay(&["--allow-loopback-peers"]);
+    let pid = relay_proc.0.id();
+    let mut slow = Client::tcp(port);
+    let relayed = slow.allocate();
+    let peer = UdpSocket::bind("127.0.0.1:0").unwrap();
+    assert_eq!(slow.permit(peer.local_addr().unwrap()), None);
+    let (rss0, cpu0) = (rss_kib(pid), cpu_secs(pid));
+    // 40,000 datagrams of 1000 bytes (40 MB) toward a client that reads nothing.
+    let payload = [7u8; 1000];
+    for i in 0..40_000 {
+        let _ = peer.send_to(&payload, relayed);
+        if i % 5000 == 0 {
+            normal_client_relays(port);
+        }
+    }
+    std::thread::sleep(Duration::from_millis(500));
+    let growth = rss_kib(pid).saturating_sub(rss0);
+    println!("FIGURE relay_tcp_never_reads flood_mb=40 rss_growth_kib={growth} cpu_s={:.2}", cpu_secs(pid) - cpu0);
+    assert!(growth < 16 * 1024, "the queue toward the client is bounded: {growth} KiB");
+    normal_client_relays(port);
+}
+
+#[test]
+fn silent_tls_connections_get_their_share_then_the_handshake_deadline() {
+    let dir = tempfile::tempdir().unwrap();
+    let tls_port = free_port();
+    let (_relay, port) = relay_tls(&["--allow-loopback-peers", "--max-connections-per-ip", "100", "--stream-idle-timeout", "2"], dir.path(), tls_port);
+    let t0 = Instant::now();
+    let mut silent: Vec<TcpStream> = (0..300).map(|_| tcp_from([127, 0, 0, 3], tls_port).unwrap()).collect();
+    normal_client_relays(port);
+    let when = close_times(&mut silent, t0, Duration::from_secs(6));
+    let at_deadline = when.iter().filter(|w| w.is_some_and(|d| d >= Duration::from_millis(1500))).count();
+    let at_once = when.iter().filter(|w| w.is_some_and(|d| d < Duration::from_millis(1500))).count();
+    println!("FIGURE relay_silent_tls connections=300 refused_at_once={at_once} closed_at_deadline={at_deadline}");
+    assert_eq!((at_once, at_deadline), (200, 100));
+    normal_client_relays(port);
 }
