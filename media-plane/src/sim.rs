@@ -44,6 +44,8 @@ pub struct Peer {
     pub layers: Vec<SimLayer>,
     /// When set, every received video packet is logged with what its payload tells.
     pub frame_log: Option<Vec<Received>>,
+    /// The core's SDP answer to its join (its ICE ufrag and password are in it).
+    pub answer: String,
 }
 
 /// One simulcast layer a simulated publisher sends: VP8 with a valid payload descriptor,
@@ -212,6 +214,7 @@ impl World {
             handled: HashMap::new(),
             layers,
             frame_log: None,
+            answer: String::new(),
         };
         let events: Vec<LinkEvent> = self.core.take_events().collect();
         let mut rest = Vec::new();
@@ -220,6 +223,7 @@ impl World {
                 LinkEvent::Answer { req: r, sdp } if r == req => {
                     let answer = SdpAnswer::from_sdp_string(&sdp).unwrap();
                     peer.rtc.sdp_api().accept_answer(peer.pending.take().unwrap(), answer).unwrap();
+                    peer.answer = sdp;
                 }
                 other => rest.push(other),
             }

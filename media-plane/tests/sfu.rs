@@ -318,3 +318,93 @@ fn datagrams_are_told_apart_as_handshake_or_connected_work() {
     let LinkEvent::Load { setup_permille, busy_permille, connected, .. } = w.core.load_event(since, Duration::from_secs(1), 300, 450) else { panic!("not a load report") };
     assert_eq!((busy_permille, setup_permille, connected), (300, Some(300), Some(2)), "setup is at most the busy share");
 }
+
+/// A STUN Binding request with USERNAME `user`, signed with `password` when given, or with a
+/// MESSAGE-INTEGRITY of zeros otherwise.
+fn binding(user: &str, password: Option<&[u8]>) -> Vec<u8> {
+    use hmac::{Hmac, Mac};
+    let mut attrs = vec![0x00, 0x06];
+    attrs.extend_from_slice(&(user.len() as u16).to_be_bytes());
+    attrs.extend_from_slice(user.as_bytes());
+    while attrs.len() % 4 != 0 {
+        attrs.push(0);
+    }
+    // PRIORITY, which str0m requires of a Binding request.
+    attrs.extend_from_slice(&[0x00, 0x24, 0x00, 0x04, 0x6e, 0x00, 0x1e, 0xff]);
+    let mut m = vec![0x00, 0x01];
+    m.extend_from_slice(&((attrs.len() + 24) as u16).to_be_bytes());
+    m.extend_from_slice(&[0x21, 0x12, 0xA4, 0x42]);
+    m.extend_from_slice(&rand::random::<[u8; 12]>());
+    m.extend_from_slice(&attrs);
+    let tag = match password {
+        Some(p) => {
+            let mut mac = Hmac::<sha1::Sha1>::new_from_slice(p).unwrap();
+            mac.update(&m);
+            mac.finalize().into_bytes().to_vec()
+        }
+        None => vec![0; 20],
+    };
+    m.extend_from_slice(&[0x00, 0x08, 0x00, 0x14]);
+    m.extend_from_slice(&tag);
+    m
+}
+
+/// A STUN Binding request with USERNAME `user` and no MESSAGE-INTEGRITY at all.
+fn unsigned_binding(user: &str) -> Vec<u8> {
+    let signed = binding(user, None);
+    let mut m = signed[..signed.len() - 24].to_vec();
+    let len = (m.len() - 20) as u16;
+    m[2..4].copy_from_slice(&len.to_be_bytes());
+    m
+}
+
+fn sdp_attr<'a>(sdp: &'a str, key: &str) -> &'a str {
+    sdp.lines().find_map(|l| l.strip_prefix(key)).map(str::trim).unwrap_or_default()
+}
+
+#[test]
+fn spoofed_bindings_teach_the_core_no_address_and_the_call_goes_on() {
+    let mut w = World::new();
+    w.join("a", "room", true);
+    let b = w.join("b", "room", false);
+    w.connect_all();
+    w.run_media(20);
+    let (ufrag, pass) = (sdp_attr(&w.peers[0].answer, "a=ice-ufrag:").to_string(), sdp_attr(&w.peers[0].answer, "a=ice-pwd:").to_string());
+    assert!(!ufrag.is_empty() && !pass.is_empty());
+    let before = w.core.counters();
+    let received = w.received_total(b);
+    // 5000 bindings with the right ufrag and a wrong integrity, each from a new address.
+    for i in 0..5000u32 {
+        let from = std::net::SocketAddr::from(([198, 18, (i >> 8) as u8, i as u8], 40000));
+        let spoof = if i % 2 == 0 { binding(&format!("{ufrag}:spoof"), None) } else { unsigned_binding(&format!("{ufrag}:spoof")) };
+        w.core.handle_datagram(w.now, from, &spoof);
+        // Media from that address then goes nowhere.
+        w.core.handle_datagram(w.now, from, &[0x80, 96, 0, 1, 0, 0, 0, 1, 0, 0, 0, 9, 1, 2, 3]);
+    }
+    let after = w.core.counters();
+    // Half carry a wrong integrity (checked and counted); str0m does not even parse the others.
+    assert_eq!(after.unverified_stun - before.unverified_stun, 2500);
+    assert!(after.unroutable - before.unroutable >= 5000, "{after:?}");
+    w.run_media(50);
+    assert!(w.received_total(b) >= received + 90, "b still receives a");
+    // A binding signed with the session's password from a new address (a client that moved)
+    // is learned: media from there is routed.
+    let moved = "203.0.113.50:41000".parse().unwrap();
+    w.core.handle_datagram(w.now, moved, &binding(&format!("{ufrag}:moved"), Some(pass.as_bytes())));
+    let unroutable = w.core.counters().unroutable;
+    w.core.handle_datagram(w.now, moved, &[0x80, 96, 0, 1, 0, 0, 0, 1, 0, 0, 0, 9, 1, 2, 3]);
+    assert_eq!(w.core.counters().unroutable, unroutable, "the verified address routes");
+    assert_eq!(w.core.counters().unverified_stun, after.unverified_stun);
+    // A session keeps its last MAX_ADDRS verified addresses: older ones stop routing.
+    let rtp = [0x80, 96, 0, 1, 0, 0, 0, 1, 0, 0, 0, 9, 1, 2, 3];
+    for i in 0..20u16 {
+        let from = std::net::SocketAddr::from(([203, 0, 113, 60], 42000 + i));
+        w.core.handle_datagram(w.now, from, &binding(&format!("{ufrag}:moved"), Some(pass.as_bytes())));
+    }
+    let unroutable = w.core.counters().unroutable;
+    w.core.handle_datagram(w.now, moved, &rtp);
+    w.core.handle_datagram(w.now, "203.0.113.60:42000".parse().unwrap(), &rtp);
+    assert_eq!(w.core.counters().unroutable, unroutable + 2, "evicted: the first moved address and the oldest of the twenty");
+    w.core.handle_datagram(w.now, "203.0.113.60:42019".parse().unwrap(), &rtp);
+    assert_eq!(w.core.counters().unroutable, unroutable + 2, "the newest routes");
+}

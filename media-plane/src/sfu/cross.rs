@@ -212,6 +212,7 @@ impl Core {
             subscription: link::Subscription::None,
             video: link::TrackSettings::default(),
             ufrag: String::new(),
+            ice_pass: String::new(),
             addrs: Vec::new(),
             ups: Vec::new(),
             downs: Vec::new(),

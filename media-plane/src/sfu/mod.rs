@@ -106,6 +106,8 @@ pub struct Counters {
     pub tx_rtp: u64,
     /// Datagrams dropped because no session owns their sender.
     pub unroutable: u64,
+    /// STUN from a new address whose MESSAGE-INTEGRITY did not check out (not learned).
+    pub unverified_stun: u64,
     /// Media datagrams dropped unread because they waited too long in the kernel (overload).
     pub shed: u64,
 }
@@ -235,6 +237,10 @@ impl Core {
         let Ok(contents) = data.try_into() else {
             return Handled::Dropped;
         };
+        // A new address routes to the session only once its STUN request proves the session's
+        // ICE password; str0m drops the others, and they must not grow the address table.
+        let new_stun = demux::is_stun(data) && !self.sessions.knows_addr(key, source);
+        let verified = new_stun && self.sessions.get(key).is_some_and(|s| demux::binding_integrity_ok(data, s.ice_pass.as_bytes()));
         let destination = self.destination_for(source);
         let input = Input::Receive(now, Receive { proto: Protocol::Udp, source, destination, contents });
         let Some(s) = self.sessions.get_mut(key) else { return Handled::Dropped };
@@ -242,11 +248,14 @@ impl Core {
             return Handled::Dropped;
         }
         let handled = if s.connected { Handled::Connected } else { Handled::Setup };
+        if new_stun && !verified {
+            self.counters.unverified_stun += 1;
+        }
         if let Err(e) = s.rtc.handle_input(input) {
             tracing::debug!(session = %s.id, error = %e, "input rejected");
             return handled;
         }
-        if demux::is_stun(data) {
+        if verified {
             self.sessions.learn_addr(key, source);
         }
         self.dirty.push(key);

@@ -75,7 +75,7 @@ impl Core {
         let answer = rtc.sdp_api().accept_offer(offer).map_err(|e| JoinError::BadSdp(format!("SDP offer not accepted: {e}")))?;
         // Let str0m process the negotiated media now, so tracks are announced with the answer.
         rtc.handle_input(Input::Timeout(now)).map_err(|e| JoinError::BadSdp(format!("session setup failed: {e}")))?;
-        let ufrag = rtc.direct_api().local_ice_credentials().ufrag;
+        let creds = rtc.direct_api().local_ice_credentials();
         let s = Session {
             id: j.session.to_string(),
             identity: j.identity.to_string(),
@@ -84,7 +84,8 @@ impl Core {
             grants: j.grants,
             subscription: j.subscription,
             video: j.video,
-            ufrag,
+            ufrag: creds.ufrag,
+            ice_pass: creds.pass,
             addrs: Vec::new(),
             ups: Vec::new(),
             downs: Vec::new(),
@@ -180,6 +181,10 @@ impl Core {
     }
 
     fn apply_answer(&mut self, key: SessionKey, sdp: &str) -> Result<(), String> {
+        // An answer nobody asked for is refused before its SDP is parsed.
+        if self.sessions[key].pending.is_none() {
+            return Err("no offer is pending".into());
+        }
         let answer = SdpAnswer::from_sdp_string(sdp).map_err(|e| format!("malformed SDP answer: {e}"))?;
         let s = &mut self.sessions[key];
         let pending = s.pending.take().ok_or("no offer is pending")?;

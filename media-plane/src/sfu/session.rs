@@ -17,6 +17,10 @@ use crate::demux;
 use crate::losscap::LossCap;
 use crate::probe::ProbeRetry;
 
+/// Addresses one session may be reached from at once (a client's candidates over time: Wi-Fi,
+/// cellular, a relay); a spoofed stream of sources cannot grow its table beyond this.
+pub const MAX_ADDRS: usize = 8;
+
 /// One participant connection, or the shadow of a publisher on another core.
 #[derive(Debug)]
 pub struct Session {
@@ -36,7 +40,9 @@ pub struct Session {
     pub video: TrackSettings,
     /// Server ICE ufrag (empty for shadows).
     pub ufrag: String,
-    /// Addresses that passed ICE for it.
+    /// Server ICE password: the key of its clients' STUN MESSAGE-INTEGRITY.
+    pub ice_pass: String,
+    /// Addresses that passed ICE for it, oldest first, at most [`MAX_ADDRS`].
     pub addrs: Vec<SocketAddr>,
     /// Tracks it publishes.
     pub ups: Vec<UpKey>,
@@ -167,13 +173,31 @@ impl Sessions {
         }
     }
 
-    /// Records that `source` passed ICE for the session.
+    /// Whether datagrams from `source` already route to the session by address.
+    pub fn knows_addr(&self, key: SessionKey, source: SocketAddr) -> bool {
+        self.by_addr.get(&source) == Some(&key)
+    }
+
+    /// Records that `source` passed ICE for the session (its STUN integrity checked). A
+    /// session keeps its last [`MAX_ADDRS`] addresses; the oldest makes room.
     pub fn learn_addr(&mut self, key: SessionKey, source: SocketAddr) {
         let Some(s) = self.table.get_mut(key) else { return };
-        if !s.addrs.contains(&source) {
-            tracing::debug!(session = %s.id, identity = %s.identity, %source, "new address for session");
-            s.addrs.push(source);
-            self.by_addr.insert(source, key);
+        if s.addrs.contains(&source) {
+            return;
+        }
+        tracing::debug!(session = %s.id, identity = %s.identity, %source, "new address for session");
+        if s.addrs.len() >= MAX_ADDRS {
+            let old = s.addrs.remove(0);
+            if self.by_addr.get(&old) == Some(&key) {
+                self.by_addr.remove(&old);
+            }
+        }
+        s.addrs.push(source);
+        if let Some(previous) = self.by_addr.insert(source, key).filter(|k| *k != key) {
+            // The address moved to another session (a client reconnecting from the same port).
+            if let Some(p) = self.table.get_mut(previous) {
+                p.addrs.retain(|a| *a != source);
+            }
         }
     }
 
