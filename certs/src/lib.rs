@@ -6,12 +6,20 @@
 //! reissue the server certificate (with the same CA) when the set of names changes, so a
 //! browser that trusts the CA once keeps trusting it. [`server_config`] loads either these
 //! or real certificates given by the operator.
+//!
+//! The CA carries name constraints (RFC 5280 §4.2.1.10): it can vouch only for `localhost`,
+//! the host's own names, loopback and private addresses, and the public addresses it was
+//! made for. Should its key leak, it cannot impersonate any other site to a browser that
+//! trusts it. A name outside that scope makes a new CA (to be trusted again).
 
 use std::fs;
 use std::path::{Path, PathBuf};
 use std::sync::Arc;
 
-use rcgen::{BasicConstraints, CertificateParams, DnType, ExtendedKeyUsagePurpose, IsCa, Issuer, KeyPair, KeyUsagePurpose};
+use std::net::IpAddr;
+
+use ipnet::IpNet;
+use rcgen::{BasicConstraints, CertificateParams, CidrSubnet, DnType, ExtendedKeyUsagePurpose, GeneralSubtree, IsCa, Issuer, KeyPair, KeyUsagePurpose, NameConstraints};
 use rustls::pki_types::{CertificateDer, PrivateKeyDer};
 
 /// Errors of certificate generation and loading.
@@ -85,12 +93,53 @@ pub fn write_secret_file(path: &Path, contents: &str) -> std::io::Result<()> {
     }
 }
 
-fn ca_params() -> Result<CertificateParams, CertError> {
+/// Address blocks every development CA may vouch for: loopback, private, shared (CGNAT),
+/// link-local and unique-local addresses, which are never another site's.
+const LOCAL_NETS: &[&str] = &["127.0.0.0/8", "10.0.0.0/8", "172.16.0.0/12", "192.168.0.0/16", "100.64.0.0/10", "169.254.0.0/16", "::1/128", "fc00::/7", "fe80::/10"];
+
+/// What a CA made for `names` may vouch for: `localhost`, each DNS name, the local blocks and
+/// each other address on its own.
+fn ca_scope(names: &[String]) -> Vec<String> {
+    let mut scope: Vec<String> = vec!["localhost".into()];
+    scope.extend(LOCAL_NETS.iter().map(|n| n.to_string()));
+    for n in names {
+        let entry = match n.parse::<IpAddr>() {
+            Ok(ip) => IpNet::from(ip).to_string(),
+            Err(_) => n.clone(),
+        };
+        if !in_scope(&scope, n) && !scope.contains(&entry) {
+            scope.push(entry);
+        }
+    }
+    scope
+}
+
+/// Whether `name` falls inside `scope` as name constraints read it: an address inside one
+/// of its blocks, or a DNS name equal to one of its names or under it.
+fn in_scope(scope: &[String], name: &str) -> bool {
+    match name.parse::<IpAddr>() {
+        Ok(ip) => scope.iter().filter_map(|s| s.parse::<IpNet>().ok()).any(|net| net.contains(&ip)),
+        Err(_) => {
+            let name = name.trim_end_matches('.').to_ascii_lowercase();
+            scope.iter().filter(|s| s.parse::<IpNet>().is_err()).any(|s| name == *s || name.ends_with(&format!(".{s}")))
+        }
+    }
+}
+
+fn ca_params(scope: &[String]) -> Result<CertificateParams, CertError> {
     let mut p = CertificateParams::new(Vec::<String>::new())?;
     p.distinguished_name.push(DnType::CommonName, CA_NAME);
     p.distinguished_name.push(DnType::OrganizationName, "conference dev");
     p.is_ca = IsCa::Ca(BasicConstraints::Constrained(0));
     p.key_usages = vec![KeyUsagePurpose::KeyCertSign, KeyUsagePurpose::CrlSign, KeyUsagePurpose::DigitalSignature];
+    let permitted = scope
+        .iter()
+        .map(|s| match s.parse::<IpNet>() {
+            Ok(net) => GeneralSubtree::IpAddress(CidrSubnet::from_addr_prefix(net.addr(), net.prefix_len())),
+            Err(_) => GeneralSubtree::DnsName(s.clone()),
+        })
+        .collect();
+    p.name_constraints = Some(NameConstraints { permitted_subtrees: permitted, excluded_subtrees: Vec::new() });
     Ok(p)
 }
 
@@ -115,17 +164,23 @@ pub fn ensure_dev(dir: &Path, names: &[String]) -> Result<(CertPaths, bool), Cer
     let cert = dir.join("server.pem");
     let key = dir.join("server.key");
     let names_path = dir.join("server.names");
+    let scope_path = dir.join("ca.scope");
     let wanted = names.join("\n");
     let mut generated = false;
+    // A CA from before name constraints, or one whose scope misses a name, is replaced.
+    let scope: Vec<String> = fs::read_to_string(&scope_path).unwrap_or_default().lines().map(str::to_string).collect();
+    let covered = !scope.is_empty() && names.iter().all(|n| in_scope(&scope, n));
 
-    let ca_key = if ca_pem.exists() && ca_key_path.exists() {
+    let ca_key = if ca_pem.exists() && ca_key_path.exists() && covered {
         let pem = fs::read_to_string(&ca_key_path).map_err(io_err(&ca_key_path))?;
         KeyPair::from_pem(&pem)?
     } else {
         let key = KeyPair::generate()?;
-        let ca = ca_params()?.self_signed(&key)?;
+        let scope = ca_scope(names);
+        let ca = ca_params(&scope)?.self_signed(&key)?;
         fs::write(&ca_pem, ca.pem()).map_err(io_err(&ca_pem))?;
         write_private(&ca_key_path, &key.serialize_pem())?;
+        fs::write(&scope_path, scope.join("\n")).map_err(io_err(&scope_path))?;
         // A new CA invalidates any server certificate signed by an old one.
         let _ = fs::remove_file(&names_path);
         generated = true;
@@ -135,7 +190,8 @@ pub fn ensure_dev(dir: &Path, names: &[String]) -> Result<(CertPaths, bool), Cer
 
     let current = fs::read_to_string(&names_path).unwrap_or_default();
     if current != wanted || !cert.exists() || !key.exists() {
-        let issuer = Issuer::new(ca_params()?, &ca_key);
+        let scope: Vec<String> = fs::read_to_string(&scope_path).map_err(io_err(&scope_path))?.lines().map(str::to_string).collect();
+        let issuer = Issuer::new(ca_params(&scope)?, &ca_key);
         let mut params = CertificateParams::new(names.to_vec())?;
         params.distinguished_name.push(DnType::CommonName, names.first().map(String::as_str).unwrap_or("localhost"));
         params.extended_key_usages = vec![ExtendedKeyUsagePurpose::ServerAuth];
@@ -244,13 +300,51 @@ mod tests {
     }
 
     #[test]
-    fn new_names_reissue_the_server_cert_with_the_same_ca() {
+    fn new_names_in_scope_reissue_the_server_cert_with_the_same_ca() {
         let dir = tempfile::tempdir().unwrap();
         let (p, _) = ensure_dev(dir.path(), &default_names(&[])).unwrap();
         let ca_before = fs::read(p.ca.as_ref().unwrap()).unwrap();
-        let (p2, generated) = ensure_dev(dir.path(), &default_names(&["192.0.2.7".into()])).unwrap();
+        // A LAN address is inside every development CA's scope: same CA.
+        let (p2, generated) = ensure_dev(dir.path(), &default_names(&["10.9.8.7".into()])).unwrap();
         assert!(generated);
         assert_eq!(ca_before, fs::read(p2.ca.as_ref().unwrap()).unwrap());
+        // A public address is not: a new CA, scoped to it as well.
+        let (p3, _) = ensure_dev(dir.path(), &default_names(&["192.0.2.7".into()])).unwrap();
+        assert_ne!(ca_before, fs::read(p3.ca.as_ref().unwrap()).unwrap());
+        verify(&p3, "192.0.2.7").unwrap();
+    }
+
+    /// Verifies the certificate at `paths` for `name` against its development CA.
+    fn verify(paths: &CertPaths, name: &str) -> Result<(), rustls::Error> {
+        use rustls::client::danger::ServerCertVerifier;
+        let mut roots = rustls::RootCertStore::empty();
+        roots.add(read_certs(paths.ca.as_ref().unwrap()).unwrap().remove(0)).unwrap();
+        let verifier = rustls::client::WebPkiServerVerifier::builder_with_provider(Arc::new(roots), provider()).build().unwrap();
+        let chain = read_certs(&paths.cert).unwrap();
+        let server = rustls::pki_types::ServerName::try_from(name.to_string()).unwrap();
+        verifier.verify_server_cert(&chain[0], &chain[1..], &server, &[], rustls::pki_types::UnixTime::now()).map(|_| ())
+    }
+
+    #[test]
+    fn the_ca_cannot_vouch_for_other_sites_even_with_its_key() {
+        let dir = tempfile::tempdir().unwrap();
+        let (p, _) = ensure_dev(dir.path(), &default_names(&["203.0.113.5".into(), "myhost".into()])).unwrap();
+        for name in ["localhost", "127.0.0.1", "203.0.113.5", "myhost"] {
+            verify(&p, name).unwrap_or_else(|e| panic!("{name}: {e}"));
+        }
+        // Someone with the CA's key signs certificates for other sites.
+        let ca_key = KeyPair::from_pem(&fs::read_to_string(dir.path().join("ca.key")).unwrap()).unwrap();
+        let scope: Vec<String> = fs::read_to_string(dir.path().join("ca.scope")).unwrap().lines().map(str::to_string).collect();
+        let issuer = Issuer::new(ca_params(&scope).unwrap(), &ca_key);
+        for rogue in ["bank.example", "8.8.8.8", "evil.localhost.example"] {
+            let key = KeyPair::generate().unwrap();
+            let cert = CertificateParams::new(vec![rogue.to_string()]).unwrap().signed_by(&key, &issuer).unwrap();
+            let forged = dir.path().join("forged.pem");
+            fs::write(&forged, format!("{}{}", cert.pem(), fs::read_to_string(p.ca.as_ref().unwrap()).unwrap())).unwrap();
+            let paths = CertPaths { cert: forged, key: p.key.clone(), ca: p.ca.clone() };
+            let err = verify(&paths, rogue).expect_err(rogue);
+            assert!(format!("{err:?}").contains("NameConstraint"), "{rogue}: refused for its name constraints, not {err:?}");
+        }
     }
 
     #[test]
