@@ -378,3 +378,77 @@ async fn a_room_created_for_a_join_that_failed_is_removed() {
     let r = call(&app, Method::GET, "/api/rooms", &[("authorization", &basic())], Body::empty()).await;
     assert_eq!(r.json().as_array().map(Vec::len), Some(0), "{}", r.body);
 }
+
+/// Resident memory of this process, in KiB.
+fn rss_kib() -> u64 {
+    let status = std::fs::read_to_string("/proc/self/status").unwrap_or_default();
+    status.lines().find_map(|l| l.strip_prefix("VmRSS:")).and_then(|v| v.split_whitespace().next()).and_then(|v| v.parse().ok()).unwrap_or(0)
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_client_that_never_reads_is_closed_and_costs_bounded_memory() {
+    let app = app_with_node(settings());
+    let url = serve(app.clone()).await;
+    let mut normal = joined_client(&url, "loud", "alice").await;
+    // Mallory joins, then never reads again.
+    let (mut mallory, joined) = ws_join(&url, &token("loud", "mallory", Grants::default(), 600)).await;
+    assert_eq!(joined["type"], "joined");
+    let rss0 = rss_kib();
+    assert!(identities(&app, "loud").await.contains(&"mallory".to_string()));
+    // The room churns: every join and leave is news for mallory (and alice, who reads).
+    let reader = tokio::spawn(async move {
+        while let Some(Ok(_)) = normal.next().await {}
+    });
+    let mut closed_after = None;
+    for i in 0..40_000u32 {
+        let claims = control_plane::token::Claims { iss: KEY.into(), sub: format!("churn-{i}-{}", "x".repeat(200)), room: "loud".into(), grants: Grants::default(), iat: 0, nbf: 0, exp: u64::MAX, open: false };
+        match app.admit(&claims, control_plane::state::Via::Whip, None) {
+            Ok(adm) => {
+                app.remove(&adm.session, false, None);
+            }
+            Err(e) => panic!("churn join {i}: {e}"),
+        }
+        if i % 100 == 0 {
+            let who = identities(&app, "loud").await;
+            if !who.iter().any(|n| n == "mallory") {
+                closed_after = Some(i);
+                break;
+            }
+        }
+    }
+    // Once the kernel's buffers are full, the writer's send waits out its 10 s deadline.
+    let t_churn = Instant::now();
+    while closed_after.is_none() && t_churn.elapsed() < Duration::from_secs(20) {
+        if identities(&app, "loud").await.iter().all(|n| n != "mallory") {
+            closed_after = Some(40_000);
+        }
+        tokio::time::sleep(Duration::from_millis(200)).await;
+    }
+    let growth = rss_kib().saturating_sub(rss0);
+    println!("FIGURE ws_never_reads closed_after_churns={closed_after:?} (two events each) rss_growth_kib={growth}");
+    assert!(closed_after.is_some(), "mallory's session ends once its queue is full");
+    assert!(growth < 64 * 1024, "memory stays bounded: {growth} KiB");
+    reader.abort();
+    // Mallory's socket was closed by the server (after what the kernel buffered).
+    let _ = closed_by_server(&mut mallory, Duration::from_secs(15)).await;
+    let mut alice = joined_client(&url, "loud", "alice2").await;
+    still_answers(&mut alice).await;
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn three_hundred_silent_connections_are_closed_at_the_join_timeout() {
+    let app = app_with_node(settings());
+    let url = serve(app.clone()).await;
+    let mut normal = joined_client(&url, "calm2", "alice").await;
+    let rss0 = rss_kib();
+    let t0 = Instant::now();
+    let mut silent = Vec::new();
+    for _ in 0..300 {
+        silent.push(tokio_tungstenite::connect_async(&url).await.unwrap().0);
+    }
+    still_answers(&mut normal).await;
+    let closes = futures_util::future::join_all(silent.iter_mut().map(|ws| closed_by_server(ws, JOIN_TIMEOUT + Duration::from_secs(8)))).await;
+    println!("FIGURE ws_silent connections=300 rss_growth_kib={} closed_within_s={:.1}", rss_kib().saturating_sub(rss0), t0.elapsed().as_secs_f64());
+    assert!(closes.iter().all(|c| c.as_ref().is_some_and(|(code, reason)| *code == CloseCode::Policy && reason == "join timeout")), "{closes:?}");
+    still_answers(&mut normal).await;
+}
