@@ -14,6 +14,11 @@ use crate::error::ApiError;
 use crate::secret;
 use crate::state::App;
 
+/// How often the control plane pings a node.
+pub const PING_EVERY: std::time::Duration = std::time::Duration::from_secs(10);
+/// Silence after which a node's link counts as dead: its sessions are lost.
+pub const LINK_TIMEOUT: std::time::Duration = std::time::Duration::from_secs(30);
+
 /// `GET /internal/link`: a node's link; refused with 401 without the node secret.
 pub async fn link(State(app): State<Arc<App>>, headers: HeaderMap, upgrade: WebSocketUpgrade) -> Response {
     let given = headers.get(SECRET_HEADER).map(|v| v.as_bytes()).unwrap_or_default();
@@ -44,15 +49,30 @@ async fn serve(app: Arc<App>, socket: WebSocket) {
         },
         _ => return,
     };
+    // Nodes report their load every second; a link silent for LINK_TIMEOUT is dead.
+    let mut ping = tokio::time::interval(PING_EVERY);
+    let mut heard = tokio::time::Instant::now();
     loop {
         tokio::select! {
+            _ = ping.tick() => {
+                if heard.elapsed() > LINK_TIMEOUT {
+                    tracing::warn!(%node, silent = ?heard.elapsed(), "media-plane node silent; dropping its link");
+                    break;
+                }
+                if sink.send(Message::Ping(Vec::new().into())).await.is_err() {
+                    break;
+                }
+            }
             msg = stream.next() => match msg {
-                Some(Ok(Message::Text(t))) => match serde_json::from_str::<LinkEvent>(&t) {
-                    Ok(ev) => app.node_event(&node, ev),
-                    Err(e) => tracing::warn!(%node, error = %e, "malformed event on the link"),
-                },
+                Some(Ok(Message::Text(t))) => {
+                    heard = tokio::time::Instant::now();
+                    match serde_json::from_str::<LinkEvent>(&t) {
+                        Ok(ev) => app.node_event(&node, ev),
+                        Err(e) => tracing::warn!(%node, error = %e, "malformed event on the link"),
+                    }
+                }
                 Some(Ok(Message::Close(_))) | None | Some(Err(_)) => break,
-                Some(Ok(_)) => {}
+                Some(Ok(_)) => heard = tokio::time::Instant::now(),
             },
             cmd = commands.recv() => match cmd {
                 Some(cmd) => {

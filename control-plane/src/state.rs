@@ -446,6 +446,8 @@ impl App {
                     LeaveReason::Requested => None,
                     LeaveReason::Timeout => Some(ServerMsg::error(ErrorCode::MediaTimeout, "ICE/DTLS timed out")),
                     LeaveReason::Closed => Some(ServerMsg::error(ErrorCode::MediaClosed, "the media connection closed")),
+                    LeaveReason::CoreFailed => Some(ServerMsg::error(ErrorCode::MediaLost, "the media core failed and restarted; join again")),
+                    LeaveReason::ControlLost => Some(ServerMsg::error(ErrorCode::MediaLost, "the media node lost the control plane")),
                 };
                 self.remove(&session, false, notice);
             }

@@ -452,3 +452,29 @@ async fn three_hundred_silent_connections_are_closed_at_the_join_timeout() {
     assert!(closes.iter().all(|c| c.as_ref().is_some_and(|(code, reason)| *code == CloseCode::Policy && reason == "join timeout")), "{closes:?}");
     still_answers(&mut normal).await;
 }
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_node_whose_link_goes_silent_is_dropped() {
+    use control_plane::nodes::{LINK_TIMEOUT, PING_EVERY};
+    let app = app_with_node(settings());
+    let url = serve(app.clone()).await;
+    let link_url = url.replace("/ws", link::LINK_PATH);
+    let mut req = tokio_tungstenite::tungstenite::client::IntoClientRequest::into_client_request(link_url.as_str()).unwrap();
+    req.headers_mut().insert(link::SECRET_HEADER, "node-secret-node-secret".parse().unwrap());
+    let (mut node, _) = tokio_tungstenite::connect_async(req).await.unwrap();
+    let register = link::Event::Register { version: link::PROTOCOL_VERSION, node: "node-silent".into(), addresses: vec!["127.0.0.1".into()], cores: vec![link::CoreInfo { core: 0, port: 40001 }], capacity_per_core: 10 };
+    node.send(Message::text(register.to_json())).await.unwrap();
+    let nodes = || async { call(&app, Method::GET, "/healthz", &[], Body::empty()).await.json()["nodes"].as_u64() };
+    tokio::time::sleep(Duration::from_millis(300)).await;
+    assert_eq!(nodes().await, Some(2));
+    // The node now hangs: it reads nothing (so it answers no ping) and sends nothing.
+    let t0 = Instant::now();
+    while nodes().await == Some(2) && t0.elapsed() < LINK_TIMEOUT + PING_EVERY + Duration::from_secs(5) {
+        tokio::time::sleep(Duration::from_millis(500)).await;
+    }
+    let took = t0.elapsed();
+    println!("FIGURE link_silent dropped_after_s={:.1}", took.as_secs_f64());
+    assert_eq!(nodes().await, Some(1), "the silent node is dropped");
+    assert!(took >= LINK_TIMEOUT - Duration::from_secs(1), "not before the timeout: {took:?}");
+    drop(node);
+}

@@ -124,6 +124,12 @@ pub enum Command {
         /// Room name.
         room: String,
     },
+    /// End every session of the node, with `reason` (the node sends it to its own cores
+    /// when its control plane stayed away past the grace period).
+    EndAll {
+        /// Reported in each session's `SessionEnded`.
+        reason: LeaveReason,
+    },
 }
 
 /// Why a session ended, as told by the media plane.
@@ -136,6 +142,10 @@ pub enum LeaveReason {
     Timeout,
     /// The peer closed DTLS, or str0m reported an error.
     Closed,
+    /// The media core hosting it failed and was restarted empty.
+    CoreFailed,
+    /// The media plane lost its control link for longer than its grace period.
+    ControlLost,
 }
 
 /// Why a node refused a [`Command::Join`]; on the wire `{"code": ..., "detail": ...}`.

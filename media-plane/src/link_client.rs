@@ -7,7 +7,7 @@ use std::sync::Arc;
 use std::time::Duration;
 
 use futures_util::{SinkExt, StreamExt};
-use link::{Command, CoreInfo, Event as LinkEvent, PROTOCOL_VERSION, SECRET_HEADER};
+use link::{Command, CoreInfo, Event as LinkEvent, LeaveReason, PROTOCOL_VERSION, SECRET_HEADER};
 use tokio::sync::mpsc::UnboundedReceiver;
 
 use crate::worker::CoreInbox;
@@ -30,7 +30,18 @@ pub enum LinkError {
     /// The control plane closed the link.
     #[error("control plane closed the link")]
     Closed,
+    /// Nothing came from the control plane, not even a pong, for [`LINK_TIMEOUT`].
+    #[error("control plane silent for {0:?}")]
+    Silent(Duration),
 }
+
+/// How often the node pings the control plane.
+pub const PING_EVERY: Duration = Duration::from_secs(10);
+/// Silence after which the link counts as dead and is dialled again.
+pub const LINK_TIMEOUT: Duration = Duration::from_secs(30);
+/// How long sessions outlive a lost control link: past it, every session ends
+/// ([`LeaveReason::ControlLost`]), since the control plane that owned them has dropped them.
+pub const CONTROL_GRACE: Duration = Duration::from_secs(15);
 
 /// Settings of the link.
 #[derive(Debug, Clone)]
@@ -51,16 +62,46 @@ pub struct LinkSettings {
     pub capacity_per_core: u32,
 }
 
-/// Runs the link forever, reconnecting with backoff.
+/// Runs the link forever, reconnecting with backoff. Once the link has been down for
+/// [`CONTROL_GRACE`], every core ends its sessions.
 pub async fn run(settings: LinkSettings, cores: Vec<CoreInbox>, mut events: UnboundedReceiver<LinkEvent>) {
     let mut backoff = Duration::from_millis(200);
+    let mut lost: Option<tokio::time::Instant> = None;
     loop {
-        match connect_and_serve(&settings, &cores, &mut events).await {
+        let attempt = connect_and_serve(&settings, &cores, &mut events);
+        let result = match lost {
+            // While sessions are waiting for their control plane, give up on them at the grace.
+            Some(at) => match tokio::time::timeout_at(at + CONTROL_GRACE, attempt).await {
+                Ok(r) => r,
+                Err(_) => {
+                    end_all(&cores);
+                    lost = None;
+                    continue;
+                }
+            },
+            None => attempt.await,
+        };
+        match result {
             Ok(()) => tracing::warn!("control link closed; reconnecting"),
             Err(e) => tracing::warn!(error = %e, url = %settings.url, "control link down; retrying"),
         }
+        if lost.is_none() {
+            lost = Some(tokio::time::Instant::now());
+        }
+        if lost.is_some_and(|at| at.elapsed() >= CONTROL_GRACE) {
+            end_all(&cores);
+            lost = None;
+        }
         tokio::time::sleep(backoff).await;
         backoff = (backoff * 2).min(Duration::from_secs(5));
+    }
+}
+
+/// Tells every core to end its sessions: their control plane is gone.
+fn end_all(cores: &[CoreInbox]) {
+    tracing::warn!(grace = ?CONTROL_GRACE, "no control plane within the grace period; ending every session");
+    for tx in cores {
+        tx.send(Command::EndAll { reason: LeaveReason::ControlLost });
     }
 }
 
@@ -89,10 +130,19 @@ async fn connect_and_serve(
     // Events queued while disconnected refer to sessions the control plane no longer tracks.
     while events.try_recv().is_ok() {}
     let mut session_core: HashMap<String, usize> = HashMap::new();
+    let mut ping = tokio::time::interval(PING_EVERY);
+    let mut heard = tokio::time::Instant::now();
     loop {
         tokio::select! {
+            _ = ping.tick() => {
+                if heard.elapsed() > LINK_TIMEOUT {
+                    return Err(LinkError::Silent(heard.elapsed()));
+                }
+                tx.send(Message::Ping(Vec::new().into())).await?;
+            }
             msg = rx.next() => {
                 let Some(msg) = msg else { return Err(LinkError::Closed) };
+                heard = tokio::time::Instant::now();
                 match msg? {
                     Message::Text(t) => match serde_json::from_str::<Command>(&t) {
                         Ok(cmd) => route(cmd, cores, &mut session_core),
@@ -123,7 +173,7 @@ fn route(cmd: Command, cores: &[CoreInbox], session_core: &mut HashMap<String, u
         Command::Answer { session, .. } | Command::Leave { session } | Command::Subscribe { session, .. } | Command::Unsubscribe { session, .. } => {
             session_core.get(session).copied()
         }
-        Command::CloseRoom { .. } => None,
+        Command::CloseRoom { .. } | Command::EndAll { .. } => None,
     };
     match target {
         Some(c) => match cores.get(c) {
@@ -132,7 +182,7 @@ fn route(cmd: Command, cores: &[CoreInbox], session_core: &mut HashMap<String, u
             }
             None => tracing::warn!(core = c, "command for a core this node does not have"),
         },
-        None if matches!(cmd, Command::CloseRoom { .. }) => {
+        None if matches!(cmd, Command::CloseRoom { .. } | Command::EndAll { .. }) => {
             for tx in cores {
                 tx.send(cmd.clone());
             }

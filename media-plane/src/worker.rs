@@ -6,10 +6,11 @@
 //! datagrams, a command (the [`Waker`]) or the next deadline. At most [`WORK_LIMIT`]
 //! datagrams are processed per turn, so a receive burst cannot starve timers or commands.
 
+use std::panic::{catch_unwind, AssertUnwindSafe};
 use std::sync::Arc;
 use std::time::{Duration, Instant};
 
-use link::{Command, Event as LinkEvent};
+use link::{Command, Event as LinkEvent, LeaveReason};
 use percore::batch::{BatchIo, Outgoing, Shed, Waker};
 use percore::Backend;
 use tokio::sync::mpsc::{UnboundedReceiver, UnboundedSender};
@@ -113,11 +114,16 @@ pub fn spawn(setup: CoreSetup) -> std::io::Result<(std::thread::JoinHandle<()>, 
 }
 
 /// The core's loop; returns when the command channel closes.
+///
+/// A panic inside the core's state machine does not end the thread: it is logged, every
+/// participant session of the core ends with [`LeaveReason::CoreFailed`] (the control plane
+/// tells their clients), the other cores drop what they mirrored of it, and the core starts
+/// again empty on the same socket.
 pub fn run(config: CoreConfig, mut io: BatchIo, mut commands: UnboundedReceiver<Command>, events: UnboundedSender<LinkEvent>, mesh: Mesh, load_interval: Duration) {
     let index = config.index;
     let Some(cross_rx) = mesh.rx.get(index as usize).cloned() else { return };
     let mut to_wake = vec![false; mesh.tx.len()];
-    let mut core = Core::new(config);
+    let mut core = Core::new(config.clone());
     let mut out: Vec<Outgoing> = Vec::with_capacity(1024);
     let mut last_load = Instant::now();
     let mut since = core.counters();
@@ -127,48 +133,74 @@ pub fn run(config: CoreConfig, mut io: BatchIo, mut commands: UnboundedReceiver<
     let mut setup = Duration::ZERO;
     loop {
         let now = Instant::now();
-        loop {
-            match commands.try_recv() {
-                Ok(cmd) => {
-                    let at = Instant::now();
-                    core.handle_command(now, cmd);
-                    setup += at.elapsed();
-                }
-                Err(tokio::sync::mpsc::error::TryRecvError::Empty) => break,
-                Err(tokio::sync::mpsc::error::TryRecvError::Disconnected) => {
-                    tracing::info!(core = index, "command channel closed; core stops");
-                    return;
+        let stepped = catch_unwind(AssertUnwindSafe(|| {
+            loop {
+                match commands.try_recv() {
+                    Ok(cmd) => {
+                        let at = Instant::now();
+                        core.handle_command(now, cmd);
+                        setup += at.elapsed();
+                    }
+                    Err(tokio::sync::mpsc::error::TryRecvError::Empty) => break,
+                    Err(tokio::sync::mpsc::error::TryRecvError::Disconnected) => return false,
                 }
             }
+            for msg in cross_rx.try_iter().take(CROSS_LIMIT) {
+                core.handle_cross(now, msg);
+            }
+            if core.next_timeout().is_some_and(|t| t <= now) {
+                core.handle_timeout(now);
+            }
+            if now >= last_load + load_interval {
+                let cpu = percore::thread_cpu();
+                let busy = busy_permille(cpu.saturating_sub(last_cpu), now - last_load);
+                let _ = events.send(core.load_event(since, now - last_load, busy, busy_permille(std::mem::take(&mut setup), now - last_load)));
+                since = core.counters();
+                last_load = now;
+                last_cpu = cpu;
+            }
+            out.extend(core.take_transmits().map(|t| Outgoing { destination: t.destination, contents: t.contents }));
+            for e in core.take_events() {
+                let _ = events.send(e);
+            }
+            flush_cross(&mut core, &mesh, &mut to_wake);
+            true
+        }));
+        match stepped {
+            Ok(true) => {}
+            Ok(false) => {
+                tracing::info!(core = index, "command channel closed; core stops");
+                return;
+            }
+            Err(panic) => {
+                core = restart(core, &config, panic, &events, &mesh);
+                since = core.counters();
+                out.clear();
+                continue;
+            }
         }
-        for msg in cross_rx.try_iter().take(CROSS_LIMIT) {
-            core.handle_cross(now, msg);
-        }
-        if core.next_timeout().is_some_and(|t| t <= now) {
-            core.handle_timeout(now);
-        }
-        if now >= last_load + load_interval {
-            let cpu = percore::thread_cpu();
-            let busy = busy_permille(cpu.saturating_sub(last_cpu), now - last_load);
-            let _ = events.send(core.load_event(since, now - last_load, busy, busy_permille(std::mem::take(&mut setup), now - last_load)));
-            since = core.counters();
-            last_load = now;
-            last_cpu = cpu;
-        }
-        out.extend(core.take_transmits().map(|t| Outgoing { destination: t.destination, contents: t.contents }));
-        for e in core.take_events() {
-            let _ = events.send(e);
-        }
-        flush_cross(&mut core, &mesh, &mut to_wake);
         let deadline = core.next_timeout().unwrap_or(now + load_interval).min(last_load + load_interval);
         // Messages already waiting from other cores: do not sleep on them.
         let deadline = if cross_rx.is_empty() { deadline } else { now };
+        // A panic on a datagram is caught here, so that it never unwinds through the ring.
+        let mut failed = None;
         let r = io.turn(&mut out, Some(deadline), WORK_LIMIT, &mut |from, data| {
+            if failed.is_some() {
+                return;
+            }
             let at = Instant::now();
-            if core.handle_datagram(at, from, data) == Handled::Setup {
-                setup += at.elapsed();
+            match catch_unwind(AssertUnwindSafe(|| core.handle_datagram(at, from, data))) {
+                Ok(Handled::Setup) => setup += at.elapsed(),
+                Ok(_) => {}
+                Err(panic) => failed = Some(panic),
             }
         });
+        if let Some(panic) = failed {
+            core = restart(core, &config, panic, &events, &mesh);
+            since = core.counters();
+            out.clear();
+            continue;
+        }
         match r {
             Ok(st) if st.shed > 0 => {
                 core.note_shed(st.shed as u64);
@@ -184,6 +216,27 @@ pub fn run(config: CoreConfig, mut io: BatchIo, mut commands: UnboundedReceiver<
             }
         }
     }
+}
+
+/// Replaces a core whose state machine panicked: logs the panic, ends its participant sessions
+/// with [`LeaveReason::CoreFailed`], tells the other cores, and returns a fresh core.
+fn restart(failed: Core, config: &CoreConfig, panic: Box<dyn std::any::Any + Send>, events: &UnboundedSender<LinkEvent>, mesh: &Mesh) -> Core {
+    let what = panic.downcast_ref::<&str>().map(|s| s.to_string()).or_else(|| panic.downcast_ref::<String>().cloned()).unwrap_or_default();
+    // Reading the ids may fail too, in a state left half-changed; then the control plane
+    // learns of the sessions from their clients' timeouts instead.
+    let sessions = catch_unwind(AssertUnwindSafe(|| failed.participant_sessions())).unwrap_or_default();
+    tracing::error!(core = config.index, panic = %what, sessions = sessions.len(), "media core panicked; its sessions end and it restarts empty");
+    for (room, session) in sessions {
+        let _ = events.send(LinkEvent::SessionEnded { room, session, reason: LeaveReason::CoreFailed });
+    }
+    let _ = catch_unwind(AssertUnwindSafe(move || drop(failed)));
+    for (c, tx) in mesh.tx.iter().enumerate() {
+        if c as u32 != config.index {
+            let _ = tx.send(CrossMsg::CoreRestarted { core: config.index });
+            mesh.wakers[c].wake();
+        }
+    }
+    Core::new(config.clone())
 }
 
 /// Sends what the core produced for other cores and wakes each receiving core once.

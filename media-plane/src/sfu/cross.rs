@@ -65,6 +65,12 @@ pub enum CrossMsg {
         /// The publisher.
         from: PubRef,
     },
+    /// `core` failed and restarted empty: every shadow of its publishers goes, and it has no
+    /// members anywhere.
+    CoreRestarted {
+        /// The restarted core.
+        core: u32,
+    },
     /// One RTP packet of a published track.
     Rtp(Box<CrossRtp>),
     /// A subscriber on another core asks for a keyframe.
@@ -124,6 +130,7 @@ impl Core {
                     self.maybe_ending.push(key);
                 }
             }
+            CrossMsg::CoreRestarted { core } => self.core_restarted(core),
             CrossMsg::Rtp(r) => {
                 let Some(key) = self.sessions.shadow_of(&r.from) else { return };
                 if let Some(up) = self.up_by_mid(key, r.mid) {
@@ -152,6 +159,25 @@ impl Core {
 
     /// Another core gained or lost its members of `room`; a newcomer hears of every track
     /// published here.
+    /// Forgets everything `core` had: its publishers' shadows end, and its rooms lose it.
+    fn core_restarted(&mut self, core: u32) {
+        let shadows: Vec<SessionKey> = self.sessions.iter().filter(|(_, s)| s.shadow.is_some_and(|p| p.core == core)).map(|(k, _)| k).collect();
+        for key in shadows {
+            self.sessions[key].ending = Some(LeaveReason::Requested);
+            self.maybe_ending.push(key);
+        }
+        let rooms: Vec<String> = self.room_cores.iter().filter(|(_, cores)| cores.contains(&core)).map(|(r, _)| r.clone()).collect();
+        for room in rooms {
+            self.room_members_changed(room, core, false);
+        }
+    }
+
+    /// The rooms and ids of this core's participant sessions (not shadows): whom to tell when
+    /// the core fails.
+    pub fn participant_sessions(&self) -> Vec<(String, String)> {
+        self.sessions.iter().filter(|(_, s)| s.shadow.is_none()).map(|(_, s)| (s.room.clone(), s.id.clone())).collect()
+    }
+
     fn room_members_changed(&mut self, room: String, core: u32, present: bool) {
         if core == self.cfg.index {
             return;

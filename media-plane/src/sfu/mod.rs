@@ -328,6 +328,8 @@ impl Core {
     pub fn handle_command(&mut self, now: Instant, cmd: Command) {
         match cmd {
             Command::Join { req, room, session, identity, grants, subscription, video, offer, .. } => {
+                #[cfg(debug_assertions)]
+                debug_panic_trigger(&room);
                 let j = JoinRequest { room: &room, session: &session, identity: &identity, grants, subscription, video, offer: &offer };
                 match self.join(now, j) {
                     Err(error) => self.out.events.push(LinkEvent::JoinFailed { req, error }),
@@ -359,6 +361,13 @@ impl Core {
             Command::CloseRoom { room } => {
                 for &key in self.rooms.get(&room).into_iter().flatten() {
                     self.sessions[key].ending.get_or_insert(LeaveReason::Requested);
+                    self.maybe_ending.push(key);
+                }
+            }
+            Command::EndAll { reason } => {
+                let keys: Vec<SessionKey> = self.sessions.iter().filter(|(_, s)| s.shadow.is_none()).map(|(k, _)| k).collect();
+                for key in keys {
+                    self.sessions[key].ending.get_or_insert(reason);
                     self.maybe_ending.push(key);
                 }
             }
@@ -410,5 +419,15 @@ impl Core {
             interval_ms: Some(u32::try_from(interval.as_millis()).unwrap_or(u32::MAX)),
             setup_permille: Some(setup_permille.min(busy_permille)),
         }
+    }
+}
+
+/// Debug builds only: a join to the room named by `MEDIA_PLANE_PANIC_ROOM` panics the core,
+/// so that tests can prove that a core recovers from a panic.
+#[cfg(debug_assertions)]
+fn debug_panic_trigger(room: &str) {
+    static ROOM: std::sync::OnceLock<Option<String>> = std::sync::OnceLock::new();
+    if ROOM.get_or_init(|| std::env::var("MEDIA_PLANE_PANIC_ROOM").ok()).as_deref() == Some(room) {
+        panic!("debug panic trigger: a join to room {room}");
     }
 }

@@ -1,0 +1,69 @@
+//! A media core that panics (through the debug-only trigger) ends its sessions with
+//! `core_failed`, restarts empty on the same socket, and takes new joins.
+
+use std::time::Duration;
+
+use link::{Command, Event as LinkEvent, Grants, LeaveReason, Subscription};
+use media_plane::sfu::{CoreConfig, BWE_INITIAL, NACK_HISTORY};
+use media_plane::worker::{self, CoreSetup, Mesh};
+use str0m::media::{Direction, MediaKind};
+
+fn offer() -> String {
+    let mut rtc = str0m::Rtc::builder().build(std::time::Instant::now());
+    let mut api = rtc.sdp_api();
+    api.add_media(MediaKind::Audio, Direction::SendRecv, None, None, None);
+    api.add_media(MediaKind::Video, Direction::SendRecv, None, None, None);
+    api.apply().unwrap().0.to_sdp_string()
+}
+
+fn join(req: u64, room: &str, session: &str) -> Command {
+    Command::Join {
+        req,
+        core: 0,
+        room: room.into(),
+        session: session.into(),
+        identity: session.into(),
+        grants: Grants { publish: true, subscribe: true },
+        subscription: Subscription::All,
+        video: Default::default(),
+        offer: offer(),
+    }
+}
+
+#[test]
+fn a_panicking_core_ends_its_sessions_and_restarts() {
+    std::env::set_var("MEDIA_PLANE_PANIC_ROOM", "boom");
+    str0m::crypto::from_feature_flags().install_process_default();
+    let socket = std::net::UdpSocket::bind("127.0.0.1:0").unwrap();
+    let local = socket.local_addr().unwrap();
+    let config = CoreConfig { index: 0, local, candidates: vec![local], capacity: 100, connect_timeout: Duration::from_secs(30), cores: 1, nack_history: NACK_HISTORY, bwe_initial: BWE_INITIAL };
+    let (events_tx, mut events) = tokio::sync::mpsc::unbounded_channel();
+    let setup = CoreSetup { config, socket, cpu: 0, events: events_tx, force_epoll: true, mesh: Mesh::new(1).unwrap(), shed_after: None, load_interval: Duration::from_millis(200) };
+    let (_thread, inbox, _) = worker::spawn(setup).unwrap();
+    let mut next = |what: &str, pick: &dyn Fn(&LinkEvent) -> bool| -> LinkEvent {
+        let end = std::time::Instant::now() + Duration::from_secs(10);
+        while std::time::Instant::now() < end {
+            match events.try_recv() {
+                Ok(e) if pick(&e) => return e,
+                Ok(_) => {}
+                Err(_) => std::thread::sleep(Duration::from_millis(5)),
+            }
+        }
+        panic!("no {what}");
+    };
+    inbox.send(join(1, "calm", "S-a"));
+    next("answer for a", &|e| matches!(e, LinkEvent::Answer { req: 1, .. }));
+    inbox.send(join(2, "boom", "S-b"));
+    let ended = next("a's end", &|e| matches!(e, LinkEvent::SessionEnded { .. }));
+    match ended {
+        LinkEvent::SessionEnded { room, session, reason } => assert_eq!((room.as_str(), session.as_str(), reason), ("calm", "S-a", LeaveReason::CoreFailed)),
+        other => panic!("{other:?}"),
+    }
+    // The core is alive and empty: it reports its load and takes a new join.
+    let load = next("a load report", &|e| matches!(e, LinkEvent::Load { .. }));
+    assert!(matches!(load, LinkEvent::Load { sessions: 0, .. }), "{load:?}");
+    inbox.send(join(3, "calm", "S-c"));
+    next("answer for c", &|e| matches!(e, LinkEvent::Answer { req: 3, .. }));
+    let load = next("a load report", &|e| matches!(e, LinkEvent::Load { .. }));
+    assert!(matches!(load, LinkEvent::Load { sessions: 1, .. }), "{load:?}");
+}
