@@ -4,7 +4,7 @@
 
 use std::io::{Read, Write};
 use std::net::{SocketAddr, TcpStream, UdpSocket};
-use std::process::{Child, Command, Stdio};
+use std::process::{Command, Stdio};
 use std::time::{Duration, Instant};
 
 use relay::auth::long_term_key;
@@ -14,18 +14,9 @@ const REALM: &str = "abuse.test";
 const USER: &str = "user";
 const PASS: &str = "pass";
 
-struct Kill(Child);
+mod common;
 
-impl Drop for Kill {
-    fn drop(&mut self) {
-        let _ = self.0.kill();
-        let _ = self.0.wait();
-    }
-}
-
-fn free_port() -> u16 {
-    UdpSocket::bind("127.0.0.1:0").unwrap().local_addr().unwrap().port()
-}
+use common::{free_port, Kill};
 
 /// The relay on 127.0.0.1 with `extra` flags; returns it and its port once it answers.
 fn relay(extra: &[&str]) -> (Kill, u16) {

@@ -1,29 +1,13 @@
 //! Interop with coturn's own client, `turnutils_uclient`, and its echo peer
 //! `turnutils_peer` (Debian package `coturn`, client tools only): our relay on loopback.
 
-use std::net::{TcpListener, UdpSocket};
-use std::process::{Child, Command, Stdio};
+use std::net::UdpSocket;
+use std::process::{Command, Stdio};
 use std::time::{Duration, Instant};
 
-struct Kill(Child);
+mod common;
 
-impl Drop for Kill {
-    fn drop(&mut self) {
-        let _ = self.0.kill();
-        let _ = self.0.wait();
-    }
-}
-
-/// A port free for both UDP and TCP on loopback right now.
-fn free_port() -> u16 {
-    loop {
-        let u = UdpSocket::bind("127.0.0.1:0").unwrap();
-        let p = u.local_addr().unwrap().port();
-        if TcpListener::bind(("127.0.0.1", p)).is_ok() {
-            return p;
-        }
-    }
-}
+use common::{free_port, Kill};
 
 fn wait_udp(port: u16) {
     // The relay answers a STUN Binding request once it is up.
