@@ -197,6 +197,7 @@ async fn ended<S: tokio::io::AsyncRead + Unpin>(s: &mut S, t0: Instant, within: 
 async fn silent_tcp_connections_get_at_most_their_share_and_then_the_handshake_deadline() {
     let (addr, client) = serve_https(app_with_node(settings()), 50).await;
     // 2000 connections from one address that never start TLS.
+    let rss0 = rss_kib();
     let t0 = Instant::now();
     let mut silent = Vec::new();
     for _ in 0..2000 {
@@ -215,6 +216,7 @@ async fn silent_tcp_connections_get_at_most_their_share_and_then_the_handshake_d
         .map(|e| e.expect("every silent connection ends"))
         .filter(|d| *d > HANDSHAKE - Duration::from_millis(500))
         .collect();
+    println!("FIGURE https_silent_tcp connections=2000 held_to_deadline={} rss_growth_kib={}", late.len(), rss_kib().saturating_sub(rss0));
     assert_eq!(
         late.len(),
         50,
@@ -232,6 +234,7 @@ async fn silent_tcp_connections_get_at_most_their_share_and_then_the_handshake_d
 async fn connections_stalled_in_their_headers_or_silent_after_tls_are_closed() {
     use tokio::io::AsyncWriteExt;
     let (addr, client) = serve_https(app_with_node(settings()), 200).await;
+    let rss0 = rss_kib();
     let t0 = Instant::now();
     let mut stalled = Vec::new();
     for _ in 0..100 {
@@ -252,6 +255,8 @@ async fn connections_stalled_in_their_headers_or_silent_after_tls_are_closed() {
             .map(|s| ended(s, t0, HEADERS + Duration::from_secs(10))),
     )
     .await;
+    let last = ends.iter().flatten().max().copied().unwrap_or_default();
+    println!("FIGURE https_stalled_headers connections=100 headers_deadline_s={} all_closed_by_s={:.1} rss_growth_kib={}", HEADERS.as_secs(), last.as_secs_f64(), rss_kib().saturating_sub(rss0));
     assert!(
         ends.iter()
             .all(|e| e.is_some_and(|d| d >= HEADERS - Duration::from_millis(300))),
