@@ -16,7 +16,7 @@ const PASS: &str = "pass";
 
 mod common;
 
-use common::{free_port, Kill};
+use common::{free_port, spawn_relay, Kill};
 
 /// The relay on 127.0.0.1 with `extra` flags; returns it and its port once it answers.
 fn relay(extra: &[&str]) -> (Kill, u16) {
@@ -32,18 +32,9 @@ fn relay_tls(extra: &[&str], dir: &std::path::Path, tls_port: u16) -> (Kill, u16
 
 fn relay_with(extra: &[&str], tls: &[&str]) -> (Kill, u16) {
     let port = free_port();
-    let min = 20000 + (port % 20000);
-    let child = Command::new(env!("CARGO_BIN_EXE_relay"))
-        .args(["--listening-ip", "127.0.0.1", "--relay-ip", "127.0.0.1", "--realm", REALM, "--cores", "1"])
-        .args(tls)
-        .args(["--user", &format!("{USER}:{PASS}"), "-p", &port.to_string()])
-        .args(["--min-port", &min.to_string(), "--max-port", &(min + 999).to_string()])
-        .args(extra)
-        .stdout(Stdio::null())
-        .stderr(Stdio::inherit())
-        .spawn()
-        .expect("relay binary");
-    let k = Kill(child);
+    let mut args: Vec<String> = ["--realm", REALM, "--cores", "1", "--user", &format!("{USER}:{PASS}")].iter().map(|s| s.to_string()).collect();
+    args.extend(tls.iter().chain(extra).map(|s| s.to_string()));
+    let k = spawn_relay(port, &args);
     let mut c = Client::new(port);
     for _ in 0..100 {
         if c.binding().is_some() {

@@ -7,7 +7,7 @@ use std::time::{Duration, Instant};
 
 mod common;
 
-use common::{free_port, Kill};
+use common::{free_port, spawn_relay, Kill};
 
 fn wait_udp(port: u16) {
     // The relay answers a STUN Binding request once it is up.
@@ -52,30 +52,23 @@ fn setup_full(extra: &[&str], tls: bool, peer_ip: &str) -> Setup {
         }
     };
     let tls_port = free_port();
-    let min = 20000 + (port % 20000);
     let certs_dir = tls.then(|| tempfile::tempdir().unwrap());
     let mut tls_args: Vec<String> = Vec::new();
     if let Some(d) = &certs_dir {
         let (paths, _) = certs::ensure_dev(d.path(), &certs::default_names(&[])).unwrap();
         tls_args = vec!["--cert".into(), paths.cert.display().to_string(), "--pkey".into(), paths.key.display().to_string()];
     }
-    let relay = Command::new(env!("CARGO_BIN_EXE_relay"))
-        .args(&tls_args)
-        .args(["--listening-ip", "127.0.0.1", "--relay-ip", "127.0.0.1", "--realm", "north.gov", "--cores", "2"])
-        .args(["-p", &port.to_string(), "--tls-listening-port", &tls_port.to_string()])
-        .args(["--min-port", &min.to_string(), "--max-port", &(min + 999).to_string()])
-        .args(extra)
-        .stdout(Stdio::null())
-        .stderr(Stdio::inherit())
-        .spawn()
-        .expect("relay binary");
+    let mut args = tls_args;
+    args.extend(["--realm", "north.gov", "--cores", "2", "--tls-listening-port", &tls_port.to_string()].iter().map(|s| s.to_string()));
+    args.extend(extra.iter().map(|s| s.to_string()));
+    let relay = spawn_relay(port, &args);
     let peer = Command::new("turnutils_peer")
         .args(["-p", &peer_port.to_string(), "-L", peer_ip])
         .stdout(Stdio::null())
         .stderr(Stdio::null())
         .spawn()
         .expect("turnutils_peer from the coturn package (bash .ci/test installs it)");
-    let s = Setup { port, tls_port, peer_port, _certs: certs_dir, _relay: Kill(relay), _peer: Kill(peer) };
+    let s = Setup { port, tls_port, peer_port, _certs: certs_dir, _relay: relay, _peer: Kill(peer) };
     wait_udp(port);
     s
 }

@@ -26,3 +26,18 @@ pub fn free_port() -> u16 {
         }
     }
 }
+
+/// Starts the relay binary on loopback: listening and relaying on 127.0.0.1, TURN port `port`,
+/// a thousand relay ports picked from it, then `args`.
+pub fn spawn_relay(port: u16, args: &[String]) -> Kill {
+    let min = 20000 + (port % 20000);
+    let child = std::process::Command::new(env!("CARGO_BIN_EXE_relay"))
+        .args(["--listening-ip", "127.0.0.1", "--relay-ip", "127.0.0.1", "-p", &port.to_string()])
+        .args(["--min-port", &min.to_string(), "--max-port", &(min + 999).to_string()])
+        .args(args)
+        .stdout(std::process::Stdio::null())
+        .stderr(std::process::Stdio::inherit())
+        .spawn()
+        .expect("relay binary");
+    Kill(child)
+}
