@@ -67,3 +67,68 @@ fn a_panicking_core_ends_its_sessions_and_restarts() {
     let load = next("a load report", &|e| matches!(e, LinkEvent::Load { .. }));
     assert!(matches!(load, LinkEvent::Load { sessions: 1, .. }), "{load:?}");
 }
+
+/// A fake control plane on `listener`: accepts the node's link, reads its `register`, and
+/// returns the socket.
+async fn accept_link(listener: &tokio::net::TcpListener) -> tokio_tungstenite::WebSocketStream<tokio::net::TcpStream> {
+    use futures_util::StreamExt;
+    let (tcp, _) = tokio::time::timeout(Duration::from_secs(30), listener.accept()).await.expect("the node dials").unwrap();
+    let mut ws = tokio_tungstenite::accept_async(tcp).await.unwrap();
+    match ws.next().await {
+        Some(Ok(tokio_tungstenite::tungstenite::Message::Text(t))) => assert!(t.contains("\"register\"")),
+        other => panic!("expected register, got {other:?}"),
+    }
+    ws
+}
+
+/// The next event of type `kind` on a fake control plane's socket.
+async fn next_event(ws: &mut tokio_tungstenite::WebSocketStream<tokio::net::TcpStream>, kind: &str) -> LinkEvent {
+    use futures_util::StreamExt;
+    loop {
+        let msg = tokio::time::timeout(Duration::from_secs(10), ws.next()).await.unwrap_or_else(|_| panic!("no {kind} event"));
+        if let Some(Ok(tokio_tungstenite::tungstenite::Message::Text(t))) = msg {
+            let e: LinkEvent = serde_json::from_str(&t).unwrap();
+            if serde_json::to_value(&e).unwrap()["type"] == kind {
+                return e;
+            }
+        }
+    }
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn sessions_end_when_the_control_plane_stays_away_past_the_grace_period() {
+    use futures_util::SinkExt;
+    use media_plane::link_client::{self, LinkSettings, CONTROL_GRACE};
+    str0m::crypto::from_feature_flags().install_process_default();
+    let listener = tokio::net::TcpListener::bind("127.0.0.1:0").await.unwrap();
+    let addr = listener.local_addr().unwrap();
+    let socket = std::net::UdpSocket::bind("127.0.0.1:0").unwrap();
+    let local = socket.local_addr().unwrap();
+    let config = CoreConfig { index: 0, local, candidates: vec![local], capacity: 100, connect_timeout: Duration::from_secs(60), cores: 1, nack_history: NACK_HISTORY, bwe_initial: BWE_INITIAL };
+    let (events_tx, events_rx) = tokio::sync::mpsc::unbounded_channel();
+    let setup = CoreSetup { config, socket, cpu: 0, events: events_tx, force_epoll: true, mesh: Mesh::new(1).unwrap(), shed_after: None, load_interval: Duration::from_millis(200) };
+    let (_thread, inbox, _) = worker::spawn(setup).unwrap();
+    let settings = LinkSettings {
+        url: format!("ws://{addr}/internal/link"),
+        secret: "node-secret-node-secret".into(),
+        ca: None,
+        node: "n1".into(),
+        addresses: vec!["127.0.0.1".into()],
+        cores: vec![link::CoreInfo { core: 0, port: local.port() }],
+        capacity_per_core: 100,
+    };
+    tokio::spawn(link_client::run(settings, vec![inbox], events_rx));
+    // The control plane places a session on the node.
+    let mut ws = accept_link(&listener).await;
+    ws.send(tokio_tungstenite::tungstenite::Message::text(serde_json::to_string(&join(7, "calm", "S-a")).unwrap())).await.unwrap();
+    assert!(matches!(next_event(&mut ws, "answer").await, LinkEvent::Answer { req: 7, .. }));
+    assert!(matches!(next_event(&mut ws, "load").await, LinkEvent::Load { sessions: 1, .. }));
+    // Then it goes away, and stays away past the grace period.
+    drop(ws);
+    drop(listener);
+    tokio::time::sleep(CONTROL_GRACE + Duration::from_secs(2)).await;
+    let listener = tokio::net::TcpListener::bind(addr).await.unwrap();
+    let mut ws = accept_link(&listener).await;
+    // The node ended the session it held for the lost control plane.
+    assert!(matches!(next_event(&mut ws, "load").await, LinkEvent::Load { sessions: 0, .. }));
+}
