@@ -51,21 +51,13 @@ impl App {
         Ok(true)
     }
 
-    /// The identity the new session gets. A token the operator signed replaces an older
-    /// session of its identity and kind, as LiveKit does; an open-join token never replaces
-    /// anyone: a name already in the room becomes `name (2)`, `name (3)`, ….
-    fn claim_identity(&self, claims: &Claims, via: Via) -> Result<String, ApiError> {
+    /// The identity the new session gets, when the token fixes it. A token the operator
+    /// signed replaces an older session of its identity and kind, as LiveKit does. An
+    /// open-join token never replaces anyone: its name is made distinct when the session is
+    /// seated (None here), under the same lock.
+    fn claim_identity(&self, claims: &Claims, via: Via) -> Result<Option<String>, ApiError> {
         if claims.open {
-            let st = self.lock();
-            let room = st.rooms.get(&claims.room).ok_or_else(|| ApiError::RoomNotFound(claims.room.clone()))?;
-            let taken = |name: &str| room.participants.values().any(|p| p.identity == name);
-            if !taken(&claims.sub) {
-                return Ok(claims.sub.clone());
-            }
-            return (2..=MAX_NAME_SUFFIX)
-                .map(|n| format!("{} ({n})", claims.sub))
-                .find(|name| !taken(name))
-                .ok_or_else(|| ApiError::BadRequest(format!("too many participants named {}", claims.sub)));
+            return Ok(None);
         }
         let duplicate = {
             let st = self.lock();
@@ -74,19 +66,25 @@ impl App {
         if let Some(old) = duplicate {
             self.remove(&old, true, Some(ServerMsg::error(ErrorCode::DuplicateIdentity, "replaced by a new connection")));
         }
-        Ok(claims.sub.clone())
+        Ok(Some(claims.sub.clone()))
     }
 
-    /// Seats `identity` in the token's room: checks its limit, places the room on a core when
-    /// it has none, picks the participant's core and tells the others.
-    fn seat(&self, claims: &Claims, identity: String, via: Via, tx: Option<ClientTx>) -> Result<Admission, ApiError> {
+    /// Seats the participant in the token's room under `identity` (None: the token's name,
+    /// made distinct from the names in the room: `name (2)`, `name (3)`, …): checks the
+    /// room's limit, places the room on a core when it has none, picks the participant's core
+    /// and tells the others.
+    fn seat(&self, claims: &Claims, identity: Option<String>, via: Via, tx: Option<ClientTx>) -> Result<Admission, ApiError> {
         let mut st = self.lock();
-        let placed = {
+        let (placed, identity) = {
             let room = st.rooms.get(&claims.room).ok_or_else(|| ApiError::RoomNotFound(claims.room.clone()))?;
             if room.max_participants > 0 && room.participants.len() as u32 >= room.max_participants {
                 return Err(ApiError::RoomFull(claims.room.clone()));
             }
-            room.placement.as_ref().is_some_and(|p| st.nodes.contains_key(&p.0))
+            let identity = match identity {
+                Some(i) => i,
+                None => distinct_name(room, &claims.sub)?,
+            };
+            (room.placement.as_ref().is_some_and(|p| st.nodes.contains_key(&p.0)), identity)
         };
         // Place the room on first join, or again when its node went away.
         if !placed {
@@ -139,4 +137,13 @@ impl App {
             tracing::debug!(%room, "room created for a failed join removed");
         }
     }
+}
+
+/// `name`, or the first of `name (2)` … `name (999)` that nobody in `room` holds.
+fn distinct_name(room: &Room, name: &str) -> Result<String, ApiError> {
+    let taken = |n: &str| room.participants.values().any(|p| p.identity == n);
+    if !taken(name) {
+        return Ok(name.to_string());
+    }
+    (2..=MAX_NAME_SUFFIX).map(|n| format!("{name} ({n})")).find(|n| !taken(n)).ok_or_else(|| ApiError::BadRequest(format!("too many participants named {name}")))
 }
