@@ -62,36 +62,41 @@ pub struct LinkSettings {
     pub capacity_per_core: u32,
 }
 
+/// First backoff between two dials of the control plane.
+const FIRST_BACKOFF: Duration = Duration::from_millis(200);
+
 /// Runs the link forever, reconnecting with backoff. Once the link has been down for
-/// [`CONTROL_GRACE`], every core ends its sessions.
+/// [`CONTROL_GRACE`] without a new registration, every core ends its sessions.
 pub async fn run(settings: LinkSettings, cores: Vec<CoreInbox>, mut events: UnboundedReceiver<LinkEvent>) {
-    let mut backoff = Duration::from_millis(200);
+    let mut backoff = FIRST_BACKOFF;
+    // Since when sessions have had no control plane (None: connected, or already ended).
     let mut lost: Option<tokio::time::Instant> = None;
     loop {
-        let attempt = connect_and_serve(&settings, &cores, &mut events);
-        let result = match lost {
-            // While sessions are waiting for their control plane, give up on them at the grace.
-            Some(at) => match tokio::time::timeout_at(at + CONTROL_GRACE, attempt).await {
-                Ok(r) => r,
-                Err(_) => {
-                    end_all(&cores);
-                    lost = None;
-                    continue;
-                }
-            },
-            None => attempt.await,
+        let dial = connect(&settings);
+        let dialled = match lost {
+            Some(at) => tokio::time::timeout_at(at + CONTROL_GRACE, dial).await.unwrap_or(Err(LinkError::Silent(CONTROL_GRACE))),
+            None => dial.await,
+        };
+        let result = match dialled {
+            Ok(link) => {
+                lost = None;
+                backoff = FIRST_BACKOFF;
+                serve(link, &cores, &mut events).await
+            }
+            Err(e) => Err(e),
         };
         match result {
             Ok(()) => tracing::warn!("control link closed; reconnecting"),
             Err(e) => tracing::warn!(error = %e, url = %settings.url, "control link down; retrying"),
         }
-        if lost.is_none() {
-            lost = Some(tokio::time::Instant::now());
-        }
-        if lost.is_some_and(|at| at.elapsed() >= CONTROL_GRACE) {
+        let since = *lost.get_or_insert_with(tokio::time::Instant::now);
+        if since.elapsed() >= CONTROL_GRACE {
             end_all(&cores);
             lost = None;
         }
+        // Nobody reads the cores' events while the link is down: they would pile up, and they
+        // refer to sessions the next control plane does not know.
+        while events.try_recv().is_ok() {}
         tokio::time::sleep(backoff).await;
         backoff = (backoff * 2).min(Duration::from_secs(5));
     }
@@ -105,19 +110,18 @@ fn end_all(cores: &[CoreInbox]) {
     }
 }
 
-async fn connect_and_serve(
-    s: &LinkSettings,
-    cores: &[CoreInbox],
-    events: &mut UnboundedReceiver<LinkEvent>,
-) -> Result<(), LinkError> {
+/// A registered link to the control plane.
+type Link = tokio_tungstenite::WebSocketStream<tokio_tungstenite::MaybeTlsStream<tokio::net::TcpStream>>;
+
+/// Dials the control plane and registers the node.
+async fn connect(s: &LinkSettings) -> Result<Link, LinkError> {
     let mut req = s.url.as_str().into_client_request()?;
     req.headers_mut().insert(SECRET_HEADER, HeaderValue::from_str(&s.secret).map_err(|_| LinkError::BadSecret)?);
     let connector = match &s.ca {
         Some(ca) => Some(tokio_tungstenite::Connector::Rustls(Arc::new(certs::client_config(ca)?))),
         None => None,
     };
-    let (ws, _) = tokio_tungstenite::connect_async_tls_with_config(req, None, false, connector).await?;
-    let (mut tx, mut rx) = ws.split();
+    let (mut ws, _) = tokio_tungstenite::connect_async_tls_with_config(req, None, false, connector).await?;
     let register = LinkEvent::Register {
         version: PROTOCOL_VERSION,
         node: s.node.clone(),
@@ -125,8 +129,14 @@ async fn connect_and_serve(
         cores: s.cores.clone(),
         capacity_per_core: s.capacity_per_core,
     };
-    tx.send(Message::text(register.to_json())).await?;
+    ws.send(Message::text(register.to_json())).await?;
     tracing::info!(url = %s.url, node = %s.node, "registered with the control plane");
+    Ok(ws)
+}
+
+/// Carries commands to the cores and events back until the link fails or goes silent.
+async fn serve(link: Link, cores: &[CoreInbox], events: &mut UnboundedReceiver<LinkEvent>) -> Result<(), LinkError> {
+    let (mut tx, mut rx) = link.split();
     // Events queued while disconnected refer to sessions the control plane no longer tracks.
     while events.try_recv().is_ok() {}
     let mut session_core: HashMap<String, usize> = HashMap::new();
