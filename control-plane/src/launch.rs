@@ -69,7 +69,7 @@ pub fn prepare(cfg: &Config) -> anyhow::Result<Prepared> {
     listener.set_nonblocking(true)?;
     let addr = listener.local_addr()?;
     // Each connection holds a descriptor; keep some for the rest of the process.
-    let files = raise_open_files();
+    let files = limits::open_files::raise();
     let total = cfg.max_connections.min(u32::try_from(files.saturating_sub(256)).unwrap_or(u32::MAX)).max(1);
     if total < cfg.max_connections {
         tracing::warn!(files, total, "the open-files limit lowers --max-connections");
@@ -124,17 +124,6 @@ impl HttpLimits {
     /// keep-alive time; signaling pings every 15 s).
     pub fn with_connections(connections: Limits) -> Self {
         HttpLimits { connections, handshake: Duration::from_secs(10), headers: Duration::from_secs(10), idle: Duration::from_secs(75) }
-    }
-}
-
-/// Raises the open-files limit to the hard limit and returns the soft limit now in force.
-pub fn raise_open_files() -> u64 {
-    match rlimit::increase_nofile_limit(u64::MAX) {
-        Ok(n) => n,
-        Err(e) => {
-            tracing::warn!(error = %e, "could not raise the open-files limit");
-            rlimit::getrlimit(rlimit::Resource::NOFILE).map(|(soft, _)| soft).unwrap_or(1024)
-        }
     }
 }
 

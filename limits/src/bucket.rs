@@ -22,15 +22,25 @@ impl Bucket {
         Bucket { tokens: f64::from(burst), burst: f64::from(burst), per_second: f64::from(per_second), at: now }
     }
 
+    /// A full bucket whose burst is one second of `rate` (units a second), such as the bits of
+    /// a bandwidth cap.
+    pub fn one_second_of(now: Instant, rate: f64) -> Self {
+        Bucket { tokens: rate, burst: rate, per_second: rate, at: now }
+    }
+
     /// Takes a token at `now`; false when the bucket is empty (the event is over the limit).
     pub fn take(&mut self, now: Instant) -> bool {
-        let elapsed = now.saturating_duration_since(self.at);
+        self.take_n(now, 1.0)
+    }
+
+    /// Takes `n` tokens at `now`; false, taking nothing, when fewer are left.
+    pub fn take_n(&mut self, now: Instant, n: f64) -> bool {
+        self.tokens = self.level(now);
         self.at = self.at.max(now);
-        self.tokens = (self.tokens + elapsed.as_secs_f64() * self.per_second).min(self.burst);
-        if self.tokens < 1.0 {
+        if self.tokens < n {
             return false;
         }
-        self.tokens -= 1.0;
+        self.tokens -= n;
         true
     }
 
@@ -140,6 +150,15 @@ mod tests {
         assert!(p.would_pass(ip(3), t2) && p.take(ip(3), t2));
         assert_eq!(p.len(), 1);
         assert!(p.take(ip(1), t2), "a forgotten source starts full");
+    }
+
+    #[test]
+    fn a_second_of_a_rate_in_units() {
+        let t0 = Instant::now();
+        let mut b = Bucket::one_second_of(t0, 8000.0);
+        assert!(b.take_n(t0, 6000.0));
+        assert!(!b.take_n(t0, 4000.0), "2000 left");
+        assert!(b.take_n(t0 + Duration::from_millis(250), 4000.0), "2000 more a quarter second later");
     }
 
     #[test]

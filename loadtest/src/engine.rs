@@ -27,13 +27,6 @@ pub struct Workers {
     handles: Vec<JoinHandle<ThreadResult>>,
 }
 
-/// Raises the open-file limit to its hard maximum (each peer needs sockets).
-pub fn raise_fd_limit() {
-    if let Err(e) = rlimit::increase_nofile_limit(u64::MAX) {
-        tracing::warn!(error = %e, "could not raise the open-files limit");
-    }
-}
-
 impl Workers {
     /// Starts `threads` workers pinned to cores `first_core..` and gives job `i` to thread `i % threads`. `run` turns a job
     /// into a future on its thread's runtime.

@@ -270,7 +270,8 @@ fn run(mut args: RunArgs) -> anyhow::Result<i32> {
     tracing_subscriber::fmt().with_env_filter(tracing_subscriber::EnvFilter::try_from_default_env().unwrap_or_else(|_| "warn".into())).with_writer(std::io::stderr).init();
     let _ = rustls::crypto::aws_lc_rs::default_provider().install_default();
     str0m::crypto::from_feature_flags().install_process_default();
-    engine::raise_fd_limit();
+    // Each peer needs sockets.
+    limits::open_files::raise();
     let s = scenario_from(&args)?;
     for name in args.server_name.clone() {
         let pids = pids_named(&name);

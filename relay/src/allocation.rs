@@ -5,6 +5,8 @@ use std::collections::HashMap;
 use std::net::{IpAddr, SocketAddr};
 use std::time::Instant;
 
+use limits::Bucket;
+
 use crate::server::FiveTuple;
 
 /// Why a permission or channel was not added.
@@ -19,39 +21,6 @@ pub enum Full {
     /// The channel is bound to another peer, or the peer to another channel.
     #[error("channel or peer bound elsewhere")]
     Conflict,
-}
-
-/// A bits-per-second bucket with one second of burst; a rate of 0 lets everything through.
-#[derive(Debug)]
-pub struct TokenBucket {
-    rate_bits: u64,
-    tokens: f64,
-    last: Instant,
-}
-
-impl TokenBucket {
-    /// A full bucket at `now`.
-    pub fn new(rate_bits: u64, now: Instant) -> Self {
-        TokenBucket { rate_bits, tokens: rate_bits as f64, last: now }
-    }
-
-    /// Takes `bytes` at `now`; false when over the rate.
-    pub fn allow(&mut self, now: Instant, bytes: usize) -> bool {
-        if self.rate_bits == 0 {
-            return true;
-        }
-        let dt = now.saturating_duration_since(self.last).as_secs_f64();
-        self.last = now;
-        let cap = self.rate_bits as f64;
-        self.tokens = (self.tokens + dt * self.rate_bits as f64).min(cap);
-        let need = (bytes * 8) as f64;
-        if self.tokens >= need {
-            self.tokens -= need;
-            true
-        } else {
-            false
-        }
-    }
 }
 
 /// One allocation.
@@ -75,13 +44,18 @@ pub struct Allocation {
     pub allocate_tid: [u8; 12],
     /// The Allocate's response, for retransmissions.
     pub allocate_response: Vec<u8>,
-    /// Bandwidth cap.
-    pub bucket: TokenBucket,
+    /// Bandwidth cap: one second of `max-bps` in bits (None: no cap).
+    pub bucket: Option<Bucket>,
     /// The deadline of this allocation's live entry in the server's timer heap, if any.
     pub scheduled: Option<Instant>,
 }
 
 impl Allocation {
+    /// Takes `bytes` from the bandwidth cap at `now`; false when over it.
+    pub fn within_rate(&mut self, now: Instant, bytes: usize) -> bool {
+        self.bucket.as_mut().is_none_or(|b| b.take_n(now, (bytes * 8) as f64))
+    }
+
     /// Whether `ip` has a live permission at `now`.
     pub fn permitted(&self, ip: IpAddr, now: Instant) -> bool {
         self.permissions.get(&ip).is_some_and(|e| *e > now)

@@ -174,10 +174,8 @@ fn main() -> anyhow::Result<()> {
         .init();
     let args = parse_args()?;
     // Each TCP/TLS client holds a descriptor; coturn raises the limit at start too.
-    match rlimit::increase_nofile_limit(u64::MAX) {
-        Ok(n) => tracing::debug!(open_files = n, "open-files limit"),
-        Err(e) => tracing::warn!(error = %e, "could not raise the open-files limit"),
-    }
+    let open_files = limits::open_files::raise();
+    tracing::debug!(open_files, "open-files limit");
 
     let credentials = if args.use_auth_secret {
         let Some(secret) = args.static_auth_secret.clone().filter(|s| !s.is_empty()) else {

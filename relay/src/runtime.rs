@@ -218,13 +218,17 @@ impl<D: Driver> Shared<D> {
     async fn read_frames<R: AsyncRead + Unpin>(self: &Rc<Self>, mut rd: R, tuple: FiveTuple) {
         let mut pending: Vec<u8> = Vec::with_capacity(8192);
         let mut chunk = vec![0u8; 16384];
+        // One timer per connection, re-armed once per idle period (not per read): at each
+        // expiry the connection must hold an allocation.
+        let mut check = Box::pin(D::sleep(self.streams.idle));
         loop {
             let read = std::pin::pin!(rd.read(&mut chunk));
-            let n = match select(read, std::pin::pin!(D::sleep(self.streams.idle))).await {
+            let n = match select(read, check.as_mut()).await {
                 Either::Left((Ok(0) | Err(_), _)) => return,
                 Either::Left((Ok(n), _)) => n,
                 Either::Right(_) => {
                     if self.server.borrow().has_allocation(&tuple) {
+                        check.set(D::sleep(self.streams.idle));
                         continue;
                     }
                     tracing::debug!(client = %tuple.client, "no allocation on the connection; closing");
@@ -246,13 +250,26 @@ impl<D: Driver> Shared<D> {
         }
     }
 
-    /// Writes queued frames to the client; returns when the queue closes or a write stalls.
+    /// Writes queued frames to the client; returns when the queue closes or one write spans
+    /// two expiries of a watchdog of `timeout` (it stalled for between one and two of them).
+    /// The watchdog is one timer per connection, re-armed at most once per `timeout`.
     async fn write_frames<W: AsyncWrite + Unpin>(mut wr: W, mut rx: mpsc::Receiver<Vec<u8>>, timeout: Duration) {
+        let mut watchdog = Box::pin(D::sleep(timeout));
         while let Some(b) = rx.recv().await {
-            let write = std::pin::pin!(wr.write_all(&b));
-            match select(write, std::pin::pin!(D::sleep(timeout))).await {
-                Either::Left((Ok(()), _)) => {}
-                _ => return,
+            let mut write = std::pin::pin!(wr.write_all(&b));
+            let mut expiries = 0;
+            loop {
+                match select(write.as_mut(), watchdog.as_mut()).await {
+                    Either::Left((Ok(()), _)) => break,
+                    Either::Left((Err(_), _)) => return,
+                    Either::Right(_) => {
+                        expiries += 1;
+                        if expiries == 2 {
+                            return;
+                        }
+                        watchdog.set(D::sleep(timeout));
+                    }
+                }
             }
         }
         let _ = wr.close().await;

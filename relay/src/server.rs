@@ -13,10 +13,10 @@ use std::net::{IpAddr, SocketAddr};
 use std::ops::Range;
 use std::time::{Duration, Instant};
 
-use crate::allocation::{Allocation, Full, TokenBucket};
+use crate::allocation::{Allocation, Full};
 use crate::auth::{long_term_key, Credentials, NonceCheck, Nonces};
 use crate::policy::PeerPolicy;
-use limits::PerSource;
+use limits::{Bucket, PerSource};
 use crate::stun::{self, attr, method, Builder, Class, Integrity, Message};
 
 /// Bytes a caller leaves in front of peer data for [`Server::handle_peer`].
@@ -409,7 +409,7 @@ impl Server {
             self.counters.dropped += 1;
             return ClientAction::None;
         };
-        if exp <= now || !a.permitted(peer.ip(), now) || !a.bucket.allow(now, payload.len()) {
+        if exp <= now || !a.permitted(peer.ip(), now) || !a.within_rate(now, payload.len()) {
             self.counters.dropped += 1;
             return ClientAction::None;
         }
@@ -422,7 +422,7 @@ impl Server {
         let data = msg.get(attr::DATA);
         let a = self.by_tuple.get(&tuple).and_then(|id| self.allocations.get_mut(id));
         if let (Some(a), Some(peer), Some(data)) = (a, peer, data) {
-            if a.permitted(peer.ip(), now) && self.cfg.policy.permits_peer(peer) && a.bucket.allow(now, data.len()) {
+            if a.permitted(peer.ip(), now) && self.cfg.policy.permits_peer(peer) && a.within_rate(now, data.len()) {
                 self.counters.to_peer += 1;
                 return ClientAction::Relay { relay: a.relay, peer, data };
             }
@@ -539,7 +539,7 @@ impl Server {
             peer_channel: HashMap::new(),
             allocate_tid: msg.tid,
             allocate_response: response.clone(),
-            bucket: TokenBucket::new(self.cfg.max_bps, now),
+            bucket: (self.cfg.max_bps > 0).then(|| Bucket::one_second_of(now, self.cfg.max_bps as f64)),
             scheduled: None,
         };
         self.allocations.insert(id, a);
@@ -673,7 +673,7 @@ impl Server {
             self.counters.dropped += 1;
             return None;
         };
-        if !a.permitted(peer.ip(), now) || buf.len() < HEADROOM + len + TAILROOM || !a.bucket.allow(now, len) {
+        if !a.permitted(peer.ip(), now) || buf.len() < HEADROOM + len + TAILROOM || !a.within_rate(now, len) {
             self.counters.dropped += 1;
             return None;
         }
@@ -681,38 +681,10 @@ impl Server {
         let tuple = a.tuple;
         if let Some(&ch) = a.peer_channel.get(&peer) {
             if a.channels.get(&ch).is_some_and(|(_, e)| *e > now) {
-                let start = HEADROOM - 4;
-                buf[start..start + 2].copy_from_slice(&ch.to_be_bytes());
-                buf[start + 2..start + 4].copy_from_slice(&(len as u16).to_be_bytes());
-                let mut end = HEADROOM + len;
-                if tuple.transport != Transport::Udp {
-                    // Streams carry ChannelData padded to 4 bytes.
-                    while !(end - start).is_multiple_of(4) {
-                        buf[end] = 0;
-                        end += 1;
-                    }
-                }
-                return Some((tuple, start..end));
+                // Streams carry ChannelData padded to 4 bytes.
+                return Some((tuple, stun::channel_data_in_place(buf, HEADROOM, len, ch, tuple.transport != Transport::Udp)));
             }
         }
-        // Data indication: header, XOR-PEER-ADDRESS, DATA, payload, padding, written in place.
-        let tid: [u8; 12] = rand::random();
-        let (addr, addr_len) = stun::xor_addr_value(peer, &tid);
-        let head_len = 20 + 4 + addr_len + 4;
-        let pad = (4 - len % 4) % 4;
-        let body = head_len - 20 + len + pad;
-        let start = HEADROOM - head_len;
-        let h = &mut buf[start..HEADROOM];
-        h[0..2].copy_from_slice(&[0x00, 0x17]);
-        h[2..4].copy_from_slice(&(body as u16).to_be_bytes());
-        h[4..8].copy_from_slice(&stun::MAGIC_COOKIE.to_be_bytes());
-        h[8..20].copy_from_slice(&tid);
-        h[20..22].copy_from_slice(&attr::XOR_PEER_ADDRESS.to_be_bytes());
-        h[22..24].copy_from_slice(&(addr_len as u16).to_be_bytes());
-        h[24..24 + addr_len].copy_from_slice(&addr[..addr_len]);
-        h[24 + addr_len..26 + addr_len].copy_from_slice(&attr::DATA.to_be_bytes());
-        h[26 + addr_len..28 + addr_len].copy_from_slice(&(len as u16).to_be_bytes());
-        buf[HEADROOM + len..HEADROOM + len + pad].fill(0);
-        Some((tuple, start..HEADROOM + len + pad))
+        Some((tuple, stun::data_indication_in_place(buf, HEADROOM, len, peer)))
     }
 }

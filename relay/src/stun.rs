@@ -220,6 +220,45 @@ fn join_type(method: u16, class: Class) -> u16 {
     (method & 0x000F) | ((method & 0x0070) << 1) | ((method & 0x0F80) << 2) | class.bits()
 }
 
+/// Frames `buf[at..at + len]` as ChannelData for channel `ch` by writing its 4-byte header
+/// in front of it (and, when `padded`, zeros up to a multiple of 4 after it, as streams
+/// need); returns the range to send. `buf` must have 4 bytes before `at` and 3 after.
+pub fn channel_data_in_place(buf: &mut [u8], at: usize, len: usize, ch: u16, padded: bool) -> std::ops::Range<usize> {
+    let start = at - 4;
+    buf[start..start + 2].copy_from_slice(&ch.to_be_bytes());
+    buf[start + 2..start + 4].copy_from_slice(&(len as u16).to_be_bytes());
+    let mut end = at + len;
+    while padded && !(end - start).is_multiple_of(4) {
+        buf[end] = 0;
+        end += 1;
+    }
+    start..end
+}
+
+/// Frames `buf[at..at + len]` as a Data indication from `peer`: header, XOR-PEER-ADDRESS and
+/// DATA written in front of it, padding after it; returns the range to send. `buf` must have
+/// 48 bytes before `at` and 3 after.
+pub fn data_indication_in_place(buf: &mut [u8], at: usize, len: usize, peer: SocketAddr) -> std::ops::Range<usize> {
+    let tid: [u8; 12] = rand::random();
+    let (addr, addr_len) = xor_addr_value(peer, &tid);
+    let head_len = 20 + 4 + addr_len + 4;
+    let pad = (4 - len % 4) % 4;
+    let body = head_len - 20 + len + pad;
+    let start = at - head_len;
+    let h = &mut buf[start..at];
+    h[0..2].copy_from_slice(&[0x00, 0x17]);
+    h[2..4].copy_from_slice(&(body as u16).to_be_bytes());
+    h[4..8].copy_from_slice(&MAGIC_COOKIE.to_be_bytes());
+    h[8..20].copy_from_slice(&tid);
+    h[20..22].copy_from_slice(&attr::XOR_PEER_ADDRESS.to_be_bytes());
+    h[22..24].copy_from_slice(&(addr_len as u16).to_be_bytes());
+    h[24..24 + addr_len].copy_from_slice(&addr[..addr_len]);
+    h[24 + addr_len..26 + addr_len].copy_from_slice(&attr::DATA.to_be_bytes());
+    h[26 + addr_len..28 + addr_len].copy_from_slice(&(len as u16).to_be_bytes());
+    buf[at + len..at + len + pad].fill(0);
+    start..at + len + pad
+}
+
 /// Decodes one STUN message; checks FINGERPRINT when present.
 pub fn decode(b: &[u8]) -> Result<Message<'_>, StunError> {
     if b.len() < 20 {
