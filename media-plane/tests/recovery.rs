@@ -95,10 +95,9 @@ async fn next_event(ws: &mut tokio_tungstenite::WebSocketStream<tokio::net::TcpS
     }
 }
 
-#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
-async fn sessions_end_when_the_control_plane_stays_away_past_the_grace_period() {
-    use futures_util::SinkExt;
-    use media_plane::link_client::{self, LinkSettings, CONTROL_GRACE};
+/// One real core and its link client, dialling a fake control plane on the returned listener.
+async fn node_with_link() -> tokio::net::TcpListener {
+    use media_plane::link_client::{self, LinkSettings};
     str0m::crypto::from_feature_flags().install_process_default();
     let listener = tokio::net::TcpListener::bind("127.0.0.1:0").await.unwrap();
     let addr = listener.local_addr().unwrap();
@@ -118,6 +117,15 @@ async fn sessions_end_when_the_control_plane_stays_away_past_the_grace_period() 
         capacity_per_core: 100,
     };
     tokio::spawn(link_client::run(settings, vec![inbox], events_rx));
+    listener
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn sessions_end_when_the_control_plane_stays_away_past_the_grace_period() {
+    use futures_util::SinkExt;
+    use media_plane::link_client::CONTROL_GRACE;
+    let listener = node_with_link().await;
+    let addr = listener.local_addr().unwrap();
     // The control plane places a session on the node.
     let mut ws = accept_link(&listener).await;
     ws.send(tokio_tungstenite::tungstenite::Message::text(serde_json::to_string(&join(7, "calm", "S-a")).unwrap())).await.unwrap();
@@ -136,26 +144,8 @@ async fn sessions_end_when_the_control_plane_stays_away_past_the_grace_period() 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn a_control_plane_back_within_the_grace_period_keeps_the_sessions() {
     use futures_util::SinkExt;
-    use media_plane::link_client::{self, LinkSettings, CONTROL_GRACE};
-    str0m::crypto::from_feature_flags().install_process_default();
-    let listener = tokio::net::TcpListener::bind("127.0.0.1:0").await.unwrap();
-    let addr = listener.local_addr().unwrap();
-    let socket = std::net::UdpSocket::bind("127.0.0.1:0").unwrap();
-    let local = socket.local_addr().unwrap();
-    let config = CoreConfig { index: 0, local, candidates: vec![local], capacity: 100, connect_timeout: Duration::from_secs(60), cores: 1, nack_history: NACK_HISTORY, bwe_initial: BWE_INITIAL };
-    let (events_tx, events_rx) = tokio::sync::mpsc::unbounded_channel();
-    let setup = CoreSetup { config, socket, cpu: 0, events: events_tx, force_epoll: true, mesh: Mesh::new(1).unwrap(), shed_after: None, load_interval: Duration::from_millis(200) };
-    let (_thread, inbox, _) = worker::spawn(setup).unwrap();
-    let settings = LinkSettings {
-        url: format!("ws://{addr}/internal/link"),
-        secret: "node-secret-node-secret".into(),
-        ca: None,
-        node: "n1".into(),
-        addresses: vec!["127.0.0.1".into()],
-        cores: vec![link::CoreInfo { core: 0, port: local.port() }],
-        capacity_per_core: 100,
-    };
-    tokio::spawn(link_client::run(settings, vec![inbox], events_rx));
+    use media_plane::link_client::CONTROL_GRACE;
+    let listener = node_with_link().await;
     let mut ws = accept_link(&listener).await;
     ws.send(tokio_tungstenite::tungstenite::Message::text(serde_json::to_string(&join(8, "calm", "S-a")).unwrap())).await.unwrap();
     assert!(matches!(next_event(&mut ws, "answer").await, LinkEvent::Answer { req: 8, .. }));
