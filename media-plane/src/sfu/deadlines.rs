@@ -19,6 +19,14 @@ impl Deadlines {
         self.heap.push(Reverse((at, key)));
     }
 
+    /// Makes a session whose deadline is `next` due no later than `at`.
+    pub fn arm(&mut self, next: &mut Instant, at: Instant, key: SessionKey) {
+        if *next > at {
+            *next = at;
+            self.push(at, key);
+        }
+    }
+
     /// The earliest entry, valid or not.
     pub fn peek(&self) -> Option<(Instant, SessionKey)> {
         self.heap.peek().map(|Reverse(e)| *e)

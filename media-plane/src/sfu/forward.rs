@@ -166,10 +166,7 @@ impl Core {
             self.counters.tx_rtp += 1;
             // str0m releases written packets on its next timeout, so rather than polling the
             // subscriber now (which would only return that deadline) make it due at once.
-            if sub.next_timeout > pkt.wallclock {
-                sub.next_timeout = pkt.wallclock;
-                self.deadlines.push(pkt.wallclock, down.subscriber);
-            }
+            self.deadlines.arm(&mut sub.next_timeout, pkt.wallclock, down.subscriber);
         }
         while let Some(dk) = self.switched.pop() {
             self.sync_fanout(dk);
@@ -195,7 +192,8 @@ impl Core {
         }
         if let Some(rx) = p.rtc.direct_api().stream_rx_by_mid(mid, rid) {
             rx.request_keyframe(kind);
-            self.dirty.push(owner);
+            // str0m sends the request at its next timeout: make that now.
+            self.deadlines.arm(&mut p.next_timeout, now, owner);
         }
     }
 }
