@@ -3,17 +3,18 @@
 //! hosting it as [`Command::Subscribe`] and [`Command::Unsubscribe`].
 
 use link::Command;
-use signaling::{TrackRef, TrackSettings, MAX_DIMENSION, MAX_TRACKS_PER_MESSAGE};
+use signaling::{TrackRef, TrackSettings, MAX_DIMENSION, MAX_FRAME_RATE, MAX_TRACKS_PER_MESSAGE};
 
 use crate::error::ApiError;
 use crate::state::{node_of, App};
 
-/// Checks that the sizes in `s` are within 1..=[`MAX_DIMENSION`].
+/// Checks that the sizes in `s` are within 1..=[`MAX_DIMENSION`] and its frame rate within
+/// 1..=[`MAX_FRAME_RATE`].
 pub fn checked(s: TrackSettings) -> Result<TrackSettings, ApiError> {
-    for (name, value) in [("max_width", s.max_width), ("max_height", s.max_height)] {
+    for (name, value, max) in [("max_width", s.max_width, MAX_DIMENSION), ("max_height", s.max_height, MAX_DIMENSION), ("max_fps", s.max_fps, MAX_FRAME_RATE)] {
         if let Some(v) = value {
-            if v == 0 || v > MAX_DIMENSION {
-                return Err(ApiError::BadSettings(format!("{name} must be between 1 and {MAX_DIMENSION}, not {v}")));
+            if v == 0 || v > max {
+                return Err(ApiError::BadSettings(format!("{name} must be between 1 and {max}, not {v}")));
             }
         }
     }
@@ -79,12 +80,14 @@ mod tests {
     use signaling::Quality;
 
     #[test]
-    fn sizes_must_be_between_1_and_16384() {
+    fn sizes_must_be_between_1_and_16384_and_frame_rates_between_1_and_240() {
         let s = |max_width, max_height| TrackSettings { max_width, max_height, ..TrackSettings::default() };
+        let fps = |max_fps| TrackSettings { max_fps, ..TrackSettings::default() };
         assert_eq!(checked(TrackSettings::default()).ok(), Some(TrackSettings::default()));
-        let good = TrackSettings { enabled: false, max_width: Some(1), max_height: Some(16384), quality: Some(Quality::Medium) };
+        let good = TrackSettings { enabled: false, max_width: Some(1), max_height: Some(16384), quality: Some(Quality::Medium), max_fps: Some(240) };
         assert_eq!(checked(good).ok(), Some(good));
-        for bad in [s(Some(0), None), s(None, Some(0)), s(Some(16385), None), s(Some(640), Some(u32::MAX))] {
+        assert_eq!(checked(fps(Some(1))).ok(), Some(fps(Some(1))));
+        for bad in [s(Some(0), None), s(None, Some(0)), s(Some(16385), None), s(Some(640), Some(u32::MAX)), fps(Some(0)), fps(Some(241)), fps(Some(u32::MAX))] {
             assert!(matches!(checked(bad), Err(ApiError::BadSettings(_))), "{bad:?}");
         }
     }

@@ -122,17 +122,19 @@ pub struct WhepQuery {
     pub layer: Option<String>,
     /// Alias of `layer`.
     pub quality: Option<String>,
+    /// Highest frame rate to play (1 to 240), where the publisher sends temporal layers.
+    pub max_fps: Option<u32>,
 }
 
 impl WhepQuery {
-    /// The video settings the player asks for: its `layer` (or `quality`), if any.
+    /// The video settings the player asks for: its `layer` (or `quality`) and `max_fps`, if any.
     pub fn video(&self) -> Result<TrackSettings, ApiError> {
         let parse = |v: &Option<String>| v.as_deref().map(str::parse::<Quality>).transpose().map_err(|e| ApiError::BadRequest(e.to_string()));
         let quality = match (parse(&self.layer)?, parse(&self.quality)?) {
             (Some(a), Some(b)) if a != b => return Err(ApiError::BadRequest("layer and quality disagree".into())),
             (a, b) => a.or(b),
         };
-        Ok(TrackSettings { quality, ..TrackSettings::default() })
+        crate::subscribe::checked(TrackSettings { quality, max_fps: self.max_fps, ..TrackSettings::default() }).map_err(|e| ApiError::BadRequest(e.to_string()))
     }
 }
 

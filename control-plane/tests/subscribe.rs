@@ -58,6 +58,8 @@ async fn whep_layer_sets_the_players_video_quality() {
         ("&layer=medium", quality(Quality::Medium)),
         ("&quality=HIGH", quality(Quality::High)),
         ("&layer=low&quality=low", quality(Quality::Low)),
+        ("&max_fps=15", TrackSettings { max_fps: Some(15), ..TrackSettings::default() }),
+        ("&layer=low&max_fps=30", TrackSettings { max_fps: Some(30), ..quality(Quality::Low) }),
     ]
     .into_iter()
     .enumerate()
@@ -67,7 +69,7 @@ async fn whep_layer_sets_the_players_video_quality() {
         assert_eq!(join_video(&sent, &location_session(&r)).await, want, "{query}");
     }
     let joins = sent.lock().unwrap().iter().filter(|c| matches!(c, Command::Join { .. })).count();
-    for query in ["&layer=ultra", "&quality=", "&layer=low&quality=high", "&layer=low&layer=high"] {
+    for query in ["&layer=ultra", "&quality=", "&layer=low&quality=high", "&layer=low&layer=high", "&max_fps=0", "&max_fps=241", "&max_fps=fast", "&max_fps=-1"] {
         let r = play(99, query).await;
         assert_eq!((r.status, r.code().as_str()), (StatusCode::BAD_REQUEST, "bad_request"), "{query}: {}", r.body);
     }
@@ -241,6 +243,8 @@ async fn subscriptions_are_checked_and_relayed_to_the_node() {
         (serde_json::json!({"type": "subscribe", "tracks": [bob_video], "settings": {"max_width": 0}}), "bad_settings"),
         (serde_json::json!({"type": "subscribe", "tracks": [bob_video], "settings": {"max_width": 20000}}), "bad_settings"),
         (serde_json::json!({"type": "subscribe", "tracks": [bob_video], "settings": {"max_height": 16385}}), "bad_settings"),
+        (serde_json::json!({"type": "subscribe", "tracks": [bob_video], "settings": {"max_fps": 0}}), "bad_settings"),
+        (serde_json::json!({"type": "subscribe", "tracks": [bob_video], "settings": {"max_fps": 1000}}), "bad_settings"),
         (serde_json::json!({"type": "subscribe", "tracks": []}), "bad_request"),
         (serde_json::json!({"type": "subscribe", "tracks": many}), "bad_request"),
         (serde_json::json!({"type": "unsubscribe", "tracks": "all"}), "bad_request"),
@@ -250,13 +254,13 @@ async fn subscriptions_are_checked_and_relayed_to_the_node() {
     }
 
     // A valid subscribe: no reply; one command per track to the node hosting alice.
-    send(&mut alice, serde_json::json!({"type": "subscribe", "tracks": [bob_video, bob_audio], "settings": {"max_width": 640, "max_height": 360, "quality": "medium"}})).await;
+    send(&mut alice, serde_json::json!({"type": "subscribe", "tracks": [bob_video, bob_audio], "settings": {"max_width": 640, "max_height": 360, "quality": "medium", "max_fps": 24}})).await;
     assert!(until_pong(&mut alice).await.iter().all(|m| m["type"] != "error"));
     send(&mut alice, serde_json::json!({"type": "subscribe", "tracks": [bob_video], "settings": {"enabled": false}})).await;
     send(&mut alice, serde_json::json!({"type": "unsubscribe", "tracks": [bob_audio]})).await;
     assert!(until_pong(&mut alice).await.iter().all(|m| m["type"] != "error"));
     wait_sent(&sent, |c| matches!(c, Command::Unsubscribe { .. }).then_some(())).await;
-    let wanted = TrackSettings { enabled: true, max_width: Some(640), max_height: Some(360), quality: Some(Quality::Medium) };
+    let wanted = TrackSettings { enabled: true, max_width: Some(640), max_height: Some(360), quality: Some(Quality::Medium), max_fps: Some(24) };
     let off = TrackSettings { enabled: false, ..TrackSettings::default() };
     let a = || alice_s.clone();
     let b = || bob_s.clone();

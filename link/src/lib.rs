@@ -360,7 +360,7 @@ mod tests {
         assert_eq!(s, TrackSettings::default());
         assert!(s.enabled);
         let c: Command = serde_json::from_str(r#"{"type":"subscribe","session":"a","publisher":"b","track":"1","settings":{"max_width":320,"quality":"medium"}}"#).expect("subscribe parses");
-        assert!(matches!(c, Command::Subscribe { settings: TrackSettings { enabled: true, max_width: Some(320), max_height: None, quality: Some(Quality::Medium) }, .. }));
+        assert!(matches!(c, Command::Subscribe { settings: TrackSettings { enabled: true, max_width: Some(320), max_height: None, quality: Some(Quality::Medium), max_fps: None }, .. }));
         assert!(serde_json::from_str::<Command>(r#"{"type":"subscribe","session":"a","publisher":"b","track":"1","settings":{"quality":"ultra"}}"#).is_err());
     }
 

@@ -229,7 +229,7 @@ mod tests {
     }
 
     fn settings(q: Option<Quality>, w: Option<u32>, h: Option<u32>) -> TrackSettings {
-        TrackSettings { enabled: true, max_width: w, max_height: h, quality: q }
+        TrackSettings { enabled: true, max_width: w, max_height: h, quality: q, max_fps: None }
     }
 
     #[test]

@@ -375,3 +375,39 @@ fn when_even_the_low_layer_does_not_fit_its_base_temporal_layer_goes_on_without_
     assert!(log.len() - mark >= 95, "all frames again: {}", log.len() - mark);
     assert_one_stream(&log);
 }
+
+#[test]
+fn a_frame_rate_cap_leaves_out_the_temporal_layers_above_it_without_gaps() {
+    let mut w = World::new();
+    let mut layers = three_layers();
+    for l in &mut layers {
+        l.temporal = true;
+    }
+    // 100 frames a second per layer (a media step is 10 ms): 25 of TID 0, 25 of TID 1, 50 of TID 2.
+    let p = w.join_simulcast("pub", "r", layers);
+    let s = w.join("viewer", "r", false);
+    w.connect_all();
+    // A window (1 s) of measurement first.
+    w.run_media(150);
+    let frames_with = |w: &mut World, settings: TrackSettings| {
+        subscribe(w, s, p, settings);
+        // The cap applies at the next layer choice (every 250 ms) and at a safe frame.
+        w.run_media(60);
+        w.peers[s].frame_log = Some(Vec::new());
+        w.run_media(200);
+        w.peers[s].frame_log.clone().unwrap()
+    };
+    let low = |max_fps| TrackSettings { max_fps, ..quality(Quality::Low) };
+    let log = frames_with(&mut w, low(Some(50)));
+    assert!(log.iter().all(|r| r.frame.vp8.and_then(|f| f.tid).is_some_and(|t| t <= 1)), "TID 0 and 1 only");
+    assert!((95..=105).contains(&log.len()), "half of 200 frames: {}", log.len());
+    assert_one_stream(&log);
+    let log = frames_with(&mut w, low(Some(20)));
+    assert!(log.iter().all(|r| r.frame.vp8.and_then(|f| f.tid) == Some(0)), "the base layer only");
+    assert!((45..=55).contains(&log.len()), "a quarter of 200 frames: {}", log.len());
+    assert_one_stream(&log);
+    let log = frames_with(&mut w, low(None));
+    assert!(log.len() >= 195, "all frames again: {}", log.len());
+    assert_one_stream(&log);
+    assert_eq!(sizes(&log), vec![(320, 180)], "the layer did not change");
+}

@@ -67,6 +67,9 @@ pub const MAX_TRACKS_PER_MESSAGE: usize = 256;
 /// Largest `max_width` or `max_height` a subscriber may ask for, in pixels.
 pub const MAX_DIMENSION: u32 = 16384;
 
+/// Largest frame rate a subscription may ask for.
+pub const MAX_FRAME_RATE: u32 = 240;
+
 /// One published track: its publisher's session and its track id (as in `track_published`).
 #[derive(Debug, Clone, PartialEq, Eq, Hash, Serialize, Deserialize)]
 pub struct TrackRef {
@@ -133,11 +136,16 @@ pub struct TrackSettings {
     /// Highest layer wanted.
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub quality: Option<Quality>,
+    /// Highest frame rate wanted, 1 to [`MAX_FRAME_RATE`]: where the publisher sends temporal
+    /// layers, those above it are left out (frame rates are measured, so a cap between two
+    /// layers gets the lower one, within a tenth).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub max_fps: Option<u32>,
 }
 
 impl Default for TrackSettings {
     fn default() -> Self {
-        TrackSettings { enabled: true, max_width: None, max_height: None, quality: None }
+        TrackSettings { enabled: true, max_width: None, max_height: None, quality: None, max_fps: None }
     }
 }
 
@@ -452,7 +460,7 @@ mod tests {
             ClientMsg::Subscribe { tracks: vec![track_ref("PA_1", "1")], settings: None },
             ClientMsg::Subscribe {
                 tracks: vec![track_ref("PA_1", "0"), track_ref("PA_1", "1")],
-                settings: Some(TrackSettings { enabled: false, max_width: Some(640), max_height: Some(360), quality: Some(Quality::Medium) }),
+                settings: Some(TrackSettings { enabled: false, max_width: Some(640), max_height: Some(360), quality: Some(Quality::Medium), max_fps: Some(15) }),
             },
             ClientMsg::Unsubscribe { tracks: vec![track_ref("PA_1", "1")] },
             ClientMsg::Leave,
@@ -609,7 +617,7 @@ mod tests {
             p(r#"{"type":"subscribe","tracks":[{"session":"PA_1","track":"1"}],"settings":{"max_height":180,"quality":"high"}}"#).unwrap(),
             ClientMsg::Subscribe {
                 tracks: vec![track_ref("PA_1", "1")],
-                settings: Some(TrackSettings { enabled: true, max_width: None, max_height: Some(180), quality: Some(Quality::High) })
+                settings: Some(TrackSettings { enabled: true, max_width: None, max_height: Some(180), quality: Some(Quality::High), max_fps: None })
             }
         );
         assert_eq!(

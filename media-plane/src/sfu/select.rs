@@ -50,7 +50,12 @@ impl Core {
                 Allotted::Paused => None,
                 Allotted::UpTo(cap) | Allotted::Base(cap) => asked.map(|a| if rank(a) <= rank(cap) { a } else { cap }),
             };
-            down.max_tid = matches!(down.allotted, Allotted::Base(_)).then_some(0);
+            // The allocation may allow only the base temporal layer; the subscriber's frame
+            // rate may allow fewer layers than the one it gets sends.
+            let layer = desired.and_then(|d| nearest_live(live, all, d)).and_then(|slot| track.layers.get(usize::from(slot)));
+            let by_fps = down.settings.max_fps.zip(layer).and_then(|(fps, l)| l.tid_for_fps(fps));
+            let by_bandwidth = matches!(down.allotted, Allotted::Base(_)).then_some(0);
+            down.max_tid = by_bandwidth.into_iter().chain(by_fps).min();
             let paused = asked.is_some() && desired.is_none();
             if paused != down.paused {
                 down.paused = paused;

@@ -47,12 +47,30 @@ pub struct UpLayer {
     pub last_keyframe_request: Option<Instant>,
     /// It has sent temporal layers above the base.
     pub temporal: bool,
+    /// Frames begun in the current measuring window, by temporal layer.
+    pub window_frames: [u32; TEMPORAL_LAYERS],
+    /// Frames per second of each temporal layer over the last full window.
+    pub fps: [u32; TEMPORAL_LAYERS],
 }
+
+/// Temporal layers VP8 can signal (TID 0–3).
+pub const TEMPORAL_LAYERS: usize = 4;
 
 impl UpLayer {
     /// A layer not heard from yet.
     pub fn new(rid: Option<Rid>) -> Self {
-        UpLayer { rid, size: None, window_bytes: 0, bitrate: 0, last_packet: None, live_from: None, last_keyframe_request: None, temporal: false }
+        UpLayer {
+            rid,
+            size: None,
+            window_bytes: 0,
+            bitrate: 0,
+            last_packet: None,
+            live_from: None,
+            last_keyframe_request: None,
+            temporal: false,
+            window_frames: [0; TEMPORAL_LAYERS],
+            fps: [0; TEMPORAL_LAYERS],
+        }
     }
 
     /// Closes a measuring window that started at `window_start`. The bitrate is taken over
@@ -62,14 +80,37 @@ impl UpLayer {
     /// it and fall back at every resume, in a cycle of 1–3 s).
     pub fn roll(&mut self, window_start: Instant, now: Instant) {
         let bytes = std::mem::take(&mut self.window_bytes);
+        let frames = std::mem::take(&mut self.window_frames);
         let (Some(from), Some(last)) = (self.live_from, self.last_packet) else { return };
         if bytes == 0 || now.saturating_duration_since(last) > STILL_SENDING {
             return;
         }
         let span = now.saturating_duration_since(from.max(window_start));
         if span >= MIN_SPAN {
-            self.bitrate = bytes * 8 * 1000 / (span.as_millis() as u64).max(1);
+            let ms = (span.as_millis() as u64).max(1);
+            self.bitrate = bytes * 8 * 1000 / ms;
+            self.fps = frames.map(|f| u32::try_from(u64::from(f) * 1000 / ms).unwrap_or(u32::MAX));
         }
+    }
+
+    /// The highest temporal layer to forward so that the frame rate stays within `max_fps`
+    /// (a layer counts as within it up to a tenth over, as measured rates wobble); `None`
+    /// when every layer fits or the layer sends no temporal layers.
+    pub fn tid_for_fps(&self, max_fps: u32) -> Option<u8> {
+        if !self.temporal {
+            return None;
+        }
+        let top = self.fps.iter().rposition(|f| *f > 0)?;
+        let mut total = 0u64;
+        for (tid, f) in self.fps.iter().enumerate().take(top) {
+            total += u64::from(*f);
+            let next = total + u64::from(self.fps[tid + 1]);
+            // Taking the next layer too would go over the cap by more than a tenth.
+            if next * 10 > u64::from(max_fps) * 11 {
+                return u8::try_from(tid).ok();
+            }
+        }
+        None
     }
 
     /// Whether it has sent recently.
@@ -143,8 +184,16 @@ impl UpTrack {
         }
         l.last_packet = Some(at);
         l.window_bytes += len as u64;
-        if frame.vp8.and_then(|f| f.tid).is_some_and(|t| t > 0) {
-            l.temporal = true;
+        if let Some(f) = frame.vp8 {
+            let tid = f.tid.unwrap_or(0);
+            if tid > 0 {
+                l.temporal = true;
+            }
+            if f.begins_frame {
+                if let Some(n) = l.window_frames.get_mut(usize::from(tid)) {
+                    *n += 1;
+                }
+            }
         }
         if frame.size.is_some() {
             l.size = frame.size;
@@ -301,6 +350,24 @@ impl DownTrack {
 
 #[cfg(test)]
 mod tests {
+    #[test]
+    fn a_frame_rate_cap_keeps_the_temporal_layers_that_fit_it() {
+        let mut l = super::UpLayer::new(None);
+        // A 100 fps layer in the pattern 0, 2, 1, 2: 25 fps of TID 0, 25 of TID 1, 50 of TID 2.
+        l.fps = [25, 25, 50, 0];
+        assert_eq!(l.tid_for_fps(60), None, "not temporal: nothing to leave out");
+        l.temporal = true;
+        assert_eq!(l.tid_for_fps(100), None);
+        assert_eq!(l.tid_for_fps(95), None, "within a tenth");
+        assert_eq!(l.tid_for_fps(60), Some(1));
+        assert_eq!(l.tid_for_fps(50), Some(1));
+        assert_eq!(l.tid_for_fps(46), Some(1), "50 is within a tenth of 46");
+        assert_eq!(l.tid_for_fps(40), Some(0));
+        assert_eq!(l.tid_for_fps(1), Some(0), "never below the base layer");
+        l.fps = [0; super::TEMPORAL_LAYERS];
+        assert_eq!(l.tid_for_fps(10), None, "not measured yet");
+    }
+
     use super::*;
 
     #[test]
