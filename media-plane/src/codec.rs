@@ -1,10 +1,13 @@
 //! What forwarding needs to know of a video payload, read once per received packet: whether
 //! it starts a keyframe, the VP8 descriptor fields a layer switch rewrites, and the frame
-//! size a VP8 keyframe announces (which ranks simulcast layers).
+//! size a VP8 keyframe or an H.264 sequence parameter set announces (which ranks simulcast
+//! layers).
 //!
 //! The parse is bounds-checked byte by byte: a malformed payload yields no fields, never a
 //! panic (fuzz target `codec_inspect`).
 
+use h264_reader::nal::sps::SeqParameterSet;
+use h264_reader::rbsp::{BitReader, ByteReader};
 use str0m::format::{detect_h264_keyframe, detect_h264_nalu, Codec};
 
 /// The codec of a forwarded track, as far as forwarding cares.
@@ -65,9 +68,42 @@ pub fn inspect(codec: VideoCodec, payload: &[u8]) -> FrameInfo {
     match codec {
         VideoCodec::Vp8 => inspect_vp8(payload).unwrap_or_default(),
         // A keyframe usually starts with its SPS (alone or in a STAP-A), then the IDR slice.
-        VideoCodec::H264 => FrameInfo { keyframe_start: detect_h264_nalu(payload, 7) || detect_h264_keyframe(payload), size: None, vp8: None },
+        VideoCodec::H264 => {
+            let sps = detect_h264_nalu(payload, 7);
+            // Only a keyframe's packet carries the SPS: the parse is paid once per keyframe.
+            FrameInfo { keyframe_start: sps || detect_h264_keyframe(payload), size: if sps { h264_size(payload) } else { None }, vp8: None }
+        }
         VideoCodec::Other => FrameInfo::default(),
     }
+}
+
+/// H.264: the picture size of the SPS in a single-NAL or STAP-A payload (RFC 6184 §5.6, §5.7.1).
+fn h264_size(p: &[u8]) -> Option<(u16, u16)> {
+    const SPS: u8 = 7;
+    const STAP_A: u8 = 24;
+    match p.first()? & 0x1f {
+        SPS => sps_size(p),
+        STAP_A => {
+            let mut rest = p.get(1..)?;
+            while rest.len() > 2 {
+                let len = usize::from(u16::from_be_bytes([rest[0], rest[1]]));
+                let nal = rest.get(2..2 + len)?;
+                if nal.first().is_some_and(|b| b & 0x1f == SPS) {
+                    return sps_size(nal);
+                }
+                rest = &rest[2 + len..];
+            }
+            None
+        }
+        _ => None,
+    }
+}
+
+/// The cropped picture size a sequence parameter set NAL unit (header included) describes.
+fn sps_size(nal: &[u8]) -> Option<(u16, u16)> {
+    let sps = SeqParameterSet::from_bits(BitReader::new(ByteReader::skipping_h264_header(nal))).ok()?;
+    let (w, h) = sps.pixel_dimensions().ok()?;
+    Some((u16::try_from(w).ok()?, u16::try_from(h).ok()?))
 }
 
 /// VP8: descriptor (RFC 7741 §4.2), then the payload header of a partition start, and for a
@@ -165,6 +201,30 @@ mod tests {
         assert_eq!(inspect(VideoCodec::Vp8, &[]), FrameInfo::default());
         assert_eq!(inspect(VideoCodec::Vp8, &[0xff]), FrameInfo::default());
         assert!(!inspect(VideoCodec::H264, &[0xff, 0xff]).keyframe_start);
+    }
+
+    /// A 1920×1080 baseline SPS (from h264-reader's tests; it holds emulation prevention bytes).
+    const SPS_1080P: [u8; 25] = [0x67, 0x42, 0xc0, 0x28, 0xd9, 0x00, 0x78, 0x02, 0x27, 0xe5, 0x84, 0x00, 0x00, 0x03, 0x00, 0x04, 0x00, 0x00, 0x03, 0x00, 0xf0, 0x3c, 0x60, 0xc9, 0x20];
+
+    #[test]
+    fn h264_sizes_come_from_the_sps_alone_or_in_a_stap_a() {
+        assert_eq!(inspect(VideoCodec::H264, &SPS_1080P).size, Some((1920, 1080)));
+        let pps = [0x68, 0xce, 0x3c, 0x80];
+        let mut stap = vec![0x78];
+        for nal in [&pps[..], &SPS_1080P[..], &[0x65, 0x88, 0x84][..]] {
+            stap.extend_from_slice(&(nal.len() as u16).to_be_bytes());
+            stap.extend_from_slice(nal);
+        }
+        let f = inspect(VideoCodec::H264, &stap);
+        assert!(f.keyframe_start);
+        assert_eq!(f.size, Some((1920, 1080)));
+        // Cut short before the SPS ends, or a STAP-A whose sizes lie: no size, no panic.
+        let sps_end = 1 + 2 + pps.len() + 2 + SPS_1080P.len();
+        for len in 0..stap.len() {
+            assert_eq!(inspect(VideoCodec::H264, &stap[..len]).size, (len >= sps_end).then_some((1920, 1080)), "{len}");
+        }
+        assert_eq!(inspect(VideoCodec::H264, &[0x78, 0xff, 0xff, 0x67]).size, None);
+        assert_eq!(inspect(VideoCodec::H264, &[0x41, 0x9a]).size, None, "not a keyframe");
     }
 
     #[test]
