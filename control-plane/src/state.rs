@@ -423,7 +423,7 @@ impl App {
                     let err = match error {
                         JoinError::BadSdp(message) => ApiError::BadSdp(message),
                         JoinError::CoreFull(_) => ApiError::NoCapacity,
-                        JoinError::SessionExists(_) => ApiError::NoMediaNode,
+                        JoinError::SessionExists(_) | JoinError::CoreFailed(_) => ApiError::NoMediaNode,
                     };
                     let _ = tx.send(Err(err));
                 }

@@ -161,6 +161,9 @@ pub enum JoinError {
     /// The SDP offer is malformed or was not accepted.
     #[error("SDP offer rejected: {0}")]
     BadSdp(String),
+    /// The core failed while taking the join, and restarted empty.
+    #[error("core {0} failed while taking the join")]
+    CoreFailed(u32),
 }
 
 /// Kind of a media track.
@@ -352,6 +355,9 @@ mod tests {
         let full = Event::JoinFailed { req: 4, error: JoinError::CoreFull(1) };
         let back: Event = serde_json::from_str(&full.to_json()).expect("round trip");
         assert!(matches!(back, Event::JoinFailed { error: JoinError::CoreFull(1), .. }));
+        let failed = Event::JoinFailed { req: 5, error: JoinError::CoreFailed(0) };
+        let json = serde_json::to_string(&failed).unwrap();
+        assert_eq!(json, r#"{"type":"join_failed","req":5,"error":{"code":"core_failed","detail":0}}"#);
     }
 
     #[test]

@@ -10,7 +10,7 @@ use std::panic::{catch_unwind, AssertUnwindSafe};
 use std::sync::Arc;
 use std::time::{Duration, Instant};
 
-use link::{Command, Event as LinkEvent, LeaveReason};
+use link::{Command, Event as LinkEvent, JoinError, LeaveReason};
 use percore::batch::{BatchIo, Outgoing, Shed, Waker};
 use percore::Backend;
 use tokio::sync::mpsc::{UnboundedReceiver, UnboundedSender};
@@ -131,6 +131,9 @@ pub fn run(config: CoreConfig, mut io: BatchIo, mut commands: UnboundedReceiver<
     let mut last_cpu = percore::thread_cpu();
     // Time spent on joins and on datagrams of sessions still in ICE/DTLS since the last report.
     let mut setup = Duration::ZERO;
+    // The join being taken, so that a panic while taking it fails it at once rather than
+    // leaving the control plane to time out.
+    let mut joining: Option<u64> = None;
     loop {
         let now = Instant::now();
         let stepped = catch_unwind(AssertUnwindSafe(|| {
@@ -138,7 +141,9 @@ pub fn run(config: CoreConfig, mut io: BatchIo, mut commands: UnboundedReceiver<
                 match commands.try_recv() {
                     Ok(cmd) => {
                         let at = Instant::now();
+                        joining = if let Command::Join { req, .. } = &cmd { Some(*req) } else { None };
                         core.handle_command(now, cmd);
+                        joining = None;
                         setup += at.elapsed();
                     }
                     Err(tokio::sync::mpsc::error::TryRecvError::Empty) => break,
@@ -173,6 +178,9 @@ pub fn run(config: CoreConfig, mut io: BatchIo, mut commands: UnboundedReceiver<
                 return;
             }
             Err(panic) => {
+                if let Some(req) = joining.take() {
+                    let _ = events.send(LinkEvent::JoinFailed { req, error: JoinError::CoreFailed(index) });
+                }
                 core = restart(core, &config, panic, &events, &mesh);
                 since = core.counters();
                 out.clear();

@@ -3,7 +3,7 @@
 
 use std::time::Duration;
 
-use link::{Command, Event as LinkEvent, Grants, LeaveReason, Subscription};
+use link::{Command, Event as LinkEvent, Grants, JoinError, LeaveReason, Subscription};
 use media_plane::sfu::{CoreConfig, BWE_INITIAL, NACK_HISTORY};
 use media_plane::worker::{self, CoreSetup, Mesh};
 use str0m::media::{Direction, MediaKind};
@@ -54,6 +54,8 @@ fn a_panicking_core_ends_its_sessions_and_restarts() {
     inbox.send(join(1, "calm", "S-a"));
     next("answer for a", &|e| matches!(e, LinkEvent::Answer { req: 1, .. }));
     inbox.send(join(2, "boom", "S-b"));
+    // The join that panicked the core fails at once (before, the control plane waited 10 s).
+    next("join 2 failed", &|e| matches!(e, LinkEvent::JoinFailed { req: 2, error: JoinError::CoreFailed(0) }));
     let ended = next("a's end", &|e| matches!(e, LinkEvent::SessionEnded { .. }));
     match ended {
         LinkEvent::SessionEnded { room, session, reason } => assert_eq!((room.as_str(), session.as_str(), reason), ("calm", "S-a", LeaveReason::CoreFailed)),
