@@ -1,0 +1,167 @@
+// Abuse against the whole `local` system (the real control plane, media plane and relay
+// binaries), with a normal call beside it: a load-tester publisher and subscribers that must
+// see no loss and no drop in their packet rate while each case runs. Every case is bounded,
+// and each reports the servers' memory growth and CPU time (FIGURE lines).
+import { test } from 'node:test';
+import assert from 'node:assert/strict';
+import { spawn } from 'node:child_process';
+import dgram from 'node:dgram';
+import fs from 'node:fs';
+import net from 'node:net';
+import os from 'node:os';
+import path from 'node:path';
+import tls from 'node:tls';
+import { bin, startSystem, waitFor } from './harness.js';
+
+const sleep = (ms) => new Promise((r) => setTimeout(r, ms));
+const TICK = 100; // clock ticks per second (Linux's USER_HZ)
+
+/// Resident memory (KiB) and CPU seconds of a process.
+function usage(pid) {
+  const status = fs.readFileSync(`/proc/${pid}/status`, 'utf8');
+  const rss = Number(/VmRSS:\s+(\d+)/.exec(status)[1]);
+  const stat = fs.readFileSync(`/proc/${pid}/stat`, 'utf8');
+  const f = stat.slice(stat.lastIndexOf(')') + 2).split(' ');
+  return { rss, cpu: (Number(f[11]) + Number(f[12])) / TICK };
+}
+
+/// Opens `n` connections with `open` (each reads what it is sent and says nothing more), and
+/// resolves with how many connected, how many of those the server closed, and when the last
+/// of them went, giving up after `limitMs`. Connections the kernel never accepted (its listen
+/// backlog full, the SYN to be retried) hold nothing of the server's and are not waited for.
+async function held(n, open, limitMs) {
+  const start = Date.now();
+  let connected = 0;
+  let closed = 0;
+  let last = 0;
+  let emfile = 0;
+  const sockets = [];
+  for (let i = 0; i < n; i++) {
+    const s = open();
+    let up = false;
+    s.on('error', (e) => { if (e.code === 'EMFILE') emfile += 1; });
+    s.once('connect', () => { up = true; connected += 1; });
+    // Reading, so that the server's close is seen.
+    s.on('data', () => {});
+    s.once('close', () => { if (up) { closed += 1; last = Date.now() - start; } });
+    sockets.push(s);
+  }
+  await sleep(1000);
+  await waitFor(() => closed === connected, { timeout: limitMs, interval: 200, what: 'connections closed by the server' }).catch(() => {});
+  for (const s of sockets) s.destroy();
+  assert.equal(emfile, 0, 'the client ran out of file descriptors: raise ulimit -n');
+  return { connected, closed, lastMs: last };
+}
+
+/// A STUN Binding request with a random ICE username: what a spoofer without the session's
+/// credentials can send.
+function spoofedBinding() {
+  const user = Buffer.from(`${Math.random().toString(36).slice(2, 10)}:${Math.random().toString(36).slice(2, 10)}`);
+  const pad = (4 - (user.length % 4)) % 4;
+  const attrs = Buffer.concat([
+    Buffer.from([0x00, 0x06, 0x00, user.length]), user, Buffer.alloc(pad),
+    Buffer.from([0x00, 0x08, 0x00, 20]), Buffer.alloc(20, 7),
+  ]);
+  const head = Buffer.alloc(20);
+  head.writeUInt16BE(0x0001, 0);
+  head.writeUInt16BE(attrs.length, 2);
+  head.writeUInt32BE(0x2112a442, 4);
+  for (let i = 8; i < 20; i++) head[i] = Math.floor(Math.random() * 256);
+  return Buffer.concat([head, attrs]);
+}
+
+test('abuse against the whole system: each case contained, the call beside it undisturbed', { timeout: 180000 }, async (t) => {
+  const sys = await startSystem();
+  t.after(() => sys.stop());
+  const pids = { control: sys.proc.pid, media: sys.mediaPid() };
+  assert.ok(pids.media, 'the media plane runs');
+  const log = sys.output().replace(/\x1b\[[0-9;]*m/g, '');
+  const mediaPorts = [...new Set([...log.matchAll(/media_plane.*?core started.*?port=(\d+)/g)].map((m) => Number(m[1])))];
+  assert.ok(mediaPorts.length >= 1, 'media ports logged');
+
+  // The call beside the attacks: 1 video and 1 audio publisher, 2 subscribers, 90 s.
+  const dir = fs.mkdtempSync(path.join(os.tmpdir(), 'abuse-call-'));
+  const json = path.join(dir, 'report.json');
+  const call = spawn(bin('loadtest'), ['--url', sys.base, '--api-key', sys.apiKey, '--api-secret', sys.apiSecret, '--ca', path.join(sys.dataDir, 'certs', 'ca.pem'),
+    '--video-publishers', '1', '--audio-publishers', '1', '--subscribers', '2', '--duration', '90', '--quiet', '--json', json], { stdio: 'ignore' });
+  // The load tester's series counts seconds from its start, about when it is spawned.
+  const spawnedAt = Date.now();
+  const since = () => (Date.now() - spawnedAt) / 1000;
+  const callDone = new Promise((r) => call.once('exit', r));
+  t.after(() => call.kill('SIGKILL'));
+  await sleep(8000);
+
+  const windows = [];
+  const measure = async (name, run) => {
+    const before = { control: usage(pids.control), media: usage(pids.media) };
+    const from = since();
+    const result = await run();
+    await sleep(1000);
+    const after = { control: usage(pids.control), media: usage(pids.media) };
+    windows.push({ name, from, to: since() });
+    const d = (k) => `${k}_rss_growth_kib=${after[k].rss - before[k].rss} ${k}_cpu_s=${(after[k].cpu - before[k].cpu).toFixed(2)}`;
+    console.log(`FIGURE abuse_${name} ${d('control')} ${d('media')} ${Object.entries(result).map(([k, v]) => `${k}=${v}`).join(' ')}`);
+    return result;
+  };
+  const [host, port] = ['127.0.0.1', sys.port];
+
+  // 300 /ws connections that upgrade and then say nothing: the join timeout (10 s) or the
+  // per-address limit (200) ends every one.
+  const ws = await measure('silent_ws_300', () => held(300, () => {
+    const s = tls.connect({ host, port, rejectUnauthorized: false, servername: 'localhost' });
+    s.once('secureConnect', () => s.write(`GET /ws HTTP/1.1\r\nHost: localhost\r\nUpgrade: websocket\r\nConnection: Upgrade\r\nSec-WebSocket-Key: dGhlIHNhbXBsZSBub25jZQ==\r\nSec-WebSocket-Version: 13\r\n\r\n`));
+    return s;
+  }, 20000));
+  assert.equal(ws.connected, 300, 'every /ws connection was accepted by the kernel');
+  assert.equal(ws.closed, ws.connected, 'every silent /ws connection closed');
+
+  // 100 connections that finish TLS and stall in their headers (slowloris).
+  const slow = await measure('slow_headers_100', () => held(100, () => {
+    const s = tls.connect({ host, port, rejectUnauthorized: false, servername: 'localhost' });
+    s.once('secureConnect', () => s.write('GET /healthz HTTP/1.1\r\nHost: localhost\r\nX-Slow: '));
+    return s;
+  }, 20000));
+  assert.equal(slow.connected, 100);
+  assert.equal(slow.closed, slow.connected, 'every stalled request closed');
+
+  // 2000 TCP connections that never start TLS.
+  const tcp = await measure('silent_tcp_2000', () => held(2000, () => net.connect({ host, port }), 20000));
+  assert.ok(tcp.connected >= 1800, `${tcp.connected} of 2000 connected`);
+  assert.equal(tcp.closed, tcp.connected, 'every silent TCP connection closed');
+
+  // 20,000 STUN bindings with made-up credentials at each media port.
+  await measure('spoofed_stun_20000', async () => {
+    const sock = dgram.createSocket('udp4');
+    let sent = 0;
+    for (let i = 0; i < 20000; i++) {
+      for (const p of mediaPorts) {
+        sock.send(spoofedBinding(), p, host);
+        sent += 1;
+      }
+      if (i % 500 === 0) await sleep(5);
+    }
+    await sleep(500);
+    sock.close();
+    return { sent };
+  });
+
+  const code = await callDone;
+  assert.equal(code, 0, 'the call ran to its end');
+  const report = JSON.parse(fs.readFileSync(json, 'utf8'));
+  assert.equal(report.connected, 4, 'every participant of the call connected');
+  assert.equal(report.streams_received, report.streams_expected, 'every stream arrived');
+  assert.ok(report.loss <= 0.001, `the call lost ${(report.loss * 100).toFixed(3)} %`);
+  // Its packet rate during each case, against the seconds before the first.
+  const series = report.series;
+  const rate = (a, b) => {
+    const s = series.filter((x) => x.t >= a && x.t < b);
+    return s.length ? s.reduce((n, x) => n + x.rx_pps, 0) / s.length : 0;
+  };
+  const calm = rate(3, windows[0].from - 0.5);
+  for (const w of windows) {
+    const during = rate(w.from, w.to);
+    console.log(`FIGURE abuse_${w.name}_call rx_pps_before=${calm.toFixed(0)} rx_pps_during=${during.toFixed(0)}`);
+    assert.ok(during >= 0.9 * calm, `${w.name}: the call's rate fell from ${calm.toFixed(0)} to ${during.toFixed(0)} packets/s`);
+  }
+  fs.rmSync(dir, { recursive: true, force: true });
+});
