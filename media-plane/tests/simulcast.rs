@@ -338,17 +338,25 @@ fn a_scripted_estimate_lowers_layers_pauses_what_does_not_fit_and_recovers() {
     let _ = (p1, p2);
 }
 
-#[test]
-fn when_even_the_low_layer_does_not_fit_its_base_temporal_layer_goes_on_without_gaps() {
+/// A three-layer publisher whose layers send temporal layers (100 frames a second each, a
+/// media step being 10 ms: 25 of TID 0, 25 of TID 1, 50 of TID 2) and one viewer, connected
+/// and measured for a window (1 s). Returns the world, the publisher and the viewer.
+fn temporal_room() -> (World, usize, usize) {
     let mut w = World::new();
     let mut layers = three_layers();
     for l in &mut layers {
         l.temporal = true;
     }
-    let _p = w.join_simulcast("pub", "r", layers);
+    let p = w.join_simulcast("pub", "r", layers);
     let s = w.join("viewer", "r", false);
     w.connect_all();
     w.run_media(150);
+    (w, p, s)
+}
+
+#[test]
+fn when_even_the_low_layer_does_not_fit_its_base_temporal_layer_goes_on_without_gaps() {
+    let (mut w, _p, s) = temporal_room();
     let session = w.peers[s].session.clone();
     // Audio 64k, then the low layer (160 kbit/s measured) does not fit, its half does.
     let now = w.now;
@@ -378,17 +386,7 @@ fn when_even_the_low_layer_does_not_fit_its_base_temporal_layer_goes_on_without_
 
 #[test]
 fn a_frame_rate_cap_leaves_out_the_temporal_layers_above_it_without_gaps() {
-    let mut w = World::new();
-    let mut layers = three_layers();
-    for l in &mut layers {
-        l.temporal = true;
-    }
-    // 100 frames a second per layer (a media step is 10 ms): 25 of TID 0, 25 of TID 1, 50 of TID 2.
-    let p = w.join_simulcast("pub", "r", layers);
-    let s = w.join("viewer", "r", false);
-    w.connect_all();
-    // A window (1 s) of measurement first.
-    w.run_media(150);
+    let (mut w, p, s) = temporal_room();
     let frames_with = |w: &mut World, settings: TrackSettings| {
         subscribe(w, s, p, settings);
         // The cap applies at the next layer choice (every 250 ms) and at a safe frame.
