@@ -11,6 +11,7 @@ import net from 'node:net';
 import os from 'node:os';
 import path from 'node:path';
 import tls from 'node:tls';
+import https from 'node:https';
 import { bin, startSystem, waitFor } from './harness.js';
 
 const sleep = (ms) => new Promise((r) => setTimeout(r, ms));
@@ -51,6 +52,19 @@ async function held(n, open, limitMs) {
   for (const s of sockets) s.destroy();
   assert.equal(emfile, 0, 'the client ran out of file descriptors: raise ulimit -n');
   return { connected, closed, lastMs: last };
+}
+
+/// `POST /app/token` with `form`, from the local address `from` (another loopback address
+/// is another client to the server's per-address limits). Resolves with the status.
+function askToken(sys, form, from = '127.0.0.1') {
+  return new Promise((resolve) => {
+    const req = https.request(`${sys.base}/app/token`, { method: 'POST', ca: sys.ca, servername: 'localhost', localAddress: from, headers: { 'content-type': 'application/json' } }, (res) => {
+      res.resume();
+      res.on('end', () => resolve(res.statusCode));
+    });
+    req.on('error', () => resolve(0));
+    req.end(JSON.stringify(form));
+  });
 }
 
 /// A STUN Binding request with a random ICE username: what a spoofer without the session's
@@ -144,6 +158,23 @@ test('abuse against the whole system: each case contained, the call beside it un
     sock.close();
     return { sent };
   });
+
+  // 300 anonymous token requests without the invite, or with a guessed one: none gets a
+  // token; after the first 20 failures that address gets 429 before any work. Another
+  // address with the invite still gets its token.
+  const tokens = await measure('anonymous_tokens_300', async () => {
+    const statuses = {};
+    for (let i = 0; i < 300; i += 30) {
+      const batch = await Promise.all(Array.from({ length: 30 }, (_, j) => askToken(sys, { name: `guest${i + j}`, room: 'call', ...(j % 2 ? { invite: `guess${i + j}` } : {}) })));
+      for (const st of batch) statuses[st] = (statuses[st] || 0) + 1;
+    }
+    const legit = await askToken(sys, { name: 'alice', room: 'call', invite: sys.invite }, '127.0.0.2');
+    return { s401: statuses[401] || 0, s429: statuses[429] || 0, s201: statuses[201] || 0, other: 300 - (statuses[401] || 0) - (statuses[429] || 0) - (statuses[201] || 0), legit };
+  });
+  assert.equal(tokens.s201, 0, 'no token without the invite');
+  assert.equal(tokens.other, 0, 'every refusal is 401 or 429');
+  assert.ok(tokens.s429 >= 250, `throttled after the first failures: ${tokens.s429} × 429`);
+  assert.equal(tokens.legit, 201, 'another address with the invite gets its token');
 
   const code = await callDone;
   assert.equal(code, 0, 'the call ran to its end');
