@@ -33,6 +33,22 @@ pub struct Prepared {
     limits: HttpLimits,
 }
 
+/// Pending connections the kernel queues before the server accepts them: nginx's 511 and
+/// more, so that a burst of connections (a flash crowd, or a flood the limits then close)
+/// is not left half-open on the clients' side as it is behind std's 128.
+pub const LISTEN_BACKLOG: i32 = 1024;
+
+/// A non-blocking TCP listener on `addr` with [`LISTEN_BACKLOG`].
+pub fn listen(addr: SocketAddr) -> std::io::Result<TcpListener> {
+    use socket2::{Domain, Socket, Type};
+    let socket = Socket::new(Domain::for_address(addr), Type::STREAM, None)?;
+    socket.set_reuse_address(true)?;
+    socket.bind(&addr.into())?;
+    socket.listen(LISTEN_BACKLOG)?;
+    socket.set_nonblocking(true)?;
+    Ok(socket.into())
+}
+
 /// Loads or generates certificates, builds the state and binds the listener.
 pub fn prepare(cfg: &Config) -> anyhow::Result<Prepared> {
     let paths = match &cfg.tls {
@@ -65,8 +81,7 @@ pub fn prepare(cfg: &Config) -> anyhow::Result<Prepared> {
         core_busy_limit: cfg.core_busy_limit * 10,
     };
     let app = App::new(settings, cfg.api_key.clone(), cfg.api_secret.clone(), cfg.node_secret.clone());
-    let listener = TcpListener::bind(cfg.http_addr).with_context(|| format!("binding {}", cfg.http_addr))?;
-    listener.set_nonblocking(true)?;
+    let listener = listen(cfg.http_addr).with_context(|| format!("binding {}", cfg.http_addr))?;
     let addr = listener.local_addr()?;
     // Each connection holds a descriptor; keep some for the rest of the process.
     let files = limits::open_files::raise();

@@ -84,7 +84,7 @@ function spoofedBinding() {
   return Buffer.concat([head, attrs]);
 }
 
-test('abuse against the whole system: each case contained, the call beside it undisturbed', { timeout: 180000 }, async (t) => {
+test('abuse against the whole system: each case contained, the call beside it undisturbed', { timeout: 200000 }, async (t) => {
   const sys = await startSystem();
   t.after(() => sys.stop());
   const pids = { control: sys.proc.pid, media: sys.mediaPid() };
@@ -93,11 +93,11 @@ test('abuse against the whole system: each case contained, the call beside it un
   const mediaPorts = [...new Set([...log.matchAll(/media_plane.*?core started.*?port=(\d+)/g)].map((m) => Number(m[1])))];
   assert.ok(mediaPorts.length >= 1, 'media ports logged');
 
-  // The call beside the attacks: 1 video and 1 audio publisher, 2 subscribers, 90 s.
+  // The call beside the attacks: 1 video and 1 audio publisher, 2 subscribers, 110 s.
   const dir = fs.mkdtempSync(path.join(os.tmpdir(), 'abuse-call-'));
   const json = path.join(dir, 'report.json');
   const call = spawn(bin('loadtest'), ['--url', sys.base, '--api-key', sys.apiKey, '--api-secret', sys.apiSecret, '--ca', path.join(sys.dataDir, 'certs', 'ca.pem'),
-    '--video-publishers', '1', '--audio-publishers', '1', '--subscribers', '2', '--duration', '90', '--quiet', '--json', json], { stdio: 'ignore' });
+    '--video-publishers', '1', '--audio-publishers', '1', '--subscribers', '2', '--duration', '110', '--quiet', '--json', json], { stdio: 'ignore' });
   // The load tester's series counts seconds from its start, about when it is spawned.
   const spawnedAt = Date.now();
   const since = () => (Date.now() - spawnedAt) / 1000;
@@ -138,10 +138,20 @@ test('abuse against the whole system: each case contained, the call beside it un
   assert.equal(slow.connected, 100);
   assert.equal(slow.closed, slow.connected, 'every stalled request closed');
 
-  // 2000 TCP connections that never start TLS.
-  const tcp = await measure('silent_tcp_2000', () => held(2000, () => net.connect({ host, port }), 20000));
+  // 2000 TCP connections that never start TLS. A burst beyond the listen backlog (1024)
+  // leaves some half-open on the client's side until the kernel completes them, and the
+  // server then gives those their own handshake deadline: what must hold is that the
+  // server's descriptors go back to what they were.
+  const fds = () => fs.readdirSync(`/proc/${pids.control}/fd`).length;
+  const fdsBefore = fds();
+  const tcp = await measure('silent_tcp_2000', async () => {
+    const r = await held(2000, () => net.connect({ host, port }), 20000);
+    await waitFor(() => fds() <= fdsBefore + 20, { timeout: 20000, interval: 500, what: 'the control plane back to its descriptors' }).catch(() => {});
+    return { ...r, server_fds_after_minus_before: fds() - fdsBefore };
+  });
   assert.ok(tcp.connected >= 1800, `${tcp.connected} of 2000 connected`);
-  assert.equal(tcp.closed, tcp.connected, 'every silent TCP connection closed');
+  assert.ok(tcp.closed >= 0.9 * tcp.connected, `${tcp.closed} of ${tcp.connected} closed by the server`);
+  assert.ok(tcp.server_fds_after_minus_before <= 20, `the control plane holds ${tcp.server_fds_after_minus_before} more descriptors than before`);
 
   // 20,000 STUN bindings with made-up credentials at each media port.
   await measure('spoofed_stun_20000', async () => {
