@@ -12,7 +12,7 @@ import os from 'node:os';
 import path from 'node:path';
 import tls from 'node:tls';
 import https from 'node:https';
-import { bin, startSystem, waitFor } from './harness.js';
+import { bin, cpuTicks, startSystem, waitFor } from './harness.js';
 
 const sleep = (ms) => new Promise((r) => setTimeout(r, ms));
 const TICK = 100; // clock ticks per second (Linux's USER_HZ)
@@ -21,9 +21,7 @@ const TICK = 100; // clock ticks per second (Linux's USER_HZ)
 function usage(pid) {
   const status = fs.readFileSync(`/proc/${pid}/status`, 'utf8');
   const rss = Number(/VmRSS:\s+(\d+)/.exec(status)[1]);
-  const stat = fs.readFileSync(`/proc/${pid}/stat`, 'utf8');
-  const f = stat.slice(stat.lastIndexOf(')') + 2).split(' ');
-  return { rss, cpu: (Number(f[11]) + Number(f[12])) / TICK };
+  return { rss, cpu: cpuTicks(pid) / TICK };
 }
 
 /// Opens `n` connections with `open` (each reads what it is sent and says nothing more), and

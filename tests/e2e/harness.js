@@ -66,7 +66,8 @@ export function basic(sys) {
   return `Basic ${Buffer.from(`${sys.apiKey}:${sys.apiSecret}`).toString('base64')}`;
 }
 
-function cpuTicks(pid) {
+/// utime + stime of a process, in clock ticks.
+export function cpuTicks(pid) {
   const stat = fs.readFileSync(`/proc/${pid}/stat`, 'utf8');
   const fields = stat.slice(stat.lastIndexOf(')') + 2).split(' ');
   return Number(fields[11]) + Number(fields[12]); // utime + stime

@@ -50,9 +50,10 @@ impl Core {
                 Allotted::Paused => None,
                 Allotted::UpTo(cap) | Allotted::Base(cap) => asked.map(|a| if rank(a) <= rank(cap) { a } else { cap }),
             };
+            let target = desired.and_then(|d| nearest_live(live, all, d));
             // The allocation may allow only the base temporal layer; the subscriber's frame
             // rate may allow fewer layers than the one it gets sends.
-            let layer = desired.and_then(|d| nearest_live(live, all, d)).and_then(|slot| track.layers.get(usize::from(slot)));
+            let layer = target.and_then(|slot| track.layers.get(usize::from(slot)));
             let by_fps = down.settings.max_fps.zip(layer).and_then(|(fps, l)| l.tid_for_fps(fps));
             let by_bandwidth = matches!(down.allotted, Allotted::Base(_)).then_some(0);
             down.max_tid = by_bandwidth.into_iter().chain(by_fps).min();
@@ -63,7 +64,7 @@ impl Core {
                     self.out.events.push(LinkEvent::TrackPaused { session: s.id.clone(), publisher: p.id.clone(), track: track.mid.to_string(), paused });
                 }
             }
-            (desired, desired.and_then(|d| nearest_live(live, all, d)))
+            (desired, target)
         };
         down.desired = desired;
         if down.selector.target() != target {
