@@ -1,5 +1,6 @@
 //! Tokens revoked by a kick: every token of the kicked identity for that room issued up to
-//! the kick is refused until it would have expired. A token minted after the kick works.
+//! the kick is refused until it would have expired. A token minted in a later second works:
+//! `iat` counts whole seconds, so one minted in the kick's own second is refused as well.
 
 use std::collections::HashMap;
 

@@ -357,6 +357,7 @@ fn run(mut args: RunArgs) -> anyhow::Result<i32> {
             t: now.duration_since(epoch).as_secs_f64(),
             tx_pps: (t.sent - last.1.sent) as f64 / dt,
             rx_pps: rx / dt,
+            rx_fps: (t.frames - last.1.frames) as f64 / dt,
             loss: if rx + lost > 0.0 { lost / (rx + lost) } else { 0.0 },
             server_cpu_pct: (cpu.saturating_sub(last.2)) as f64 / tck / dt * 100.0,
             loadtest_cpu_pct: (mine.saturating_sub(last.3)) as f64 / tck / dt * 100.0,

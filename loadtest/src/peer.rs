@@ -497,7 +497,11 @@ impl Conn {
                         if stamp.layer != stats::AUDIO_LAYER {
                             let keyframe = if st.codec == VideoCodec::Vp8 { vp8::keyframe_size(&p.payload) } else { None };
                             let receiver = &st.receiver;
-                            st.tracks.entry((stamp.source, ssrc)).or_insert_with(|| TrackRx::new(receiver, stamp.source, ssrc)).record(p.payload.len(), keyframe, stamp.layer);
+                            let track = st.tracks.entry((stamp.source, ssrc)).or_insert_with(|| TrackRx::new(receiver, stamp.source, ssrc));
+                            track.record(p.payload.len(), keyframe, stamp.layer);
+                            if track.frames.packet(*p.seq_no, p.header.marker) {
+                                Counters::bump(&ctx.counters.frames, 1);
+                            }
                         }
                         let c = &ctx.counters;
                         Counters::bump(&c.received, 1);

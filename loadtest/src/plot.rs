@@ -14,6 +14,8 @@ pub struct Sample {
     pub tx_pps: f64,
     /// Packets received per second by the load tester.
     pub rx_pps: f64,
+    /// Video frames received whole per second (all receivers together).
+    pub rx_fps: f64,
     /// Fraction of packets lost in this interval.
     pub loss: f64,
     /// Server CPU in percent of one core.

@@ -25,6 +25,8 @@ pub struct Counters {
     pub connected: AtomicU64,
     /// Connections that failed.
     pub failed: AtomicU64,
+    /// Video frames received whole (see [`Frames`]).
+    pub frames: AtomicU64,
 }
 
 impl Counters {
@@ -49,6 +51,8 @@ pub struct Totals {
     pub connected: u64,
     /// Failed.
     pub failed: u64,
+    /// Video frames received whole.
+    pub frames: u64,
 }
 
 /// Sums the counters of all threads.
@@ -61,6 +65,7 @@ pub fn totals(all: &[std::sync::Arc<Counters>]) -> Totals {
         t.lost += c.lost.load(Relaxed);
         t.connected += c.connected.load(Relaxed);
         t.failed += c.failed.load(Relaxed);
+        t.frames += c.frames.load(Relaxed);
     }
     t
 }
@@ -245,12 +250,51 @@ pub struct TrackRx {
     pub by_layer: BTreeMap<u8, u64>,
     /// Resolution of the latest keyframe.
     pub current: Resolution,
+    /// Frames that arrived whole.
+    pub frames: Frames,
+}
+
+/// Counts the video frames that arrive whole: every packet after the previous frame's last
+/// (marker) packet up to this frame's marker arrived in order, with no gap. What a decoder
+/// could decode without waiting for a retransmission; the frame in progress at the start
+/// does not count.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct Frames {
+    /// Frames that arrived whole.
+    pub whole: u64,
+    /// Sequence number expected next, once one packet arrived.
+    next: Option<u64>,
+    /// The frame in progress lost or reordered a packet (or began before the first packet).
+    broken: bool,
+}
+
+impl Default for Frames {
+    fn default() -> Self {
+        Self { whole: 0, next: None, broken: true }
+    }
+}
+
+impl Frames {
+    /// Counts one packet with (extended) sequence number `seq`; true when it completes a whole frame.
+    pub fn packet(&mut self, seq: u64, marker: bool) -> bool {
+        if self.next.is_some_and(|n| n != seq) {
+            self.broken = true;
+        }
+        self.next = Some(seq.wrapping_add(1));
+        if !marker {
+            return false;
+        }
+        let whole = !self.broken;
+        self.broken = false;
+        self.whole += u64::from(whole);
+        whole
+    }
 }
 
 impl TrackRx {
     /// An empty record.
     pub fn new(receiver: &str, source: u32, ssrc: u32) -> Self {
-        Self { receiver: receiver.into(), source, ssrc, packets: 0, bytes: 0, keyframes: 0, by_resolution: BTreeMap::new(), by_layer: BTreeMap::new(), current: (0, 0) }
+        Self { receiver: receiver.into(), source, ssrc, packets: 0, bytes: 0, keyframes: 0, by_resolution: BTreeMap::new(), by_layer: BTreeMap::new(), current: (0, 0), frames: Frames::default() }
     }
 
     /// Counts one packet of `bytes` sent on `layer`; `keyframe` is the size a keyframe start announces.
@@ -307,6 +351,8 @@ pub struct TrackReport {
     pub packets: u64,
     /// Keyframes.
     pub keyframes: u64,
+    /// Frames that arrived whole.
+    pub frames: u64,
     /// Packets by keyframe resolution ("WxH"; "unknown" before the first keyframe).
     pub by_resolution: BTreeMap<String, u64>,
     /// Packets by the rid they were sent on.
@@ -372,7 +418,7 @@ pub fn layer_report(tracks: &[TrackRx], sent: &[SentLayers], rid: impl Fn(u8) ->
         }
         let last_resolution = resolution_name(t.current);
         *r.tracks_by_last_resolution.entry(last_resolution.clone()).or_default() += 1;
-        r.tracks.push(TrackReport { receiver: t.receiver.clone(), publisher, ssrc: t.ssrc, packets: t.packets, keyframes: t.keyframes, by_resolution, by_rid, last_resolution });
+        r.tracks.push(TrackReport { receiver: t.receiver.clone(), publisher, ssrc: t.ssrc, packets: t.packets, keyframes: t.keyframes, frames: t.frames.whole, by_resolution, by_rid, last_resolution });
     }
     r.tracks.sort_by(|a, b| (&a.receiver, &a.publisher, a.ssrc).cmp(&(&b.receiver, &b.publisher, b.ssrc)));
     r
@@ -412,6 +458,25 @@ mod tests {
         // A codec header longer than its area is cut, never spills into the serial.
         let p = prefix(&[0xaa; 40], 1, 0);
         assert_eq!(&p[CODEC_AREA..], &[0, 0, 0, 1, 0]);
+    }
+
+    #[test]
+    fn only_frames_whole_and_in_order_count() {
+        let mut f = Frames::default();
+        // Joined mid-frame: that frame does not count; the next two do.
+        assert!(!f.packet(10, true));
+        assert!(!f.packet(11, false));
+        assert!(f.packet(12, true));
+        assert!(f.packet(13, true));
+        // A gap breaks the frame it falls in, and only that one.
+        assert!(!f.packet(15, false));
+        assert!(!f.packet(16, true));
+        assert!(f.packet(17, true));
+        // A late packet (reordered or retransmitted) breaks the frame too.
+        assert!(!f.packet(19, false));
+        assert!(!f.packet(18, false));
+        assert!(!f.packet(20, true));
+        assert_eq!(f.whole, 3);
     }
 
     #[test]

@@ -1,7 +1,9 @@
 // Abuse against the whole `local` system (the real control plane, media plane and relay
 // binaries), with a normal call beside it: a load-tester publisher and subscribers that must
-// see no loss and no drop in their packet rate while each case runs. Every case is bounded,
-// and each reports the servers' memory growth and CPU time (FIGURE lines).
+// see no loss and no drop in their packet rate or in the video frames they receive whole
+// while each case runs. Every case is bounded, and each reports the servers' memory growth
+// and CPU time (FIGURE lines). The relay's cases run against its binary, with a relayed
+// client beside them, in `relay/tests/abuse.rs`.
 import { test } from 'node:test';
 import assert from 'node:assert/strict';
 import { spawn } from 'node:child_process';
@@ -12,7 +14,10 @@ import os from 'node:os';
 import path from 'node:path';
 import tls from 'node:tls';
 import https from 'node:https';
-import { bin, cpuTicks, startSystem, waitFor } from './harness.js';
+import { basic, bin, cpuTicks, request, startSystem, waitFor } from './harness.js';
+import { publisherOffer } from './offer.js';
+import { createRoom, mintToken } from './whipwhep.js';
+import { openWs } from './wsclient.js';
 
 const sleep = (ms) => new Promise((r) => setTimeout(r, ms));
 const TICK = 100; // clock ticks per second (Linux's USER_HZ)
@@ -82,8 +87,101 @@ function spoofedBinding() {
   return Buffer.concat([head, attrs]);
 }
 
+/// The room of the call beside (the load tester names it) and its participants.
+async function callRoom(sys) {
+  const rooms = (await request(sys, 'GET', '/api/rooms', { headers: { authorization: basic(sys) } })).json;
+  const name = rooms.find((r) => r.num_participants >= 4).name;
+  const room = (await request(sys, 'GET', `/api/rooms/${name}`, { headers: { authorization: basic(sys) } })).json;
+  return { name, core: room.core, sessions: room.participants.map((p) => p.session).sort() };
+}
+
+/// `DELETE urlPath` with a bearer token; resolves with the status.
+async function deleteWith(sys, urlPath, token) {
+  return (await request(sys, 'DELETE', urlPath, { headers: { authorization: `Bearer ${token}` } })).status;
+}
+
+/// A viewer of the call, with its own subscribe-only token, tries to end each participant's
+/// session by every WHIP/WHEP resource URL it can form from the ids it sees. A WHIP publisher
+/// in the room (whose resource URL carries its secret) is among them, and ends its own session.
+async function viewerDeletesSessions(sys) {
+  const { name, sessions } = await callRoom(sys);
+  const viewer = await mintToken(sys, name, 'abuse-viewer', { can_publish: false });
+  const whip = await request(sys, 'POST', `/whip/${name}`, { headers: { authorization: `Bearer ${await mintToken(sys, name, 'abuse-whip', {})}`, 'content-type': 'application/sdp' }, body: publisherOffer() });
+  assert.equal(whip.status, 201, whip.body);
+  const own = whip.headers.location;
+  const whipSession = own.split('/')[3];
+  const statuses = {};
+  for (const session of [...sessions, whipSession]) {
+    for (const kind of ['whip', 'whep']) {
+      for (const url of [`/${kind}/${name}/${session}`, `/${kind}/${name}/${session}/${'0'.repeat(32)}`]) {
+        const st = await deleteWith(sys, url, viewer);
+        statuses[st] = (statuses[st] || 0) + 1;
+      }
+    }
+  }
+  const still = (await callRoom(sys)).sessions;
+  const survivors = [...sessions, whipSession].filter((x) => still.includes(x)).length;
+  const ownDelete = await deleteWith(sys, own, await mintToken(sys, name, 'abuse-whip2', {}));
+  const gone = !(await callRoom(sys)).sessions.includes(whipSession);
+  return { attempts: Object.values(statuses).reduce((a, b) => a + b, 0), s401: statuses[401] || 0, s404: statuses[404] || 0, other: Object.entries(statuses).filter(([k]) => k !== '401' && k !== '404').length, survivors, targets: sessions.length + 1, own_delete: ownDelete, whip_gone: gone };
+}
+
+/// A participant joins the call's room by `/ws`, is kicked through the API, and tries to come
+/// back with the same token; a token minted after the kick works.
+async function kickedRejoins(sys) {
+  const { name } = await callRoom(sys);
+  const token = await mintToken(sys, name, 'abuse-mallory', {});
+  const ws = await openWs(sys);
+  ws.send({ type: 'join', token });
+  await ws.next((m) => m.type === 'joined');
+  const kick = (await request(sys, 'DELETE', `/api/rooms/${name}/participants/abuse-mallory`, { headers: { authorization: basic(sys) } })).status;
+  const kicked = await ws.next((m) => m.type === 'error');
+  await waitFor(() => ws.closed, { timeout: 5000, what: 'the kicked connection closed' });
+  const again = await openWs(sys);
+  again.send({ type: 'join', token });
+  const refused = await again.next((m) => m.type === 'joined' || m.type === 'error');
+  again.close();
+  // `iat` counts whole seconds: a token minted in the kick's own second is refused too.
+  await sleep(1100);
+  const fresh = await openWs(sys);
+  fresh.send({ type: 'join', token: await mintToken(sys, name, 'abuse-mallory', {}) });
+  const back = await fresh.next((m) => m.type === 'joined' || m.type === 'error');
+  fresh.send({ type: 'leave' });
+  await waitFor(() => fresh.closed, { timeout: 5000, what: 'the leave closed the connection' });
+  return { kick, kicked: kicked.code, rejoin: refused.type === 'error' ? refused.code : refused.type, fresh_token: back.type };
+}
+
+/// A join to the room that the debug-only trigger (`MEDIA_PLANE_PANIC_ROOM`) names panics its
+/// core: the join fails at once, the process stays, and the restarted core takes a new join.
+/// Twice, so that the second round shows what a panic costs in memory once the first has paid
+/// for what is loaded only once (the backtrace's symbols, when `RUST_BACKTRACE` is set).
+async function corePanics(sys, room, mediaPid) {
+  await createRoom(sys, room);
+  const offer = (r, who) => mintToken(sys, r, who, {}).then((t) => request(sys, 'POST', `/whip/${r}`, { headers: { authorization: `Bearer ${t}`, 'content-type': 'application/sdp' }, body: publisherOffer() }));
+  const rounds = [];
+  for (const round of [1, 2]) {
+    const rss = usage(mediaPid).rss;
+    const t0 = Date.now();
+    const failed = await offer(room, `abuse-panic-${round}`);
+    const failMs = Date.now() - t0;
+    const after = `${room}-after-${round}`;
+    await createRoom(sys, after);
+    const joined = await offer(after, 'abuse-after');
+    if (joined.status === 201) await deleteWith(sys, joined.headers.location, await mintToken(sys, after, 'abuse-after2', {}));
+    rounds.push({ status: failed.status, ms: failMs, after: joined.status, rss_growth_kib: usage(mediaPid).rss - rss });
+  }
+  const log = sys.output().replace(/\x1b\[[0-9;]*m/g, '');
+  const cores = [...log.matchAll(new RegExp(`room placed room=${room} .*?core=(\\d+)`, 'g'))].map((m) => Number(m[1]));
+  return {
+    join_status: rounds.map((r) => r.status).join('/'), join_failed_ms: Math.max(...rounds.map((r) => r.ms)), cores: cores.join('/'),
+    after_status: rounds.map((r) => r.after).join('/'), first_rss_growth_kib: rounds[0].rss_growth_kib, second_rss_growth_kib: rounds[1].rss_growth_kib,
+    same_process: sys.mediaPid() === mediaPid,
+  };
+}
+
 test('abuse against the whole system: each case contained, the call beside it undisturbed', { timeout: 200000 }, async (t) => {
-  const sys = await startSystem();
+  const panicRoom = 'abuse-panic';
+  const sys = await startSystem({ env: { MEDIA_PLANE_PANIC_ROOM: panicRoom } });
   t.after(() => sys.stop());
   const pids = { control: sys.proc.pid, media: sys.mediaPid() };
   assert.ok(pids.media, 'the media plane runs');
@@ -167,6 +265,31 @@ test('abuse against the whole system: each case contained, the call beside it un
     return { sent };
   });
 
+  // A viewer tries to end the sessions of everyone it sees.
+  const del = await measure('viewer_deletes_sessions', () => viewerDeletesSessions(sys));
+  assert.equal(del.other, 0, 'every attempt is refused with 401 (no API key) or 404 (no such resource)');
+  assert.equal(del.survivors, del.targets, 'every session survives the viewer');
+  assert.equal(del.own_delete, 200, 'the WHIP publisher ends its own session by its resource URL');
+  assert.ok(del.whip_gone, 'and it is gone');
+
+  // A kicked participant comes back with its token.
+  const kick = await measure('kicked_rejoins', () => kickedRejoins(sys));
+  assert.deepEqual(kick, { kick: 204, kicked: 'kicked', rejoin: 'token_revoked', fresh_token: 'joined' });
+
+  // A media core panics on purpose, on the core that the call does not use.
+  if (mediaPorts.length >= 2) {
+    const callCore = (await callRoom(sys)).core;
+    const panic = await measure('core_panic', () => corePanics(sys, panicRoom, pids.media));
+    assert.ok(panic.cores.split('/').length === 2 && !panic.cores.split('/').includes(String(callCore)), `the panicking room sat on the other core both times (${panic.cores}; the call's: ${callCore})`);
+    assert.equal(panic.join_status, '503/503', 'each join that panicked its core fails');
+    assert.ok(panic.join_failed_ms < 5000, `and fails at once (${panic.join_failed_ms} ms)`);
+    assert.ok(panic.same_process, 'the media plane did not exit');
+    assert.equal(panic.after_status, '201/201', 'the restarted core takes a new join');
+    assert.ok(panic.second_rss_growth_kib < 16 * 1024, `a panic costs ${panic.second_rss_growth_kib} KiB of memory`);
+  } else {
+    console.log('core_panic skipped: one media core, and the call would share it');
+  }
+
   // 300 anonymous token requests without the invite, or with a guessed one: none gets a
   // token; after the first 20 failures that address gets 429 before any work. Another
   // address with the invite still gets its token.
@@ -196,11 +319,19 @@ test('abuse against the whole system: each case contained, the call beside it un
     const s = series.filter((x) => x.t >= a && x.t < b);
     return s.length ? s.reduce((n, x) => n + x.rx_pps, 0) / s.length : 0;
   };
+  const fps = (a, b) => {
+    const s = series.filter((x) => x.t >= a && x.t < b);
+    return s.length ? s.reduce((n, x) => n + x.rx_fps, 0) / s.length : 0;
+  };
   const calm = rate(3, windows[0].from - 0.5);
+  const calmFps = fps(3, windows[0].from - 0.5);
+  assert.ok(calmFps > 0, 'the call receives whole video frames');
   for (const w of windows) {
     const during = rate(w.from, w.to);
-    console.log(`FIGURE abuse_${w.name}_call rx_pps_before=${calm.toFixed(0)} rx_pps_during=${during.toFixed(0)}`);
+    const duringFps = fps(w.from, w.to);
+    console.log(`FIGURE abuse_${w.name}_call rx_pps_before=${calm.toFixed(0)} rx_pps_during=${during.toFixed(0)} frames_per_s_before=${calmFps.toFixed(1)} frames_per_s_during=${duringFps.toFixed(1)}`);
     assert.ok(during >= 0.9 * calm, `${w.name}: the call's rate fell from ${calm.toFixed(0)} to ${during.toFixed(0)} packets/s`);
+    assert.ok(duringFps >= 0.9 * calmFps, `${w.name}: the call's whole frames fell from ${calmFps.toFixed(1)} to ${duringFps.toFixed(1)} a second`);
   }
   fs.rmSync(dir, { recursive: true, force: true });
 });
