@@ -353,3 +353,51 @@ fn silent_tls_connections_get_their_share_then_the_handshake_deadline() {
     assert_eq!((at_once, at_deadline), (200, 100));
     normal_client_relays(port);
 }
+
+#[test]
+fn twenty_thousand_refreshes_and_permissions_on_one_allocation_cost_the_relay_little() {
+    let (relay_proc, port) = relay(&["--allow-loopback-peers"]);
+    let pid = relay_proc.0.id();
+    let mut c = Client::new(port);
+    c.allocate();
+    let peer = UdpSocket::bind("127.0.0.1:0").unwrap().local_addr().unwrap();
+    let (rss0, cpu0) = (rss_kib(pid), cpu_secs(pid));
+    let t0 = Instant::now();
+    for i in 0..20_000u32 {
+        let code = if i % 2 == 0 { c.request(method::REFRESH, |b| b.u32(attr::LIFETIME, 600)).0 } else { c.permit(peer) };
+        assert_eq!(code, None, "request {i}");
+        if i % 5000 == 0 {
+            normal_client_relays(port);
+        }
+    }
+    let (took, cpu) = (t0.elapsed(), cpu_secs(pid) - cpu0);
+    // Nothing is left to work through at the deadlines: the relay idles afterwards.
+    let cpu1 = cpu_secs(pid);
+    std::thread::sleep(Duration::from_secs(2));
+    let idle = cpu_secs(pid) - cpu1;
+    let growth = rss_kib(pid).saturating_sub(rss0);
+    println!("FIGURE relay_refresh_flood requests=20000 wall_s={:.2} cpu_s={cpu:.2} idle_cpu_s_after={idle:.2} rss_growth_kib={growth}", took.as_secs_f64());
+    assert!(cpu < 5.0, "20,000 requests cost the relay {cpu:.2} s of CPU");
+    assert!(idle < 0.2, "the relay idles after them ({idle:.2} s in 2 s)");
+    assert!(growth < 8 * 1024, "no memory kept per request: {growth} KiB");
+    normal_client_relays(port);
+}
+
+#[test]
+fn create_permission_to_each_denied_range_is_refused_by_the_binary() {
+    // The default policy: no --allow-loopback-peers.
+    let (_relay, port) = relay(&[]);
+    let mut c = Client::new(port);
+    let relayed = c.allocate();
+    let denied = ["127.0.0.1:9", "10.1.2.3:9", "172.16.0.1:9", "192.168.1.1:9", "100.64.0.1:9", "169.254.169.254:80", "198.18.0.1:9", "198.19.200.1:9", "224.0.0.251:9", "239.255.255.250:9", "255.255.255.255:9", "0.0.0.0:9"];
+    let mut codes = Vec::new();
+    for p in denied.iter().map(|p| p.parse::<SocketAddr>().unwrap()).chain([relayed, SocketAddr::from(([127, 0, 0, 1], port))]) {
+        codes.push((p, c.permit(p)));
+    }
+    println!("FIGURE relay_denied_peers tried={} refused_403={}", codes.len(), codes.iter().filter(|(_, code)| *code == Some(403)).count());
+    for (p, code) in &codes {
+        assert_eq!(*code, Some(403), "{p}");
+    }
+    // A public peer is allowed, and the allocation still works.
+    assert_eq!(c.permit("8.8.8.8:53".parse().unwrap()), None, "a public peer");
+}

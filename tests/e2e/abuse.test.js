@@ -70,10 +70,10 @@ function askToken(sys, form, from = '127.0.0.1') {
   });
 }
 
-/// A STUN Binding request with a random ICE username: what a spoofer without the session's
-/// credentials can send.
-function spoofedBinding() {
-  const user = Buffer.from(`${Math.random().toString(36).slice(2, 10)}:${Math.random().toString(36).slice(2, 10)}`);
+/// A STUN Binding request with a made-up MESSAGE-INTEGRITY, to the session whose ICE ufrag is
+/// `serverUfrag` (random by default): what a spoofer without the session's password can send.
+function spoofedBinding(serverUfrag = Math.random().toString(36).slice(2, 10)) {
+  const user = Buffer.from(`${serverUfrag}:${Math.random().toString(36).slice(2, 10)}`);
   const pad = (4 - (user.length % 4)) % 4;
   const attrs = Buffer.concat([
     Buffer.from([0x00, 0x06, 0x00, user.length]), user, Buffer.alloc(pad),
@@ -263,6 +263,25 @@ test('abuse against the whole system: each case contained, the call beside it un
     await sleep(500);
     sock.close();
     return { sent };
+  });
+
+  // 20,000 bindings that name a real session's ufrag (the attacker's own WHIP session, whose
+  // answer it read) with a made-up MESSAGE-INTEGRITY: each is checked, and none is learned.
+  await measure('known_ufrag_stun_20000', async () => {
+    const { name } = await callRoom(sys);
+    const whip = await request(sys, 'POST', `/whip/${name}`, { headers: { authorization: `Bearer ${await mintToken(sys, name, 'abuse-ufrag', {})}`, 'content-type': 'application/sdp' }, body: publisherOffer() });
+    assert.equal(whip.status, 201, whip.body);
+    const ufrag = /a=ice-ufrag:(\S+)/.exec(whip.body)[1];
+    const port = Number(/a=candidate:\S+ 1 udp \d+ 127\.0\.0\.1 (\d+) typ host/i.exec(whip.body)[1]);
+    const sock = dgram.createSocket('udp4');
+    for (let i = 0; i < 20000; i++) {
+      sock.send(spoofedBinding(ufrag), port, host);
+      if (i % 500 === 0) await sleep(5);
+    }
+    await sleep(500);
+    sock.close();
+    const status = await deleteWith(sys, whip.headers.location, await mintToken(sys, name, 'abuse-ufrag2', {}));
+    return { sent: 20000, port, session_deleted: status };
   });
 
   // A viewer tries to end the sessions of everyone it sees.
