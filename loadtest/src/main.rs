@@ -5,6 +5,7 @@
 
 mod bucket;
 mod engine;
+mod h264;
 mod http;
 mod peer;
 mod plot;
@@ -116,7 +117,7 @@ struct RunArgs {
     /// Video codec.
     #[arg(long, value_enum)]
     codec: Option<VideoCodec>,
-    /// Simulcast: rids l, m, h at 1/16, 1/4 and all of the bitrate (VP8; ours, whip, janus).
+    /// Simulcast: rids l, m, h at 1/16, 1/4 and all of the bitrate (VP8 or H.264; ours, whip, janus).
     #[arg(long)]
     simulcast: Option<bool>,
     /// Receive-side bandwidth cap per subscriber, kbit/s (the peer drops what exceeds it).

@@ -24,6 +24,7 @@ use crate::scenario::{Scenario, VideoCodec};
 use crate::bucket::TokenBucket;
 use crate::stats::{self, Counters, SentLayers, Sink, Stream, TrackRx};
 use crate::view::View;
+use crate::h264;
 use crate::vp8::{self, Vp8Stream};
 
 /// The WebSocket of our signaling protocol.
@@ -188,12 +189,19 @@ impl MediaSpec {
 
     /// The codec header of one video packet that the SFU's parsers accept: for VP8 a full
     /// descriptor and, at a frame start, the payload header (a keyframe announcing the layer's
-    /// size); for H.264 and VP9 a fixed delta-frame start.
-    fn codec_header(&self, vp8: &Vp8Stream, frame_start: bool, keyframe: bool, frame_bytes: usize) -> [u8; vp8::HEADER_LEN] {
+    /// size); for H.264 a keyframe's first packet is a STAP-A with an SPS announcing the
+    /// layer's size, and every other packet a non-IDR slice start; for VP9 a fixed
+    /// delta-frame start.
+    fn codec_header(&self, vp8: &Vp8Stream, layer: &Layer, frame_start: bool, keyframe: bool, frame_bytes: usize) -> [u8; vp8::HEADER_LEN] {
         let mut h = [0u8; vp8::HEADER_LEN];
         match self.codec {
             VideoCodec::Vp8 => h = vp8.header(frame_start, keyframe, frame_bytes.saturating_sub(vp8::HEADER_LEN)),
-            VideoCodec::H264 => h[..2].copy_from_slice(&[0x41, 0x9a]),
+            VideoCodec::H264 if frame_start && keyframe => {
+                let start = h264::keyframe_start(layer.width, layer.height);
+                let n = start.len().min(h.len());
+                h[..n].copy_from_slice(&start[..n]);
+            }
+            VideoCodec::H264 => h[..2].copy_from_slice(&h264::DELTA_START),
             VideoCodec::Vp9 => h[0] = 0x0c,
         }
         h
@@ -411,7 +419,7 @@ impl Conn {
                                 let rid = self.spec.simulcast.then(|| Rid::from(layer.rid));
                                 for p in 0..packets {
                                     rtp_seq_v[index] += 1;
-                                    let header = self.spec.codec_header(&vp8_state[index], p == 0, keyframe, frame_bytes);
+                                    let header = self.spec.codec_header(&vp8_state[index], layer, p == 0, keyframe, frame_bytes);
                                     let prefix = stats::prefix(&header, source, index as u8);
                                     let payload = synth(bytes, &prefix, rtp_seq_v[index], ctx.epoch, now);
                                     if let Some(tx) = self.rtc.direct_api().stream_tx_by_mid(mid, rid) {
@@ -495,7 +503,11 @@ impl Conn {
                         let stream = st.streams.entry((ssrc, stamp.layer)).or_insert_with(|| Stream::new(key, stamp.seq, now_ns, stamp.sent_ns));
                         let lost = sink.record(stream, stamp.seq, stamp.sent_ns, now_ns);
                         if stamp.layer != stats::AUDIO_LAYER {
-                            let keyframe = if st.codec == VideoCodec::Vp8 { vp8::keyframe_size(&p.payload) } else { None };
+                            let keyframe = match st.codec {
+                                VideoCodec::Vp8 => vp8::keyframe_size(&p.payload),
+                                VideoCodec::H264 => h264::keyframe_size(&p.payload),
+                                VideoCodec::Vp9 => None,
+                            };
                             let receiver = &st.receiver;
                             let track = st.tracks.entry((stamp.source, ssrc)).or_insert_with(|| TrackRx::new(receiver, stamp.source, ssrc));
                             track.record(p.payload.len(), keyframe, stamp.layer);
@@ -577,14 +589,30 @@ mod tests {
         let low = LAYERS[0];
         let vp8 = Vp8Stream::new(low.width, low.height, 300, 9);
         let (packets, bytes) = spec.layer_frame(low.divisor);
-        let first = synth(bytes, &stats::prefix(&spec.codec_header(&vp8, true, true, packets as usize * bytes), 42, 0), 5, epoch, epoch);
+        let first = synth(bytes, &stats::prefix(&spec.codec_header(&vp8, &low, true, true, packets as usize * bytes), 42, 0), 5, epoch, epoch);
         assert!(str0m::format::detect_vp8_keyframe(&first));
         assert_eq!(vp8::keyframe_size(&first), Some((320, 180)));
         assert_eq!(str0m::rtp::Vp8Descriptor::parse(&first).ok().and_then(|d| d.picture_id()), Some(300));
         assert_eq!(stats::read_stamp(&first), Some(stats::Stamp { seq: 5, sent_ns: 0, source: 42, layer: 0 }));
-        let delta = synth(bytes, &stats::prefix(&spec.codec_header(&vp8, true, false, bytes), 42, 0), 6, epoch, epoch);
+        let delta = synth(bytes, &stats::prefix(&spec.codec_header(&vp8, &low, true, false, bytes), 42, 0), 6, epoch, epoch);
         assert!(!str0m::format::detect_vp8_keyframe(&delta));
         assert_eq!(stats::read_stamp(&delta).map(|s| s.seq), Some(6));
+    }
+
+    #[test]
+    fn h264_keyframes_start_with_an_sps_of_the_layer_size_before_the_stamp() {
+        let spec = MediaSpec::new(&Scenario { simulcast: true, codec: VideoCodec::H264, ..Default::default() });
+        let epoch = Instant::now();
+        let vp8 = Vp8Stream::new(0, 0, 0, 0);
+        for layer in LAYERS {
+            let (packets, bytes) = spec.layer_frame(layer.divisor);
+            let first = synth(bytes, &stats::prefix(&spec.codec_header(&vp8, &layer, true, true, packets as usize * bytes), 42, 1), 5, epoch, epoch);
+            assert!(str0m::format::detect_h264_nalu(&first, 7), "an SPS");
+            assert_eq!(h264::keyframe_size(&first), Some((layer.width, layer.height)));
+            assert_eq!(stats::read_stamp(&first).map(|s| (s.seq, s.layer)), Some((5, 1)));
+            let next = spec.codec_header(&vp8, &layer, false, true, bytes);
+            assert_eq!(h264::keyframe_size(&next), None, "only the keyframe's first packet");
+        }
     }
 
     #[test]

@@ -94,7 +94,7 @@ pub struct Scenario {
     pub audio_kbps: u64,
     /// Video codec.
     pub codec: VideoCodec,
-    /// Send three simulcast layers (rids l, m, h; VP8; not with the turn target).
+    /// Send three simulcast layers (rids l, m, h; VP8 or H.264; not with the turn target).
     pub simulcast: bool,
     /// Receive-side bandwidth cap of subscribers, kbit/s (0: none).
     pub subscriber_kbps: u64,
@@ -222,8 +222,8 @@ impl Scenario {
         if self.rooms == 0 || self.video_publishers + self.audio_publishers == 0 {
             return bad("need at least one room and one publisher".into());
         }
-        if self.simulcast && self.codec != VideoCodec::Vp8 {
-            return bad("simulcast needs codec vp8".into());
+        if self.simulcast && self.codec == VideoCodec::Vp9 {
+            return bad("simulcast needs codec vp8 or h264".into());
         }
         if self.capped_subscribers.is_some() && self.subscriber_kbps == 0 {
             return bad("capped_subscribers needs subscriber_kbps".into());
@@ -308,7 +308,8 @@ mod tests {
         for target in [TargetKind::Ours, TargetKind::Janus] {
             Scenario { target, simulcast: true, ..Default::default() }.validate().unwrap();
         }
-        assert!(Scenario { simulcast: true, codec: VideoCodec::H264, ..Default::default() }.validate().is_err());
+        Scenario { simulcast: true, codec: VideoCodec::H264, ..Default::default() }.validate().unwrap();
+        assert!(Scenario { simulcast: true, codec: VideoCodec::Vp9, ..Default::default() }.validate().is_err());
         let s: Scenario = toml::from_str("video_publishers = 3\naudio_publishers = 1\nsubscribers = 4\nview_tracks = 2\nview_size = \"640x360\"\nsubscriber_kbps = 300\ncapped_subscribers = 1").unwrap();
         s.validate().unwrap();
         assert_eq!(s.view_size.map(|v| (v.width, v.height)), Some((640, 360)));

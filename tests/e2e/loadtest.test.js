@@ -61,6 +61,17 @@ test('loadtest against our server: video + audio publishers, subscribers, plots;
   // 2 WHIP sessions, 2 WHEP sessions between the publishers, 2 for the subscriber.
   assert.equal(w.report.connected, 6);
 
+  // H.264 simulcast (each layer's keyframes start with an SPS of its size): subscribers that
+  // ask for 320x180 get the low layer, the others the top one, with continuous streams.
+  for (const [view, size, rid] of [[['--view-size', '320x180'], '320x180', 'l'], [[], '1280x720', 'h']]) {
+    const h = loadtest([...ours(sys), '--codec', 'h264', '--simulcast', 'true', '--video-publishers', '1', '--subscribers', '2', '--duration', '4', '--max-loss', '0', ...view], { sys });
+    assertClean(h, 2);
+    assert.deepEqual(h.report.layers.tracks_by_last_resolution, { [size]: 2 }, `H.264 subscribers${view.length ? ' viewing 320x180' : ''} end on ${size}`);
+    assert.deepEqual(Object.keys(h.report.layers.received_by_rid), [rid], `and receive only layer ${rid}`);
+    assert.ok(h.report.layers.tracks.every((x) => x.frames > 50), `frames arrive whole: ${h.report.layers.tracks.map((x) => x.frames)}`);
+    console.log(`FIGURE loadtest_h264_simulcast view=${size} packets=${h.report.packets_received} frames=${h.report.layers.tracks.map((x) => x.frames).join('/')}`);
+  }
+
   // Bad input: one clear error line and a non-zero exit, never a panic.
   const ca = path.join(sys.dataDir, 'certs', 'ca.pem');
   const bad = spawnSync(bin('loadtest'), ['--url', 'https://127.0.0.1:1', '--api-key', 'k', '--api-secret', 's', '--ca', ca], { encoding: 'utf8' });
@@ -161,8 +172,8 @@ test('loadtest against Janus VideoRoom (Debian janus in a network namespace): 1 
   assert.equal(sim.status, 0, 'simulcast run exits 0');
   assert.equal(sim.report.streams_received, 2);
   assert.ok(sim.report.packets_received > 300, `simulcast received ${sim.report.packets_received}`);
-  // Simulcast is VP8 only (every target); another codec is refused before any connection.
-  const refused = spawnSync(bin('loadtest'), ['--simulcast', 'true', '--codec', 'h264', '--api-key', 'k', '--api-secret', 's'], { encoding: 'utf8' });
-  assert.match(refused.stderr, /simulcast needs codec vp8/);
+  // Simulcast is VP8 or H.264 (every target); VP9 is refused before any connection.
+  const refused = spawnSync(bin('loadtest'), ['--simulcast', 'true', '--codec', 'vp9', '--api-key', 'k', '--api-secret', 's'], { encoding: 'utf8' });
+  assert.match(refused.stderr, /simulcast needs codec vp8 or h264/);
   console.log(`FIGURE loadtest_janus_smoke rx_pps=${r.report.rx_pps.toFixed(0)} p99_ms=${r.report.latency_ms.p99} server_cpu_s_per_million=${r.report.server_cpu_s_per_million_forwarded.toFixed(1)}`);
 });
