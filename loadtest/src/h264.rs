@@ -101,7 +101,7 @@ impl Bits {
     /// The low `n` bits of `v`, most significant first.
     fn put(&mut self, v: u32, n: u32) {
         for i in (0..n).rev() {
-            if self.used % 8 == 0 {
+            if self.used.is_multiple_of(8) {
                 self.bytes.push(0);
             }
             if (v >> i) & 1 == 1 {
