@@ -9,11 +9,19 @@ use crate::error::ApiError;
 use crate::placement::CoreLoad;
 use crate::secret;
 use crate::signal::{ClientTx, ServerMsg};
-use crate::state::{core_loads, pick_core, random_id, validate_name, Admission, App, Participant, Room, Via, RESOURCE_SECRET_LEN};
+use crate::state::{core_loads, pick_core, random_id, validate_name, Admission, App, Participant, Room, Via, AUDIENCE_SEPARATOR, RESOURCE_SECRET_LEN};
 use crate::token::{unix_now, Claims};
 
 /// Largest suffix tried for a distinct open-join identity (`name (2)` … `name (999)`).
 const MAX_NAME_SUFFIX: u32 = 999;
+
+/// Random characters of a WHEP player's identity suffix (62^8 values).
+const AUDIENCE_SUFFIX_LEN: usize = 8;
+
+/// The identity of one WHEP player whose token names `identity`: `identity~` and a random suffix.
+pub fn audience_identity(identity: &str) -> String {
+    format!("{identity}{AUDIENCE_SEPARATOR}{}", secret::random(AUDIENCE_SUFFIX_LEN))
+}
 
 impl App {
     /// Admits the holder of `claims` as a new session, creating and placing the room as needed.
@@ -54,10 +62,15 @@ impl App {
     /// The identity the new session gets, when the token fixes it. A token the operator
     /// signed replaces an older session of its identity and kind, as LiveKit does. An
     /// open-join token never replaces anyone: its name is made distinct when the session is
-    /// seated (None here), under the same lock.
+    /// seated (None here), under the same lock. A WHEP player never replaces anyone either:
+    /// one player URL and token usually serve a whole audience, so each player gets its own
+    /// identity, the token's with a random suffix ([`audience_identity`]).
     fn claim_identity(&self, claims: &Claims, via: Via) -> Result<Option<String>, ApiError> {
         if claims.open {
             return Ok(None);
+        }
+        if via == Via::Whep {
+            return Ok(Some(audience_identity(&claims.sub)));
         }
         let duplicate = {
             let st = self.lock();

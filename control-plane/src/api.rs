@@ -149,13 +149,13 @@ pub async fn create_token(
     Ok((StatusCode::CREATED, Json(serde_json::json!({ "token": token }))))
 }
 
-/// `DELETE /api/rooms/{room}/participants/{identity}`: disconnects every session of that identity and revokes its tokens issued so far.
+/// `DELETE /api/rooms/{room}/participants/{identity}`: disconnects every session of that identity (its WHEP players included) and revokes its tokens issued so far.
 pub async fn kick(State(app): State<Arc<App>>, headers: HeaderMap, Path((room, identity)): Path<(String, String)>) -> Result<StatusCode, ApiError> {
     check_basic(&app, &headers)?;
     let sessions: Vec<String> = {
         let st = app.lock();
         let r = st.rooms.get(&room).ok_or_else(|| ApiError::RoomNotFound(room.clone()))?;
-        r.participants.values().filter(|p| p.identity == identity).map(|p| p.session.clone()).collect()
+        r.participants.values().filter(|p| p.is_of(&identity)).map(|p| p.session.clone()).collect()
     };
     if sessions.is_empty() {
         return Err(ApiError::NotFound(format!("participant {identity}")));

@@ -71,7 +71,18 @@ pub struct Participant {
     pub core: u32,
 }
 
+/// Separates a token's identity from the suffix that a WHEP player's identity adds to it;
+/// unreserved in URLs, so that the identity can stand in an API path as it is.
+pub const AUDIENCE_SEPARATOR: char = '~';
+
 impl Participant {
+    /// Whether this session belongs to the token identity `identity`: it has that identity,
+    /// or it is a WHEP player of that identity (`identity~suffix`).
+    pub fn is_of(&self, identity: &str) -> bool {
+        self.identity == identity
+            || (self.via == Via::Whep && self.identity.strip_prefix(identity).is_some_and(|rest| rest.starts_with(AUDIENCE_SEPARATOR)))
+    }
+
     /// Public view.
     pub fn view(&self) -> ParticipantView {
         ParticipantView { identity: self.identity.clone(), session: self.session.clone(), via: self.via, tracks: self.tracks.clone(), joined_at: self.joined_at }

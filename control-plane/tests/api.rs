@@ -370,3 +370,46 @@ async fn committed_forwarding_refuses_a_crowd_before_its_media_flows() {
     assert_eq!(admitted, 9);
     healthy(&app).await;
 }
+
+#[tokio::test]
+async fn whep_players_sharing_one_token_each_get_their_own_session() {
+    let app = app_with_node(settings());
+    let b = basic();
+    call(&app, Method::POST, "/api/rooms", &[("authorization", &b), ("content-type", "application/json")], r#"{"name":"show"}"#).await;
+    let cam = format!("Bearer {}", token("show", "cam", Grants::default(), 60));
+    let r = call(&app, Method::POST, "/whip/show", &[("authorization", &cam), ("content-type", "application/sdp")], offer(true)).await;
+    assert_eq!(r.status, StatusCode::CREATED, "{}", r.body);
+    // One player URL and token for the whole audience.
+    let view = format!("Bearer {}", token("show", "audience", Grants { can_publish: false, ..Grants::default() }, 60));
+    let mut locations = Vec::new();
+    for _ in 0..5 {
+        let r = call(&app, Method::POST, "/whep/show?participant=cam", &[("authorization", &view), ("content-type", "application/sdp")], offer(false)).await;
+        assert_eq!(r.status, StatusCode::CREATED, "{}", r.body);
+        locations.push(r.headers.get(header::LOCATION).unwrap().to_str().unwrap().to_string());
+    }
+    let room = call(&app, Method::GET, "/api/rooms/show", &[("authorization", &b)], Body::empty()).await.json();
+    let players: Vec<String> = room["participants"].as_array().unwrap().iter().filter(|p| p["via"] == "whep").map(|p| p["identity"].as_str().unwrap().to_string()).collect();
+    assert_eq!(players.len(), 5, "no player replaced another: {players:?}");
+    assert!(players.iter().all(|p| p.starts_with("audience~") && p.len() == "audience~".len() + 8), "{players:?}");
+    let distinct: std::collections::BTreeSet<&String> = players.iter().collect();
+    assert_eq!(distinct.len(), 5, "each player has its own identity");
+    // Each player ends only its own session.
+    let r = call(&app, Method::DELETE, &locations[0], &[("authorization", &view)], Body::empty()).await;
+    assert_eq!(r.status, StatusCode::OK);
+    let room = call(&app, Method::GET, "/api/rooms/show", &[("authorization", &b)], Body::empty()).await.json();
+    assert_eq!(room["participants"].as_array().unwrap().iter().filter(|p| p["via"] == "whep").count(), 4);
+    // A WHIP publisher with the same token still replaces its older session.
+    let r = call(&app, Method::POST, "/whip/show", &[("authorization", &cam), ("content-type", "application/sdp")], offer(true)).await;
+    assert_eq!(r.status, StatusCode::CREATED);
+    let room = call(&app, Method::GET, "/api/rooms/show", &[("authorization", &b)], Body::empty()).await.json();
+    assert_eq!(room["participants"].as_array().unwrap().iter().filter(|p| p["via"] == "whip").count(), 1);
+    // Kicking the token's identity ends every player of it, and no one else.
+    let r = call(&app, Method::DELETE, "/api/rooms/show/participants/audience", &[("authorization", &b)], Body::empty()).await;
+    assert_eq!(r.status, StatusCode::NO_CONTENT);
+    let room = call(&app, Method::GET, "/api/rooms/show", &[("authorization", &b)], Body::empty()).await.json();
+    let left: Vec<&str> = room["participants"].as_array().unwrap().iter().map(|p| p["identity"].as_str().unwrap()).collect();
+    assert_eq!(left, ["cam"]);
+    let r = call(&app, Method::POST, "/whep/show?participant=cam", &[("authorization", &view), ("content-type", "application/sdp")], offer(false)).await;
+    assert_eq!((r.status, r.code().as_str()), (StatusCode::UNAUTHORIZED, "token_revoked"), "the kick revoked the shared token");
+    healthy(&app).await;
+}

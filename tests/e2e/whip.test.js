@@ -145,3 +145,37 @@ test('a WHEP player keeps playing when its WHIP broadcaster reconnects', { timeo
     throw e;
   }
 });
+
+test('five WHEP players that share one token all play at once', { timeout: 120000 }, async (t) => {
+  const { sys, browser } = await withSystem(t);
+  try {
+    const room = 'whep-audience';
+    await createRoom(sys, room);
+    const publisher = await sdpPage(browser, sys);
+    const pub = await publishWhip(publisher, room, await mintToken(sys, room, 'encoder', { can_subscribe: false }));
+    assert.equal(pub.status, 201, JSON.stringify(pub));
+    // One player URL and token, as a broadcast page hands to its whole audience.
+    const shared = await mintToken(sys, room, 'audience', { can_publish: false });
+    const players = [];
+    for (let i = 0; i < 5; i++) {
+      const page = await sdpPage(browser, sys);
+      const play = await playWhep(page, room, shared);
+      assert.equal(play.status, 201, JSON.stringify(play));
+      players.push(page);
+    }
+    const frames = async () => Promise.all(players.map(async (p) => (await inbound(p)).frames));
+    await waitFor(async () => (await frames()).every((f) => f > 10), { what: 'frames on every player', timeout: 30000 });
+    const f1 = await frames();
+    await sleep(2000);
+    const f2 = await frames();
+    assert.ok(f2.every((f, i) => f > f1[i] + 10), `every player keeps decoding (${f1} -> ${f2})`);
+    const info = await request(sys, 'GET', `/api/rooms/${room}`, { headers: { authorization: basic(sys) } });
+    const ids = info.json.participants.filter((p) => p.via === 'whep').map((p) => p.identity);
+    assert.equal(new Set(ids).size, 5, `five players, each with its own identity: ${ids}`);
+    assert.ok(ids.every((id) => id.startsWith('audience~')), `${ids}`);
+    console.log(`FIGURE whep_audience players=5 frames=${f2.join('/')}`);
+  } catch (e) {
+    dumpLog(sys);
+    throw e;
+  }
+});
