@@ -16,7 +16,7 @@ use criterion::{criterion_group, criterion_main, BenchmarkId, Criterion, Through
 static GLOBAL: mimalloc::MiMalloc = mimalloc::MiMalloc;
 
 fn srtp(c: &mut Criterion) {
-    let provider = str0m::crypto::from_feature_flags();
+    let provider = media_plane::crypto::provider();
     let srtp = provider.srtp_provider;
     let mut g = c.benchmark_group("srtp");
     g.throughput(Throughput::Elements(1));
@@ -45,7 +45,7 @@ fn srtp(c: &mut Criterion) {
 }
 
 fn fanout(c: &mut Criterion) {
-    str0m::crypto::from_feature_flags().install_process_default();
+    media_plane::crypto::install();
     let mut g = c.benchmark_group("fanout");
     g.sample_size(20).measurement_time(Duration::from_secs(4)).warm_up_time(Duration::from_secs(1));
     for n in [1usize, 10, 100] {
@@ -173,7 +173,7 @@ fn transmit_alloc(c: &mut Criterion) {
 /// The same fan-out with a three-layer simulcast publisher, each subscriber on one layer
 /// (a third on each): per forwarded packet, against `fanout` at the same subscriber count.
 fn fanout_simulcast(c: &mut Criterion) {
-    str0m::crypto::from_feature_flags().install_process_default();
+    media_plane::crypto::install();
     let mut g = c.benchmark_group("fanout_simulcast");
     g.sample_size(20).measurement_time(Duration::from_secs(4)).warm_up_time(Duration::from_secs(1));
     for n in [30usize, 99] {

@@ -20,6 +20,14 @@ pub fn is_stun(data: &[u8]) -> bool {
 ///
 /// Returns `None` for anything malformed; never panics on arbitrary input.
 pub fn stun_local_ufrag(data: &[u8]) -> Option<&str> {
+    stun_ufrags(data).map(|(local, _)| local)
+}
+
+/// Both halves of a STUN message's USERNAME (`local:remote`; the remote half is empty when
+/// there is no colon), if it has one.
+///
+/// Returns `None` for anything malformed; never panics on arbitrary input.
+pub fn stun_ufrags(data: &[u8]) -> Option<(&str, &str)> {
     if !is_stun(data) {
         return None;
     }
@@ -32,18 +40,23 @@ pub fn stun_local_ufrag(data: &[u8]) -> Option<&str> {
         let value = body.get(i + 4..i + 4 + alen)?;
         if typ == ATTR_USERNAME {
             let user = std::str::from_utf8(value).ok()?;
-            return user.split(':').next();
+            return Some(user.split_once(':').unwrap_or((user, "")));
         }
         i += 4 + alen.div_ceil(4) * 4;
     }
     None
 }
 
+/// Whether the datagram is a STUN Binding request (by its header alone).
+pub fn is_binding_request(data: &[u8]) -> bool {
+    is_stun(data) && data[0..2] == BINDING_REQUEST
+}
+
 /// Whether the datagram is a STUN Binding request whose MESSAGE-INTEGRITY checks out under
 /// the short-term credential `password` (RFC 8489 §14.5: HMAC-SHA1 over the message up to the
 /// attribute, with the length field counting up to its end). Anything else is false.
 pub fn binding_integrity_ok(data: &[u8], password: &[u8]) -> bool {
-    if !is_stun(data) || data[0..2] != BINDING_REQUEST {
+    if !is_binding_request(data) {
         return false;
     }
     let len = u16::from_be_bytes([data[2], data[3]]) as usize;
@@ -120,6 +133,9 @@ mod tests {
     fn finds_local_ufrag() {
         let m = binding_with_username("srvfrag:clientfrag");
         assert_eq!(stun_local_ufrag(&m), Some("srvfrag"));
+        assert_eq!(stun_ufrags(&m), Some(("srvfrag", "clientfrag")));
+        assert_eq!(stun_ufrags(&binding_with_username("lonely")), Some(("lonely", "")));
+        assert!(is_binding_request(&m));
     }
 
     #[test]

@@ -7,7 +7,9 @@
 
 pub mod allocate;
 pub mod codec;
+pub mod crypto;
 pub mod demux;
+pub mod keepalive;
 pub mod layers;
 pub mod link_client;
 pub mod losscap;

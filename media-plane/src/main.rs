@@ -90,7 +90,7 @@ fn main() -> anyhow::Result<()> {
         .with_env_filter(tracing_subscriber::EnvFilter::try_from_default_env().unwrap_or_else(|_| "info,str0m=warn".into()))
         .init();
     let _ = rustls::crypto::aws_lc_rs::default_provider().install_default();
-    str0m::crypto::from_feature_flags().install_process_default();
+    media_plane::crypto::install();
     // Freed datagrams stay in the heap for the next turn rather than going back to the
     // kernel whenever a run of frees reaches the heap's top (docs/decisions.md).
     if percore::heap::keep_freed_memory() {

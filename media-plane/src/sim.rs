@@ -35,6 +35,9 @@ pub struct Peer {
     pub keyframe_requests: u64,
     /// Whether this peer takes part in the exchange (false simulates a vanished client).
     pub alive: bool,
+    /// When set, its Binding requests never reach the core once it is connected, as with
+    /// libnice, which sends no consent checks (`crate::keepalive`).
+    pub no_consent: bool,
     /// When set, every received RTP packet is logged: (m-line, extended sequence number,
     /// RTP timestamp, SSRC).
     pub rtp_log: Option<Vec<(Mid, u64, u32, u32)>>,
@@ -141,7 +144,7 @@ impl World {
     /// An empty world with core `index` of a node with `cores` cores (for rooms that span
     /// cores: move [`Core::take_cross`] output between worlds with [`shuttle`]).
     pub fn new_core(index: u32, cores: u32) -> World {
-        str0m::crypto::from_feature_flags().install_process_default();
+        crate::crypto::install();
         let now = Instant::now();
         let addr: SocketAddr = SFU.parse().unwrap();
         let core = Core::new(CoreConfig { index, local: addr, candidates: vec![addr], capacity: 5000, connect_timeout: Duration::from_secs(30), cores, nack_history: crate::sfu::NACK_HISTORY, bwe_initial: crate::sfu::BWE_INITIAL });
@@ -210,6 +213,7 @@ impl World {
             received: HashMap::new(),
             keyframe_requests: 0,
             alive: true,
+            no_consent: false,
             rtp_log: None,
             handled: HashMap::new(),
             layers,
@@ -274,6 +278,7 @@ impl World {
         loop {
             match p.rtc.poll_output().unwrap() {
                 Output::Timeout(_) => break,
+                Output::Transmit(t) if p.no_consent && p.connected && crate::demux::is_binding_request(&t.contents) => {}
                 Output::Transmit(t) => {
                     *p.handled.entry(core.handle_datagram(now, p.addr, &t.contents)).or_default() += 1;
                 }

@@ -33,7 +33,7 @@ fn join(req: u64, room: &str, session: &str) -> Command {
 #[test]
 fn a_panicking_core_ends_its_sessions_and_restarts() {
     std::env::set_var("MEDIA_PLANE_PANIC_ROOM", "boom");
-    str0m::crypto::from_feature_flags().install_process_default();
+    media_plane::crypto::install();
     let socket = std::net::UdpSocket::bind("127.0.0.1:0").unwrap();
     let local = socket.local_addr().unwrap();
     let config = CoreConfig { index: 0, local, candidates: vec![local], capacity: 100, connect_timeout: Duration::from_secs(30), cores: 1, nack_history: NACK_HISTORY, bwe_initial: BWE_INITIAL };
@@ -100,7 +100,7 @@ async fn next_event(ws: &mut tokio_tungstenite::WebSocketStream<tokio::net::TcpS
 /// One real core and its link client, dialling a fake control plane on the returned listener.
 async fn node_with_link() -> tokio::net::TcpListener {
     use media_plane::link_client::{self, LinkSettings};
-    str0m::crypto::from_feature_flags().install_process_default();
+    media_plane::crypto::install();
     let listener = tokio::net::TcpListener::bind("127.0.0.1:0").await.unwrap();
     let addr = listener.local_addr().unwrap();
     let socket = std::net::UdpSocket::bind("127.0.0.1:0").unwrap();

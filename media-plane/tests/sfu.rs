@@ -132,6 +132,35 @@ fn a_vanished_client_times_out_and_the_others_continue() {
 }
 
 #[test]
+fn peers_that_send_no_consent_checks_stay_while_their_traffic_flows_and_end_once_it_stops() {
+    // libnice (GStreamer's webrtcbin) sends no Binding requests once connected; str0m's lite
+    // agent alone would end such a session 15 s later.
+    let mut w = World::new();
+    let publisher = w.join("gst-publisher", "room", true);
+    let viewer = w.join("gst-viewer", "room", false);
+    w.connect_all();
+    w.peers[publisher].no_consent = true;
+    w.peers[viewer].no_consent = true;
+    let before = w.received_total(viewer);
+    w.run_media(6000); // 60 s
+    assert_eq!(w.ended("S-gst-publisher"), None);
+    assert_eq!(w.ended("S-gst-viewer"), None);
+    let during = w.received_total(viewer);
+    assert!(during >= before + 11_000, "the viewer got {} packets in 60 s", during - before);
+    w.run_media(100);
+    assert!(w.received_total(viewer) >= during + 180, "still flowing after 60 s");
+    // Gone quiet: the publisher ends by timeout within 15 s of its last datagram, plus one
+    // keepalive interval.
+    w.peers[publisher].alive = false;
+    let silent_from = w.now;
+    while w.ended("S-gst-publisher").is_none() && w.now < silent_from + Duration::from_secs(30) {
+        w.step(Duration::from_millis(100));
+    }
+    assert_eq!(w.ended("S-gst-publisher"), Some(LeaveReason::Timeout));
+    assert!(w.now - silent_from <= Duration::from_secs(21), "ended {:?} after going quiet", w.now - silent_from);
+}
+
+#[test]
 fn never_connecting_session_is_removed_after_the_connect_timeout() {
     let mut w = World::new();
     w.join("a", "room", true);

@@ -34,7 +34,7 @@ pub fn app_with_node(settings: Settings) -> Arc<App> {
 
 /// [`app_with_node`], also recording the commands the node receives.
 pub fn app_with_recorded_node(settings: Settings) -> (Arc<App>, Sent) {
-    str0m::crypto::from_feature_flags().install_process_default();
+    media_plane::crypto::install();
     let app = App::new(settings, KEY.into(), SECRET.into(), "node-secret-node-secret".into());
     let (mut rx, _) = app.register_node("node-1", vec!["127.0.0.1".into()], vec![40000], 100);
     let weak = Arc::downgrade(&app);

@@ -1,4 +1,4 @@
-//! Arbitrary payloads through what forwarding reads of each packet: no panic, and a VP8
+//! Arbitrary payloads through what forwarding and the demux read of each packet: no panic, and a VP8
 //! descriptor that str0m accepts can always be patched with the munger's values.
 #![no_main]
 
@@ -11,6 +11,8 @@ fuzz_target!(|data: &[u8]| {
     let _ = inspect(VideoCodec::H264, data);
     let _ = demux::is_stun(data);
     let _ = demux::stun_local_ufrag(data);
+    let _ = demux::stun_ufrags(data);
+    let _ = demux::binding_integrity_ok(data, b"fuzz-password");
     let info = inspect(VideoCodec::Vp8, data);
     if let Some(f) = info.vp8 {
         let mut m = Vp8Munger::default();

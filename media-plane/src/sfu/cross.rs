@@ -239,6 +239,7 @@ impl Core {
             video: link::TrackSettings::default(),
             ufrag: String::new(),
             ice_pass: String::new(),
+            liveness: Default::default(),
             addrs: Vec::new(),
             ups: Vec::new(),
             downs: Vec::new(),

@@ -9,6 +9,7 @@ use str0m::media::Rid;
 use str0m::{Event, IceConnectionState, Input, Output, Reason};
 
 use super::ids::SessionKey;
+use crate::keepalive;
 use super::outbox::Transmit;
 use super::track::DownState;
 use super::Core;
@@ -87,6 +88,8 @@ impl Core {
                     }
                     return;
                 }
+                // str0m's answers to the requests that keep the pair alive stay here.
+                Ok(Output::Transmit(t)) if keepalive::is_own_response(&t.contents) => {}
                 Ok(Output::Transmit(t)) => {
                     self.out.transmits.push(Transmit { destination: t.destination, contents: t.contents.into() });
                 }

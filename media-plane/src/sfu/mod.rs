@@ -22,6 +22,7 @@
 //! - [`leave`]: removing a session;
 //! - [`outbox`], [`deadlines`]: what the core produces, and when it next needs time.
 
+mod alive;
 mod cross;
 mod deadlines;
 mod drive;
@@ -258,6 +259,7 @@ impl Core {
         if verified {
             self.sessions.learn_addr(key, source);
         }
+        self.keep_alive(now, key, source, destination, data);
         self.dirty.push(key);
         self.drain(now);
         handled

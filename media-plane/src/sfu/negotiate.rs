@@ -86,6 +86,7 @@ impl Core {
             video: j.video,
             ufrag: creds.ufrag,
             ice_pass: creds.pass,
+            liveness: Default::default(),
             addrs: Vec::new(),
             ups: Vec::new(),
             downs: Vec::new(),

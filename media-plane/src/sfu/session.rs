@@ -14,6 +14,7 @@ use str0m::Rtc;
 use super::cross::PubRef;
 use super::ids::{DownKey, SessionKey, Table, UpKey};
 use crate::demux;
+use crate::keepalive::Liveness;
 use crate::losscap::LossCap;
 use crate::probe::ProbeRetry;
 
@@ -42,6 +43,8 @@ pub struct Session {
     pub ufrag: String,
     /// Server ICE password: the key of its clients' STUN MESSAGE-INTEGRITY.
     pub ice_pass: String,
+    /// Its peer's ufrag and the requests that keep its candidate pair alive (`keepalive`).
+    pub liveness: Liveness,
     /// Addresses that passed ICE for it, oldest first, at most [`MAX_ADDRS`].
     pub addrs: Vec<SocketAddr>,
     /// Tracks it publishes.
