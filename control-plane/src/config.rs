@@ -98,8 +98,8 @@ pub struct ServerArgs {
     pub max_connections_per_ip: Option<u32>,
 }
 
-/// The same keys as [`ServerArgs`], from the TOML file.
-#[derive(Debug, Default, Deserialize, Serialize)]
+/// The same keys as [`ServerArgs`] and [`LocalArgs`], from the TOML file.
+#[derive(Debug, Clone, Default, Deserialize, Serialize)]
 #[serde(deny_unknown_fields)]
 pub struct FileConfig {
     http_addr: Option<SocketAddr>,
@@ -122,6 +122,77 @@ pub struct FileConfig {
     turn_credential_ttl: Option<u64>,
     max_connections: Option<u32>,
     max_connections_per_ip: Option<u32>,
+    // `local` only; `serve` ignores them, so that one file serves both.
+    media_plane_bin: Option<PathBuf>,
+    media_port_base: Option<u16>,
+    media_cores: Option<usize>,
+    force_epoll: Option<bool>,
+    relay_bin: Option<PathBuf>,
+    no_relay: Option<bool>,
+}
+
+/// `local`'s own options: its children, the media plane and the relay. Given without a
+/// subcommand too, as `cargo run --release` does.
+#[derive(Debug, Clone, Default, Args)]
+pub struct LocalArgs {
+    /// Server options.
+    #[command(flatten)]
+    pub server: ServerArgs,
+    /// media-plane binary [default: next to this executable, built by cargo if missing].
+    #[arg(long, env = "MEDIA_PLANE_BIN")]
+    pub media_plane_bin: Option<PathBuf>,
+    /// UDP port of media core 0; core i uses base + i (0: free ports) [default: 50000].
+    #[arg(long, env = "MEDIA_PORT_BASE")]
+    pub media_port_base: Option<u16>,
+    /// Media cores to use [default: all].
+    #[arg(long, env = "MEDIA_CORES")]
+    pub media_cores: Option<usize>,
+    /// Run the media plane and relay on epoll instead of io_uring.
+    #[arg(long, env = "FORCE_EPOLL")]
+    pub force_epoll: bool,
+    /// relay binary [default: next to this executable, built by cargo if missing].
+    #[arg(long, env = "RELAY_BIN")]
+    pub relay_bin: Option<PathBuf>,
+    /// Do not start the TURN relay.
+    #[arg(long, env = "NO_RELAY")]
+    pub no_relay: bool,
+}
+
+/// `local`'s options, merged over the file and defaults.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct LocalSettings {
+    /// media-plane binary, if given.
+    pub media_plane_bin: Option<PathBuf>,
+    /// UDP port of media core 0.
+    pub media_port_base: u16,
+    /// Media cores, if limited.
+    pub media_cores: Option<usize>,
+    /// epoll instead of io_uring.
+    pub force_epoll: bool,
+    /// relay binary, if given.
+    pub relay_bin: Option<PathBuf>,
+    /// No TURN relay.
+    pub no_relay: bool,
+}
+
+impl LocalArgs {
+    /// Merges flags/environment over the file over defaults, for the server and the children.
+    pub fn resolve(&self) -> Result<(Config, LocalSettings), ConfigError> {
+        let file = self.server.read_file()?;
+        let mut cfg = self.server.resolve_with(&file, true)?;
+        let local = LocalSettings {
+            media_plane_bin: self.media_plane_bin.clone().or(file.media_plane_bin),
+            media_port_base: self.media_port_base.or(file.media_port_base).unwrap_or(50000),
+            media_cores: self.media_cores.or(file.media_cores),
+            force_epoll: self.force_epoll || file.force_epoll.unwrap_or(false),
+            relay_bin: self.relay_bin.clone().or(file.relay_bin),
+            no_relay: self.no_relay || file.no_relay.unwrap_or(false),
+        };
+        if local.no_relay {
+            cfg.turn = None;
+        }
+        Ok((cfg, local))
+    }
 }
 
 /// Validated configuration.
@@ -206,13 +277,22 @@ impl ServerArgs {
     /// Merges flags/environment over the file over defaults, validates, and fills secrets
     /// (from the data directory, or newly generated and stored there).
     pub fn resolve(&self, local_mode: bool) -> Result<Config, ConfigError> {
-        let file = match &self.config {
+        self.resolve_with(&self.read_file()?, local_mode)
+    }
+
+    /// The `--config` file, or an empty one. An unknown key is an error that names it.
+    fn read_file(&self) -> Result<FileConfig, ConfigError> {
+        match &self.config {
             Some(p) => {
                 let text = std::fs::read_to_string(p).map_err(|e| ConfigError::Read(p.clone(), e))?;
-                toml::from_str::<FileConfig>(&text).map_err(|e| ConfigError::Parse(p.clone(), e))?
+                toml::from_str::<FileConfig>(&text).map_err(|e| ConfigError::Parse(p.clone(), e))
             }
-            None => FileConfig::default(),
-        };
+            None => Ok(FileConfig::default()),
+        }
+    }
+
+    fn resolve_with(&self, file: &FileConfig, local_mode: bool) -> Result<Config, ConfigError> {
+        let file = file.clone();
         let data_dir = self.data_dir.clone().or(file.data_dir).unwrap_or_else(|| PathBuf::from("data"));
         let api_key = self.api_key.clone().or(file.api_key);
         let api_secret = self.api_secret.clone().or(file.api_secret);

@@ -5,6 +5,7 @@
 pub mod accept;
 pub mod admit;
 pub mod api;
+pub mod cli;
 pub mod config;
 pub mod error;
 pub mod launch;

@@ -2,76 +2,13 @@
 //! control plane alone; `token` mints an access token offline.
 
 use anyhow::Context;
-use clap::{Parser, Subcommand};
-use control_plane::config::ServerArgs;
+use clap::Parser;
+use control_plane::cli::{Cli, Cmd, TokenArgs};
 use control_plane::launch::{self, ChildOptions};
 use control_plane::token::{Grants, TokenKeys};
 
 #[global_allocator]
 static GLOBAL: mimalloc::MiMalloc = mimalloc::MiMalloc;
-
-/// WebRTC conferencing control plane.
-#[derive(Parser, Debug)]
-#[command(version, about)]
-struct Cli {
-    #[command(subcommand)]
-    command: Option<Cmd>,
-}
-
-#[derive(Subcommand, Debug)]
-enum Cmd {
-    /// Run the control plane and a media-plane node on this machine (the default).
-    Local {
-        #[command(flatten)]
-        server: ServerArgs,
-        /// media-plane binary [default: next to this executable, built by cargo if missing].
-        #[arg(long, env = "MEDIA_PLANE_BIN")]
-        media_plane_bin: Option<std::path::PathBuf>,
-        /// UDP port of media core 0; core i uses base + i (0: free ports).
-        #[arg(long, env = "MEDIA_PORT_BASE", default_value_t = 50000)]
-        media_port_base: u16,
-        /// Media cores to use [default: all].
-        #[arg(long, env = "MEDIA_CORES")]
-        media_cores: Option<usize>,
-        /// Run the media plane and relay on epoll instead of io_uring.
-        #[arg(long, env = "FORCE_EPOLL")]
-        force_epoll: bool,
-        /// relay binary [default: next to this executable, built by cargo if missing].
-        #[arg(long, env = "RELAY_BIN")]
-        relay_bin: Option<std::path::PathBuf>,
-        /// Do not start the TURN relay.
-        #[arg(long, env = "NO_RELAY")]
-        no_relay: bool,
-    },
-    /// Run the control plane only; media-plane nodes connect to it.
-    Serve {
-        #[command(flatten)]
-        server: ServerArgs,
-    },
-    /// Mint an access token offline with the API key and secret.
-    Token {
-        /// Room.
-        #[arg(long)]
-        room: String,
-        /// Participant identity.
-        #[arg(long)]
-        identity: String,
-        /// Lifetime in seconds.
-        #[arg(long, default_value_t = 6 * 3600)]
-        ttl_seconds: u64,
-        /// Deny publishing.
-        #[arg(long)]
-        no_publish: bool,
-        /// Deny subscribing.
-        #[arg(long)]
-        no_subscribe: bool,
-        /// Receive only the tracks the client subscribes to (auto-subscribe off).
-        #[arg(long)]
-        no_auto_subscribe: bool,
-        #[command(flatten)]
-        server: ServerArgs,
-    },
-}
 
 fn init_tracing() {
     tracing_subscriber::fmt()
@@ -105,17 +42,8 @@ fn banner(cfg: &control_plane::config::Config, port: u16, local: bool) {
 async fn main() -> anyhow::Result<()> {
     init_tracing();
     let _ = rustls::crypto::aws_lc_rs::default_provider().install_default();
-    let cli = Cli::parse();
-    match cli.command.unwrap_or(Cmd::Local {
-        server: ServerArgs::default(),
-        media_plane_bin: None,
-        media_port_base: 50000,
-        media_cores: None,
-        force_epoll: false,
-        relay_bin: None,
-        no_relay: false,
-    }) {
-        Cmd::Token { room, identity, ttl_seconds, no_publish, no_subscribe, no_auto_subscribe, server } => {
+    match Cli::parse().into_command() {
+        Cmd::Token(TokenArgs { room, identity, ttl_seconds, no_publish, no_subscribe, no_auto_subscribe, server }) => {
             let cfg = server.resolve(false)?;
             let keys = TokenKeys::new(&cfg.api_key, &cfg.api_secret);
             let grants = Grants { can_publish: !no_publish, can_subscribe: !no_subscribe, auto_subscribe: !no_auto_subscribe };
@@ -131,15 +59,12 @@ async fn main() -> anyhow::Result<()> {
                 _ = tokio::signal::ctrl_c() => Ok(()),
             }
         }
-        Cmd::Local { server, media_plane_bin, media_port_base, media_cores, force_epoll, relay_bin, no_relay } => {
-            let mut cfg = server.resolve(true)?;
-            if no_relay {
-                cfg.turn = None;
-            }
+        Cmd::Local(args) => {
+            let (cfg, local) = args.resolve()?;
             let prepared = launch::prepare(&cfg)?;
-            let opts = ChildOptions { bin: media_plane_bin, port_base: media_port_base, cores: media_cores, force_epoll };
+            let opts = ChildOptions { bin: local.media_plane_bin, port_base: local.media_port_base, cores: local.media_cores, force_epoll: local.force_epoll };
             let mut child = launch::spawn_media_plane(&cfg, &prepared, &opts).context("starting the media plane")?;
-            let relay = launch::spawn_relay(&cfg, relay_bin.as_ref(), &opts).context("starting the relay")?;
+            let relay = launch::spawn_relay(&cfg, local.relay_bin.as_ref(), &opts).context("starting the relay")?;
             banner(&cfg, prepared.addr.port(), true);
             if let Some(t) = &cfg.turn {
                 println!("  TURN relay:  turn:{}:{} (udp, tcp), turns:{}:{}; REST secret in {}\n", t.host, t.port, t.host, t.tls_port, cfg.data_dir.join("secrets.toml").display());

@@ -55,6 +55,8 @@ test('GStreamer webrtcbin (RSA certificate, libnice) publishes by WHIP and plays
     console.log(`FIGURE gst_interop seconds=${SECONDS} publisher=${JSON.stringify(pub.report)} player=${JSON.stringify(play.report)}`);
     assert.equal(pub.code, 0, `publisher: ${JSON.stringify(pub.report)} ${pub.err}`);
     assert.equal(play.code, 0, `player: ${JSON.stringify(play.report)} ${play.err}`);
+    assert.equal(pub.report.posts, 1, 'one WHIP session');
+    assert.equal(play.report.posts, 1, 'one WHEP session');
     assert.ok(pub.report.connected_s >= SECONDS + 10, `the publisher stayed ${pub.report.connected_s} s`);
     assert.ok(play.report.connected_s >= SECONDS, `the player stayed ${play.report.connected_s} s`);
     // videotestsrc sends 30 frames/s; the player decodes them.

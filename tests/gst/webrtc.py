@@ -7,7 +7,9 @@
   --cert PEM    a certificate and key for DTLS instead of webrtcbin's RSA one (diagnosis)
 
 Prints one JSON line at the end: {"mode", "connected_s", "frames", "state", "location", "error",
-"received", "lost"} (RTP packets over the session, as webrtcbin's stats tell).
+"negotiations", "posts", "received", "lost"}: how often webrtcbin asked to negotiate (only the
+first is acted on), how many offers were POSTed, and RTP packets over the session as
+webrtcbin's stats tell.
 Exits 0 when the session stayed connected for SECONDS (and, playing, frames kept coming).
 """
 import argparse
@@ -46,6 +48,8 @@ class Client:
         self.error = None
         self.location = None
         self.stats = {"received": 0, "lost": 0}
+        self.negotiations = 0
+        self.posts = 0
         if args.mode == "publish":
             self.pipe = Gst.parse_launch(PUBLISH)
         else:
@@ -107,6 +111,10 @@ class Client:
         self.frames += 1
 
     def on_negotiation_needed(self, rtc):
+        # WHIP and WHEP negotiate once, with the POST; webrtcbin may ask again later.
+        self.negotiations += 1
+        if self.negotiations > 1:
+            return
         promise = Gst.Promise.new_with_change_func(self.on_offer, rtc, None)
         rtc.emit("create-offer", None, promise)
 
@@ -144,6 +152,7 @@ class Client:
         ctx = ssl.create_default_context(cafile=self.args.ca) if self.args.ca else ssl.create_default_context()
         req = urllib.request.Request(self.args.url, data=sdp.encode(), method="POST",
                                      headers={"content-type": "application/sdp", "authorization": f"Bearer {self.args.token}"})
+        self.posts += 1
         try:
             with urllib.request.urlopen(req, context=ctx, timeout=10) as res:
                 answer = res.read().decode()
@@ -214,7 +223,7 @@ def main():
     c = Client(args)
     connected_s = c.run()
     print(json.dumps({"mode": args.mode, "connected_s": round(connected_s, 1), "frames": c.frames, "state": c.state,
-                      "location": c.location, "error": c.error, **c.stats}), flush=True)
+                      "location": c.location, "error": c.error, "negotiations": c.negotiations, "posts": c.posts, **c.stats}), flush=True)
     ok = c.error is None and connected_s >= args.seconds and (args.mode == "publish" or c.frames > 0)
     sys.exit(0 if ok else 1)
 
