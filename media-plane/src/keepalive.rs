@@ -10,6 +10,10 @@
 //! making every [`INTERVAL`], signed with the session's ICE password, from the address those
 //! datagrams came from; str0m's answer to it is dropped ([`is_own_response`]). A peer that is
 //! gone sends nothing, and str0m ends the session 15 s after its last datagram.
+//!
+//! A peer that does send consent checks (every browser) is left alone: no request is made
+//! while its own checks arrived within [`QUIET`]. Requests made beside a browser's own checks
+//! were seen to lengthen its freezes behind a rate limit, so they are only a fallback.
 
 use std::time::{Duration, Instant};
 
@@ -17,6 +21,11 @@ use hmac::{Hmac, Mac};
 
 /// How often the peer's traffic refreshes its candidate pair.
 pub const INTERVAL: Duration = Duration::from_secs(5);
+
+/// How long the peer's own checks must have been silent before requests are made here; well
+/// under the 15 s after which str0m forgets the pair, and above a browser's 4-6 s between
+/// consent checks.
+pub const QUIET: Duration = Duration::from_secs(8);
 
 /// The first four bytes of the transaction id of every request made here.
 const MARK: [u8; 4] = *b"lite";
@@ -41,11 +50,12 @@ pub struct Creds<'a> {
     pub password: &'a str,
 }
 
-/// One session's keepalive state: the peer's ufrag, once learned, and when the next request
-/// is due.
+/// One session's keepalive state: the peer's ufrag, once learned, when it last sent a check of
+/// its own, and when the next request is due.
 #[derive(Debug, Default)]
 pub struct Liveness {
     remote_ufrag: String,
+    heard: Option<Instant>,
     next: Option<Instant>,
     made: u64,
 }
@@ -62,10 +72,17 @@ impl Liveness {
         remote_ufrag.clone_into(&mut self.remote_ufrag);
     }
 
+    /// Records that the peer's own authentic Binding request arrived at `now`.
+    pub fn heard(&mut self, now: Instant) {
+        self.heard = Some(now);
+    }
+
     /// The request to hand the session's `Rtc` for a datagram that arrived at `now`, if one is
-    /// due: the peer's ufrag is known and [`INTERVAL`] passed since the last.
+    /// due: the peer's ufrag is known, its own checks have been silent for [`QUIET`], and
+    /// [`INTERVAL`] passed since the last request.
     pub fn due(&mut self, now: Instant, local_ufrag: &str, password: &str) -> Option<Vec<u8>> {
-        if self.remote_ufrag.is_empty() || self.next.is_some_and(|t| now < t) {
+        let checking = self.heard.is_some_and(|t| now.saturating_duration_since(t) < QUIET);
+        if self.remote_ufrag.is_empty() || checking || self.next.is_some_and(|t| now < t) {
             return None;
         }
         self.next = Some(now + INTERVAL);
@@ -146,6 +163,22 @@ mod tests {
         l.learn("restarted");
         let third = l.due(t0 + INTERVAL * 2, "srv1", CREDS.password).expect("due");
         assert_eq!(demux::stun_ufrags(&third), Some(("srv1", "restarted")));
+    }
+
+    #[test]
+    fn a_peer_that_sends_its_own_checks_gets_no_requests_until_they_stop() {
+        let t0 = Instant::now();
+        let mut l = Liveness::default();
+        l.learn("cli");
+        for s in 0..30 {
+            let now = t0 + Duration::from_secs(s);
+            if s % 5 == 0 && s <= 15 {
+                l.heard(now);
+            }
+            let made = l.due(now, "srv1", CREDS.password);
+            // The last check came at 15 s: silence for QUIET means requests from 23 s on.
+            assert_eq!(made.is_some(), s == 23 || s == 28, "at {s} s");
+        }
     }
 
     #[test]

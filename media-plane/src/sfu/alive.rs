@@ -12,17 +12,21 @@ use super::Core;
 use crate::demux;
 
 impl Core {
-    /// After `data` from `source` reached session `key`: learns the peer's ufrag from a
-    /// Binding request that proves the session's password, or, for any other datagram of a
-    /// connected session, hands its `Rtc` a keepalive request when one is due.
+    /// After `data` from `source` reached session `key`: learns the peer's ufrag and the time
+    /// of its check from a Binding request that proves the session's password, or, for any
+    /// other datagram of a connected session, hands its `Rtc` a keepalive request when one is
+    /// due (the peer's own checks stopped).
     pub(super) fn keep_alive(&mut self, now: Instant, key: SessionKey, source: SocketAddr, destination: SocketAddr, data: &[u8]) {
         let Some(s) = self.sessions.get_mut(key) else { return };
         if demux::is_binding_request(data) {
+            // Only a check that proves the session's password counts (one HMAC per consent
+            // check, every few seconds): a forged one could otherwise silence the requests.
             if let Some((local, remote)) = demux::stun_ufrags(data) {
-                // The integrity check runs only when the ufrag is new (a first check, an ICE
-                // restart), never per consent check.
-                if local == s.ufrag && !s.liveness.knows(remote) && demux::binding_integrity_ok(data, s.ice_pass.as_bytes()) {
-                    s.liveness.learn(remote);
+                if local == s.ufrag && demux::binding_integrity_ok(data, s.ice_pass.as_bytes()) {
+                    if !s.liveness.knows(remote) {
+                        s.liveness.learn(remote);
+                    }
+                    s.liveness.heard(now);
                 }
             }
             return;
