@@ -11,6 +11,7 @@ use crate::secret;
 use crate::signal::{ClientTx, ServerMsg};
 use crate::state::{core_loads, pick_core, random_id, validate_name, Admission, App, Participant, Room, Via, AUDIENCE_SEPARATOR, RESOURCE_SECRET_LEN};
 use crate::token::{unix_now, Claims};
+use crate::webhook::Kind as Hook;
 
 /// Largest suffix tried for a distinct open-join identity (`name (2)` … `name (999)`).
 const MAX_NAME_SUFFIX: u32 = 999;
@@ -24,8 +25,15 @@ pub fn audience_identity(identity: &str) -> String {
 }
 
 impl App {
-    /// Admits the holder of `claims` as a new session, creating and placing the room as needed.
+    /// Admits the holder of `claims` as a new session, creating and placing the room as
+    /// needed; counts the attempt by its result.
     pub fn admit(&self, claims: &Claims, via: Via, tx: Option<ClientTx>) -> Result<Admission, ApiError> {
+        let admitted = self.try_admit(claims, via, tx);
+        self.metrics.join(via, admitted.as_ref().map(|_| ()));
+        admitted
+    }
+
+    fn try_admit(&self, claims: &Claims, via: Via, tx: Option<ClientTx>) -> Result<Admission, ApiError> {
         validate_name(&claims.room, "room")?;
         if self.lock().revocations.revoked(claims) {
             return Err(ApiError::TokenRevoked);
@@ -138,7 +146,12 @@ impl App {
         let room = st.rooms.get_mut(&claims.room).ok_or_else(|| ApiError::RoomNotFound(claims.room.clone()))?;
         let others = room.participants.values().map(Participant::view).collect();
         room.broadcast(&session, &ServerMsg::ParticipantJoined { participant: view.clone() });
+        let first = room.participants.is_empty();
         room.participants.insert(session.clone(), p);
+        if first {
+            self.hooks.emit(Hook::RoomStarted, room.info(), None, None);
+        }
+        self.hooks.emit(Hook::ParticipantJoined, room.info(), Some(view.clone()), None);
         Ok(Admission { session, room: claims.room.clone(), identity: view.identity, others, resource })
     }
 

@@ -96,6 +96,9 @@ pub struct ServerArgs {
     /// Concurrent HTTPS/WSS connections from one address (an IPv6 /64) [default: 200].
     #[arg(long, env = "MAX_CONNECTIONS_PER_IP")]
     pub max_connections_per_ip: Option<u32>,
+    /// URLs that receive webhook events (POST, signed with the API secret). Comma-separated.
+    #[arg(long, env = "WEBHOOK_URLS", value_delimiter = ',')]
+    pub webhook_urls: Option<Vec<String>>,
 }
 
 /// The same keys as [`ServerArgs`] and [`LocalArgs`], from the TOML file.
@@ -122,6 +125,7 @@ pub struct FileConfig {
     turn_credential_ttl: Option<u64>,
     max_connections: Option<u32>,
     max_connections_per_ip: Option<u32>,
+    webhook_urls: Option<Vec<String>>,
     // `local` only; `serve` ignores them, so that one file serves both.
     media_plane_bin: Option<PathBuf>,
     media_port_base: Option<u16>,
@@ -230,6 +234,8 @@ pub struct Config {
     pub max_connections: u32,
     /// Concurrent connections per source address.
     pub max_connections_per_ip: u32,
+    /// Webhook receivers.
+    pub webhook_urls: Vec<reqwest::Url>,
 }
 
 /// Where clients find the TURN relay and how their credentials are made.
@@ -383,6 +389,7 @@ impl ServerArgs {
             }
             None => None,
         };
+        let webhook_urls = webhook_urls(self.webhook_urls.clone().or(file.webhook_urls).unwrap_or_default())?;
         Ok(Config {
             http_addr: self.http_addr.or(file.http_addr).unwrap_or_else(|| SocketAddr::from(([0, 0, 0, 0], 8443))),
             data_dir,
@@ -400,8 +407,22 @@ impl ServerArgs {
             turn,
             max_connections: self.max_connections.or(file.max_connections).unwrap_or(10_000).max(1),
             max_connections_per_ip: self.max_connections_per_ip.or(file.max_connections_per_ip).unwrap_or(200).max(1),
+            webhook_urls,
         })
     }
+}
+
+/// Parses webhook URLs: absolute `http` or `https` URLs, blanks skipped.
+fn webhook_urls(given: Vec<String>) -> Result<Vec<reqwest::Url>, ConfigError> {
+    let mut urls = Vec::new();
+    for u in given.iter().map(|u| u.trim()).filter(|u| !u.is_empty()) {
+        let url = reqwest::Url::parse(u).map_err(|e| ConfigError::Invalid(format!("webhook URL {u:?}: {e}")))?;
+        if !matches!(url.scheme(), "http" | "https") || url.host().is_none() {
+            return Err(ConfigError::Invalid(format!("webhook URL {u:?}: must be an http or https URL with a host")));
+        }
+        urls.push(url);
+    }
+    Ok(urls)
 }
 
 #[cfg(test)]
@@ -444,6 +465,11 @@ mod tests {
         assert!(matches!(b.resolve(false), Err(ConfigError::Invalid(_))));
         b.api_secret = Some("short".into());
         assert!(b.resolve(false).unwrap_err().to_string().contains("at least 32"));
+        let mut w = args(&dir);
+        w.webhook_urls = Some(vec!["ftp://x/".into()]);
+        assert!(w.resolve(false).unwrap_err().to_string().contains("webhook URL"));
+        w.webhook_urls = Some(vec!["http://127.0.0.1:9/hook".into(), " ".into()]);
+        assert_eq!(w.resolve(false).unwrap().webhook_urls.len(), 1);
         let _ = std::fs::remove_dir_all(dir);
     }
 }

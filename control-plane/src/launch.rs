@@ -79,6 +79,7 @@ pub fn prepare(cfg: &Config) -> anyhow::Result<Prepared> {
         demo_token_ttl: 6 * 3600,
         turn: cfg.turn.clone(),
         core_busy_limit: cfg.core_busy_limit * 10,
+        webhooks: cfg.webhook_urls.clone(),
     };
     let app = App::new(settings, cfg.api_key.clone(), cfg.api_secret.clone(), cfg.node_secret.clone());
     let listener = listen(cfg.http_addr).with_context(|| format!("binding {}", cfg.http_addr))?;

@@ -5,6 +5,7 @@ use anyhow::Context;
 use clap::Parser;
 use control_plane::cli::{Cli, Cmd, TokenArgs};
 use control_plane::launch::{self, ChildOptions};
+use control_plane::{shutdown, supervise};
 use control_plane::token::{Grants, TokenKeys};
 
 #[global_allocator]
@@ -54,10 +55,16 @@ async fn main() -> anyhow::Result<()> {
             let cfg = server.resolve(false)?;
             let prepared = launch::prepare(&cfg)?;
             banner(&cfg, prepared.addr.port(), false);
-            tokio::select! {
+            let app = prepared.app.clone();
+            let result = tokio::select! {
                 r = prepared.serve() => r,
-                _ = tokio::signal::ctrl_c() => Ok(()),
-            }
+                stop = limits::stop::requested() => {
+                    tracing::info!(%stop, "stopping");
+                    Ok(())
+                }
+            };
+            app.shutdown.stop(shutdown::DRAIN).await;
+            result
         }
         Cmd::Local(args) => {
             let (cfg, local) = args.resolve()?;
@@ -69,16 +76,30 @@ async fn main() -> anyhow::Result<()> {
             if let Some(t) = &cfg.turn {
                 println!("  TURN relay:  turn:{}:{} (udp, tcp), turns:{}:{}; REST secret in {}\n", t.host, t.port, t.host, t.tls_port, cfg.data_dir.join("secrets.toml").display());
             }
-            let mut term = tokio::signal::unix::signal(tokio::signal::unix::SignalKind::terminate())?;
+            let app = prepared.app.clone();
             let result = tokio::select! {
                 r = prepared.serve() => r,
                 status = child.wait() => Err(anyhow::anyhow!("the media plane exited ({status:?}); see its error above")),
-                _ = tokio::signal::ctrl_c() => { println!("stopping"); Ok(()) }
-                _ = term.recv() => Ok(()),
+                stop = limits::stop::requested() => {
+                    println!("stopping ({stop})");
+                    Ok(())
+                }
             };
-            let _ = child.kill().await;
-            if let Some(mut r) = relay {
-                let _ = r.kill().await;
+            let open = app.shutdown.stop(shutdown::DRAIN).await;
+            if open > 0 {
+                tracing::warn!(open, "signaling connections still open");
+            }
+            let media = supervise::stop(&mut child, supervise::GRACE);
+            let relay = async {
+                match relay {
+                    Some(mut r) => Some(supervise::stop(&mut r, supervise::GRACE).await),
+                    None => None,
+                }
+            };
+            let (media, relay) = tokio::join!(media, relay);
+            println!("media plane {media}");
+            if let Some(relay) = relay {
+                println!("relay {relay}");
             }
             result
         }

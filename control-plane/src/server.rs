@@ -10,7 +10,7 @@ use tower_http::cors::{Any, CorsLayer};
 
 use crate::error::ApiError;
 use crate::state::App;
-use crate::{api, nodes, signal, throttle, web, whip};
+use crate::{api, nodes, observe, signal, throttle, web, whip};
 
 /// `GET /healthz`: liveness, with the number of registered media-plane nodes.
 async fn healthz(axum::extract::State(app): axum::extract::State<Arc<App>>) -> axum::Json<serde_json::Value> {
@@ -42,6 +42,7 @@ pub fn router(app: Arc<App>) -> Router {
         .route("/style.css", get(web::style))
         .route("/app/token", post(web::token).layer(middleware::from_fn_with_state(app.clone(), throttle::mints)))
         .route("/healthz", get(healthz))
+        .route("/metrics", get(observe::serve))
         .route("/ws", get(signal::ws))
         .route(link::LINK_PATH, get(nodes::link))
         .route("/api/nodes", get(api::list_nodes))
@@ -51,6 +52,7 @@ pub fn router(app: Arc<App>) -> Router {
         .route("/api/rooms/{room}/participants/{identity}", delete(api::kick))
         .merge(media)
         .fallback(|| async { ApiError::NotFound("resource".into()) })
+        .layer(middleware::from_fn_with_state(app.clone(), observe::track))
         .layer(DefaultBodyLimit::max(MAX_BODY))
         .layer(middleware::from_fn_with_state(app.clone(), throttle::failures))
         .with_state(app)

@@ -21,6 +21,7 @@ use tokio::sync::mpsc;
 
 use crate::error::ApiError;
 use limits::Bucket;
+use crate::shutdown::RECONNECT;
 use crate::state::{App, Via};
 
 /// Largest signaling message accepted (an offer with simulcast is about 10 KiB).
@@ -87,6 +88,8 @@ pub enum Outgoing {
     Close,
     /// Close the socket with a policy violation (1008) and this reason.
     Reject(&'static str),
+    /// Close the socket with [`RECONNECT`]: the server is stopping, come back.
+    Reconnect,
 }
 
 impl From<ServerMsg> for Outgoing {
@@ -126,6 +129,7 @@ async fn serve(app: Arc<App>, socket: WebSocket) {
                 Outgoing::Ping => Message::Ping(Default::default()),
                 Outgoing::Close => Message::Close(Some(CloseFrame { code: 1000, reason: "bye".into() })),
                 Outgoing::Reject(reason) => Message::Close(Some(CloseFrame { code: 1008, reason: reason.into() })),
+                Outgoing::Reconnect => Message::Close(Some(CloseFrame { code: RECONNECT, reason: "server restarting: reconnect".into() })),
             };
             let last = matches!(frame, Message::Close(_));
             if !matches!(tokio::time::timeout(SEND_TIMEOUT, sink.send(frame)).await, Ok(Ok(()))) || last {
@@ -138,6 +142,7 @@ async fn serve(app: Arc<App>, socket: WebSocket) {
     let mut last_heard = opened;
     let mut pings = tokio::time::interval_at((opened + PING_EVERY).into(), PING_EVERY);
     let mut bucket = Bucket::new(opened, MESSAGE_BURST, MESSAGES_PER_SECOND);
+    let mut stopping = app.shutdown.watcher();
     loop {
         // Before `join`, the join deadline; after, silence for IDLE_TIMEOUT.
         let deadline = if conn.session.is_none() { opened + JOIN_TIMEOUT } else { last_heard + IDLE_TIMEOUT };
@@ -145,6 +150,13 @@ async fn serve(app: Arc<App>, socket: WebSocket) {
         let next = tokio::select! {
             next = stream.next() => next,
             () = tx.closed() => break,
+            () = stopping.begun() => {
+                // The session is not removed: that would end its media, and the process is
+                // going away, not the client.
+                tx.send(Outgoing::Reconnect);
+                conn.session = None;
+                break;
+            }
             _ = pings.tick() => {
                 tx.send(Outgoing::Ping);
                 continue;

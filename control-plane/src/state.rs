@@ -18,6 +18,8 @@ use crate::placement::{least_loaded, report_secs, CoreLoad, PacketCost, TrackRat
 use crate::signal::{ClientTx, Outgoing, ServerMsg};
 use crate::throttle::Throttles;
 use crate::token::{unix_now, Grants, TokenKeys};
+use crate::metrics::Metrics;
+use crate::webhook::{Kind as Hook, Notifier, RoomInfo};
 
 /// Connection kind, published track and participant view: the signaling messages' types.
 pub use signaling::{ParticipantView, TrackInfo, Via};
@@ -42,6 +44,8 @@ pub struct Settings {
     pub turn: Option<crate::config::TurnConfig>,
     /// Busy share (thousandths) from which a core takes no new participant; 1000: off.
     pub core_busy_limit: u16,
+    /// Webhook receivers.
+    pub webhooks: Vec<reqwest::Url>,
 }
 
 /// One participant session.
@@ -142,6 +146,11 @@ impl Room {
         }
     }
 
+    /// What webhook events say about the room.
+    pub fn info(&self) -> RoomInfo {
+        RoomInfo { name: self.name.clone(), created_at: self.created_at, num_participants: self.participants.len() }
+    }
+
     pub(crate) fn broadcast(&self, except: &str, msg: &ServerMsg) {
         for p in self.participants.values() {
             if p.session != except {
@@ -224,6 +233,12 @@ pub struct App {
     pub node_secret: String,
     /// Rate limits per source address.
     pub throttles: Throttles,
+    /// The switch that tells signaling connections the process is stopping.
+    pub shutdown: crate::shutdown::Shutdown,
+    /// Webhook events.
+    pub hooks: Notifier,
+    /// Prometheus metrics.
+    pub metrics: Metrics,
     state: Mutex<State>,
     next_id: AtomicU64,
 }
@@ -253,6 +268,8 @@ pub(crate) const RESOURCE_SECRET_LEN: usize = 32;
 impl App {
     /// New state with no rooms and no nodes.
     pub fn new(settings: Settings, api_key: String, api_secret: String, node_secret: String) -> Arc<App> {
+        let metrics = Metrics::default();
+        let hooks = Notifier::start(&settings.webhooks, &api_secret, metrics.webhooks.clone());
         Arc::new(App {
             settings,
             keys: TokenKeys::new(&api_key, &api_secret),
@@ -260,6 +277,9 @@ impl App {
             api_secret,
             node_secret,
             throttles: Throttles::default(),
+            shutdown: Default::default(),
+            hooks,
+            metrics,
             state: Mutex::new(State::default()),
             next_id: AtomicU64::new(1),
         })
@@ -361,7 +381,13 @@ impl App {
             tx.send(Outgoing::Close);
         }
         room.broadcast(session, &ServerMsg::ParticipantLeft { identity: p.identity.clone(), session: session.to_string() });
+        let view = p.view();
+        for t in &p.tracks {
+            self.hooks.emit(Hook::TrackUnpublished, room.info(), Some(view.clone()), Some(t.clone()));
+        }
+        self.hooks.emit(Hook::ParticipantLeft, room.info(), Some(view), None);
         if room.participants.is_empty() {
+            self.hooks.emit(Hook::RoomFinished, room.info(), None, None);
             room.placement = None;
             if room.auto {
                 st.rooms.remove(&room_name);
@@ -447,8 +473,10 @@ impl App {
                 let kind = track_kind(kind);
                 let mut st = self.lock();
                 let Some(r) = st.rooms.get_mut(&room) else { return };
+                let info = r.info();
                 let Some(p) = r.participants.get_mut(&session) else { return };
                 p.tracks.push(TrackInfo { id: track.clone(), kind });
+                self.hooks.emit(Hook::TrackPublished, info, Some(p.view()), Some(TrackInfo { id: track.clone(), kind }));
                 let msg = ServerMsg::TrackPublished { identity: p.identity.clone(), session: session.clone(), track, kind };
                 r.broadcast(&session, &msg);
             }

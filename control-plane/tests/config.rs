@@ -41,6 +41,7 @@ fn cases() -> Vec<Case> {
         Case { vars: &[("TURN_CREDENTIAL_TTL", "600"), ("TURN_SECRET", "s")], local_only: false, check: |c, _| c.turn.as_ref().is_some_and(|t| t.ttl == 600) },
         Case { vars: &[("MAX_CONNECTIONS", "321")], local_only: false, check: |c, _| c.max_connections == 321 },
         Case { vars: &[("MAX_CONNECTIONS_PER_IP", "7")], local_only: false, check: |c, _| c.max_connections_per_ip == 7 },
+        Case { vars: &[("WEBHOOK_URLS", "http://127.0.0.1:9/a,https://hooks.example.com/b")], local_only: false, check: |c, _| c.webhook_urls.len() == 2 && c.webhook_urls[1].host_str() == Some("hooks.example.com") },
         Case { vars: &[("MEDIA_PORT_BASE", "41000")], local_only: true, check: |_, l| l.is_some_and(|l| l.media_port_base == 41000) },
         Case { vars: &[("MEDIA_CORES", "1")], local_only: true, check: |_, l| l.is_some_and(|l| l.media_cores == Some(1)) },
         Case { vars: &[("FORCE_EPOLL", "true")], local_only: true, check: |_, l| l.is_some_and(|l| l.force_epoll) },
@@ -110,7 +111,7 @@ fn documented_variables_flags_and_the_file_reach_every_command() {
             checked += 1;
         }
     }
-    assert!(checked >= 4 * 19 + 2 * 6);
+    assert!(checked >= 4 * 20 + 2 * 6);
 
     // CONFIG names the file; flags win over the environment, which wins over the file.
     clear(&all);

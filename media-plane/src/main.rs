@@ -162,7 +162,7 @@ fn main() -> anyhow::Result<()> {
     rt.block_on(async {
         tokio::select! {
             _ = link_client::run(settings, core_tx, ev_rx) => {}
-            _ = tokio::signal::ctrl_c() => tracing::info!("interrupted; stopping"),
+            stop = limits::stop::requested() => tracing::info!(%stop, "stopping"),
         }
     });
     Ok(())

@@ -283,8 +283,21 @@ fn main() -> anyhow::Result<()> {
         handles.push(h);
     }
     tracing::info!(listening = ?listening, relay = ?relay_ips, realm = %args.realm, "relay ready");
-    for h in handles {
-        let _ = h.join();
-    }
+    // The cores run until the process ends: on SIGINT or SIGTERM it exits 0, as coturn does;
+    // if every core has stopped (none should), so does the process.
+    let rt = tokio::runtime::Builder::new_current_thread().enable_all().build()?;
+    rt.block_on(async {
+        let cores = tokio::task::spawn_blocking(move || {
+            for h in handles {
+                let _ = h.join();
+            }
+        });
+        tokio::select! {
+            _ = cores => tracing::warn!("every relay core stopped"),
+            stop = limits::stop::requested() => tracing::info!(%stop, "stopping"),
+        }
+    });
+    // The joining task still blocks on the cores: leave it behind.
+    rt.shutdown_background();
     Ok(())
 }

@@ -69,7 +69,7 @@ pub async fn wait_sent<T>(sent: &Sent, pick: impl Fn(&Command) -> Option<T>) -> 
 
 pub fn settings() -> Settings {
     let turn = control_plane::config::TurnConfig { secret: "turn-secret".into(), host: "turn.example.test".into(), port: 3478, tls_port: 5349, ttl: 600 };
-    Settings { auto_create_rooms: true, default_max_participants: 0, open_join: true, invite: Some(INVITE.into()), demo_token_ttl: 600, turn: Some(turn), core_busy_limit: 850 }
+    Settings { auto_create_rooms: true, default_max_participants: 0, open_join: true, invite: Some(INVITE.into()), demo_token_ttl: 600, turn: Some(turn), core_busy_limit: 850, webhooks: Vec::new() }
 }
 
 pub fn basic() -> String {
