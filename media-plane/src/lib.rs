@@ -13,6 +13,7 @@ pub mod keepalive;
 pub mod layers;
 pub mod link_client;
 pub mod losscap;
+pub mod metrics;
 pub mod probe;
 pub mod rewrite;
 pub mod sfu;

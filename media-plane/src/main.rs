@@ -2,11 +2,13 @@
 
 use std::net::{IpAddr, Ipv4Addr, SocketAddr, UdpSocket};
 use std::path::PathBuf;
+use std::sync::Arc;
 use std::time::Duration;
 
 use anyhow::Context;
 use clap::Parser;
 use link::CoreInfo;
+use media_plane::metrics::NodeMetrics;
 use media_plane::sfu::CoreConfig;
 use media_plane::worker::{self, CoreSetup};
 use percore::Backend;
@@ -72,6 +74,9 @@ struct Args {
     /// (kbit/s); each subscriber's video layers are chosen to fit it. 0 turns estimation off.
     #[arg(long, env = "BWE_INITIAL_KBPS", default_value_t = media_plane::sfu::BWE_INITIAL / 1000)]
     bwe_initial_kbps: u64,
+    /// Serve Prometheus metrics on this address (e.g. 127.0.0.1:9642); off when unset.
+    #[arg(long, env = "PROMETHEUS_ADDR")]
+    prometheus: Option<SocketAddr>,
 }
 
 fn primary_ipv4() -> Option<IpAddr> {
@@ -119,6 +124,12 @@ fn main() -> anyhow::Result<()> {
     let mut infos = Vec::new();
     let mut handles = Vec::new();
     let shed_after = (args.shed_after_ms > 0).then(|| Duration::from_millis(args.shed_after_ms));
+    let metrics = Arc::new(NodeMetrics::new());
+    // Bound before the cores start, so that a taken port fails the start.
+    let scrape_listener = match args.prometheus {
+        Some(addr) => Some(std::net::TcpListener::bind(addr).with_context(|| format!("binding the metrics address {addr}"))?),
+        None => None,
+    };
     for i in 0..n {
         let port = if args.port_base == 0 { 0 } else { args.port_base + i as u16 };
         let socket = UdpSocket::bind(SocketAddr::new(args.bind_ip, port)).with_context(|| {
@@ -138,7 +149,7 @@ fn main() -> anyhow::Result<()> {
             nack_history: Duration::from_millis(args.nack_history_ms.max(1)),
             bwe_initial: args.bwe_initial_kbps.saturating_mul(1000),
         };
-        let (h, tx, backend) = worker::spawn(CoreSetup { config, socket, cpu: i % cpus, events: ev_tx.clone(), force_epoll: args.force_epoll, mesh: mesh.clone(), shed_after, load_interval: Duration::from_millis(args.load_interval_ms.max(10)) })?;
+        let (h, tx, backend) = worker::spawn(CoreSetup { config, socket, cpu: i % cpus, events: ev_tx.clone(), force_epoll: args.force_epoll, mesh: mesh.clone(), shed_after, load_interval: Duration::from_millis(args.load_interval_ms.max(10)), metrics: metrics.core(i as u32) })?;
         tracing::info!(core = i, port = local.port(), backend = ?backend, "core started");
         if backend == Backend::Epoll && !args.force_epoll {
             tracing::warn!(core = i, "running on epoll: expect lower throughput than io_uring");
@@ -160,10 +171,17 @@ fn main() -> anyhow::Result<()> {
     };
     let rt = tokio::runtime::Builder::new_current_thread().enable_all().build()?;
     rt.block_on(async {
+        if let Some(l) = scrape_listener {
+            l.set_nonblocking(true)?;
+            let addr = l.local_addr()?;
+            tokio::spawn(scrape::serve(tokio::net::TcpListener::from_std(l)?, metrics));
+            tracing::info!(%addr, "Prometheus metrics");
+        }
         tokio::select! {
             _ = link_client::run(settings, core_tx, ev_rx) => {}
             stop = limits::stop::requested() => tracing::info!(%stop, "stopping"),
         }
-    });
+        Ok::<_, std::io::Error>(())
+    })?;
     Ok(())
 }

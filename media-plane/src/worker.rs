@@ -15,6 +15,7 @@ use percore::batch::{BatchIo, Outgoing, Shed, Waker};
 use percore::Backend;
 use tokio::sync::mpsc::{UnboundedReceiver, UnboundedSender};
 
+use crate::metrics::{CoreMetrics, Tally};
 use crate::sfu::CrossMsg;
 use crate::sfu::{Core, CoreConfig, Handled};
 
@@ -40,6 +41,15 @@ impl Mesh {
         let wakers = (0..n).map(|_| Waker::new()).collect::<std::io::Result<_>>()?;
         Ok(Self { tx, rx, wakers })
     }
+}
+
+/// How a core reports: how often, and into which metrics.
+#[derive(Debug, Clone)]
+pub struct Reporting {
+    /// Interval between two load reports.
+    pub interval: Duration,
+    /// The core's metrics.
+    pub metrics: CoreMetrics,
 }
 
 /// Most cross-core messages applied in one turn.
@@ -79,12 +89,14 @@ pub struct CoreSetup {
     pub shed_after: Option<Duration>,
     /// Interval between two load reports ([`LOAD_INTERVAL`] by default).
     pub load_interval: Duration,
+    /// The core's metrics, added to at each load report.
+    pub metrics: CoreMetrics,
 }
 
 /// Starts the core on its own pinned thread; returns its inbox and the I/O backend in use.
 /// The ring is created on the core's thread (io_uring with SINGLE_ISSUER belongs to it).
 pub fn spawn(setup: CoreSetup) -> std::io::Result<(std::thread::JoinHandle<()>, CoreInbox, Backend)> {
-    let CoreSetup { config, socket, cpu, events, force_epoll, mesh, shed_after, load_interval } = setup;
+    let CoreSetup { config, socket, cpu, events, force_epoll, mesh, shed_after, load_interval, metrics } = setup;
     let waker = mesh.wakers.get(config.index as usize).cloned().ok_or_else(|| std::io::Error::other("core index outside the mesh"))?;
     let (tx, rx) = tokio::sync::mpsc::unbounded_channel();
     let (ready_tx, ready_rx) = std::sync::mpsc::channel();
@@ -102,7 +114,7 @@ pub fn spawn(setup: CoreSetup) -> std::io::Result<(std::thread::JoinHandle<()>, 
                     }
                 }
                 let _ = ready_tx.send(Ok(backend));
-                run(config, io, rx, events, mesh, load_interval);
+                run(config, io, rx, events, mesh, Reporting { interval: load_interval, metrics });
             }
             Err(e) => {
                 let _ = ready_tx.send(Err(e));
@@ -119,7 +131,9 @@ pub fn spawn(setup: CoreSetup) -> std::io::Result<(std::thread::JoinHandle<()>, 
 /// participant session of the core ends with [`LeaveReason::CoreFailed`] (the control plane
 /// tells their clients), the other cores drop what they mirrored of it, and the core starts
 /// again empty on the same socket.
-pub fn run(config: CoreConfig, mut io: BatchIo, mut commands: UnboundedReceiver<Command>, events: UnboundedSender<LinkEvent>, mesh: Mesh, load_interval: Duration) {
+pub fn run(config: CoreConfig, mut io: BatchIo, mut commands: UnboundedReceiver<Command>, events: UnboundedSender<LinkEvent>, mesh: Mesh, reporting: Reporting) {
+    let Reporting { interval: load_interval, metrics } = reporting;
+    let mut tally = Tally::default();
     let index = config.index;
     let Some(cross_rx) = mesh.rx.get(index as usize).cloned() else { return };
     let mut to_wake = vec![false; mesh.tx.len()];
@@ -159,7 +173,11 @@ pub fn run(config: CoreConfig, mut io: BatchIo, mut commands: UnboundedReceiver<
             if now >= last_load + load_interval {
                 let cpu = percore::thread_cpu();
                 let busy = busy_permille(cpu.saturating_sub(last_cpu), now - last_load);
-                let _ = events.send(core.load_event(since, now - last_load, busy, busy_permille(std::mem::take(&mut setup), now - last_load)));
+                let load = core.load_event(since, now - last_load, busy, busy_permille(std::mem::take(&mut setup), now - last_load));
+                if let LinkEvent::Load { sessions, connected, .. } = &load {
+                    metrics.report(std::mem::take(&mut tally), core.counters(), since, cpu.saturating_sub(last_cpu), *sessions, connected.unwrap_or(0));
+                }
+                let _ = events.send(load);
                 since = core.counters();
                 last_load = now;
                 last_cpu = cpu;
@@ -182,6 +200,7 @@ pub fn run(config: CoreConfig, mut io: BatchIo, mut commands: UnboundedReceiver<
                     let _ = events.send(LinkEvent::JoinFailed { req, error: JoinError::CoreFailed(index) });
                 }
                 core = restart(core, &config, panic, &events, &mesh);
+                metrics.restarted();
                 since = core.counters();
                 out.clear();
                 continue;
@@ -192,7 +211,10 @@ pub fn run(config: CoreConfig, mut io: BatchIo, mut commands: UnboundedReceiver<
         let deadline = if cross_rx.is_empty() { deadline } else { now };
         // A panic on a datagram is caught here, so that it never unwinds through the ring.
         let mut failed = None;
+        tally.tx_bytes += out.iter().map(|o| o.contents.len() as u64).sum::<u64>();
+        let mut rx_bytes = 0u64;
         let r = io.turn(&mut out, Some(deadline), WORK_LIMIT, &mut |from, data| {
+            rx_bytes += data.len() as u64;
             if failed.is_some() {
                 return;
             }
@@ -205,9 +227,16 @@ pub fn run(config: CoreConfig, mut io: BatchIo, mut commands: UnboundedReceiver<
         });
         if let Some(panic) = failed {
             core = restart(core, &config, panic, &events, &mesh);
+            metrics.restarted();
             since = core.counters();
             out.clear();
             continue;
+        }
+        tally.rx_bytes += rx_bytes;
+        if let Ok(st) = &r {
+            tally.rx_datagrams += st.received as u64;
+            tally.tx_datagrams += st.sent as u64;
+            tally.syscalls += st.syscalls as u64;
         }
         match r {
             Ok(st) if st.shed > 0 => {

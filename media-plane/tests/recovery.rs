@@ -38,7 +38,7 @@ fn a_panicking_core_ends_its_sessions_and_restarts() {
     let local = socket.local_addr().unwrap();
     let config = CoreConfig { index: 0, local, candidates: vec![local], capacity: 100, connect_timeout: Duration::from_secs(30), cores: 1, nack_history: NACK_HISTORY, bwe_initial: BWE_INITIAL };
     let (events_tx, mut events) = tokio::sync::mpsc::unbounded_channel();
-    let setup = CoreSetup { config, socket, cpu: 0, events: events_tx, force_epoll: true, mesh: Mesh::new(1).unwrap(), shed_after: None, load_interval: Duration::from_millis(200) };
+    let setup = CoreSetup { config, socket, cpu: 0, events: events_tx, force_epoll: true, mesh: Mesh::new(1).unwrap(), shed_after: None, load_interval: Duration::from_millis(200), metrics: Default::default() };
     let (_thread, inbox, _) = worker::spawn(setup).unwrap();
     let mut next = |what: &str, pick: &dyn Fn(&LinkEvent) -> bool| -> LinkEvent {
         let end = std::time::Instant::now() + Duration::from_secs(10);
@@ -107,7 +107,7 @@ async fn node_with_link() -> tokio::net::TcpListener {
     let local = socket.local_addr().unwrap();
     let config = CoreConfig { index: 0, local, candidates: vec![local], capacity: 100, connect_timeout: Duration::from_secs(60), cores: 1, nack_history: NACK_HISTORY, bwe_initial: BWE_INITIAL };
     let (events_tx, events_rx) = tokio::sync::mpsc::unbounded_channel();
-    let setup = CoreSetup { config, socket, cpu: 0, events: events_tx, force_epoll: true, mesh: Mesh::new(1).unwrap(), shed_after: None, load_interval: Duration::from_millis(200) };
+    let setup = CoreSetup { config, socket, cpu: 0, events: events_tx, force_epoll: true, mesh: Mesh::new(1).unwrap(), shed_after: None, load_interval: Duration::from_millis(200), metrics: Default::default() };
     let (_thread, inbox, _) = worker::spawn(setup).unwrap();
     let settings = LinkSettings {
         url: format!("ws://{addr}/internal/link"),

@@ -4,6 +4,7 @@
 pub mod allocation;
 pub mod auth;
 pub mod conf;
+pub mod metrics;
 pub mod policy;
 pub mod runtime;
 pub mod server;

@@ -91,6 +91,15 @@ struct Args {
     /// Do not listen on TLS.
     #[arg(long = "no-tls")]
     no_tls: bool,
+    /// Serve Prometheus metrics (coturn's word) on --prometheus-address:--prometheus-port.
+    #[arg(long = "prometheus")]
+    prometheus: bool,
+    /// Port of the metrics endpoint (coturn's default).
+    #[arg(long = "prometheus-port", default_value_t = 9641)]
+    prometheus_port: u16,
+    /// Address of the metrics endpoint [default: 0.0.0.0, as coturn].
+    #[arg(long = "prometheus-address", default_value = "0.0.0.0")]
+    prometheus_address: IpAddr,
     /// Concurrent TCP/TLS connections in total. Not a coturn word.
     #[arg(long = "max-connections", default_value_t = 10_000)]
     max_connections: u32,
@@ -253,6 +262,13 @@ fn main() -> anyhow::Result<()> {
         queue: 64,
         write_timeout: std::time::Duration::from_secs(10),
     };
+    let metrics = std::sync::Arc::new(relay::metrics::RelayMetrics::new());
+    let scrape_listener = if args.prometheus {
+        let addr = SocketAddr::new(args.prometheus_address, args.prometheus_port);
+        Some(std::net::TcpListener::bind(addr).with_context(|| format!("binding the metrics address {addr}"))?)
+    } else {
+        None
+    };
     let mut handles = Vec::new();
     for core in 0..cores {
         let mut cfg = Config::new(&args.realm, credentials.clone(), relay_ips.clone());
@@ -277,7 +293,7 @@ fn main() -> anyhow::Result<()> {
             }
         }
         let server = Server::new(cfg, Instant::now(), unix, nonces.clone());
-        let task = RelayCore { server, udp, tcp, tls, tls_config: tls_config.clone(), streams: streams.clone() };
+        let task = RelayCore { server, udp, tcp, tls, tls_config: tls_config.clone(), streams: streams.clone(), metrics: metrics.core(core) };
         let (h, backend) = percore::spawn(format!("relay-{core}"), core % cpus, args.force_epoll || !args.io_uring, task)?;
         tracing::info!(core, ?backend, port = args.listening_port, "relay core started");
         handles.push(h);
@@ -287,6 +303,11 @@ fn main() -> anyhow::Result<()> {
     // if every core has stopped (none should), so does the process.
     let rt = tokio::runtime::Builder::new_current_thread().enable_all().build()?;
     rt.block_on(async {
+        if let Some(l) = scrape_listener {
+            l.set_nonblocking(true)?;
+            tracing::info!(addr = %l.local_addr()?, "Prometheus metrics");
+            tokio::spawn(scrape::serve(tokio::net::TcpListener::from_std(l)?, metrics));
+        }
         let cores = tokio::task::spawn_blocking(move || {
             for h in handles {
                 let _ = h.join();
@@ -296,7 +317,8 @@ fn main() -> anyhow::Result<()> {
             _ = cores => tracing::warn!("every relay core stopped"),
             stop = limits::stop::requested() => tracing::info!(%stop, "stopping"),
         }
-    });
+        Ok::<_, std::io::Error>(())
+    })?;
     // The joining task still blocks on the cores: leave it behind.
     rt.shutdown_background();
     Ok(())

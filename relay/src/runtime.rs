@@ -16,6 +16,7 @@ use limits::{Gate, Permit};
 use percore::{CoreTask, Driver};
 use tokio::sync::Notify;
 
+use crate::metrics::CoreMetrics;
 use crate::server::{ClientAction, FiveTuple, RelaySockets, Server, Transport, HEADROOM, TAILROOM};
 use crate::stun;
 
@@ -50,7 +51,12 @@ pub struct RelayCore {
     pub tls_config: Option<Arc<rustls::ServerConfig>>,
     /// Limits of the TCP and TLS connections.
     pub streams: StreamLimits,
+    /// The core's metrics, added to about once a second.
+    pub metrics: CoreMetrics,
 }
+
+/// How often a core adds its counts to its metrics.
+const REPORT_EVERY: Duration = Duration::from_secs(1);
 
 struct RelaySock<D: Driver> {
     socket: D::Socket,
@@ -65,6 +71,7 @@ struct Shared<D: Driver> {
     conns: RefCell<HashMap<FiveTuple, mpsc::Sender<Vec<u8>>>>,
     streams: StreamLimits,
     wake_timer: Notify,
+    metrics: CoreMetrics,
 }
 
 /// Binds relay sockets for the server and remembers which ones need a receive task.
@@ -295,7 +302,16 @@ impl<D: Driver> Shared<D> {
     }
 
     async fn timer_loop(self: Rc<Self>) {
+        let mut reported = Instant::now();
+        let mut since = self.server.borrow().counters();
         loop {
+            if reported.elapsed() >= REPORT_EVERY {
+                let server = self.server.borrow();
+                let now = server.counters();
+                self.metrics.report(&now, &since, server.allocation_count());
+                since = now;
+                reported = Instant::now();
+            }
             let now = Instant::now();
             let deadline = self.server.borrow().next_timeout().unwrap_or(now + Duration::from_secs(1)).min(now + Duration::from_secs(1));
             if deadline > now {
@@ -334,6 +350,7 @@ impl CoreTask for RelayCore {
             conns: RefCell::new(HashMap::new()),
             streams: self.streams,
             wake_timer: Notify::new(),
+            metrics: self.metrics,
         });
         let stream_listeners = self.tcp.into_iter().map(|l| (l, None)).chain(self.tls.into_iter().map(|l| (l, self.tls_config.clone())));
         for (l, tls) in stream_listeners {

@@ -160,8 +160,24 @@ pub struct Counters {
     pub to_peer: u64,
     /// Packets relayed peer to client.
     pub to_client: u64,
+    /// Payload bytes relayed client to peer.
+    pub bytes_to_peer: u64,
+    /// Payload bytes relayed peer to client.
+    pub bytes_to_client: u64,
     /// Datagrams dropped (malformed, no permission, over the bandwidth cap).
     pub dropped: u64,
+    /// Allocations made.
+    pub allocations: u64,
+    /// Requests refused, by the error code's place in [`REFUSAL_CODES`] (last: any other).
+    pub refused: [u64; REFUSAL_CODES.len() + 1],
+}
+
+/// The error codes counted one by one; 401 includes the challenge every client gets first.
+pub const REFUSAL_CODES: [u16; 11] = [400, 401, 403, 420, 437, 438, 441, 442, 443, 486, 508];
+
+/// Where `code` is counted in [`Counters::refused`].
+pub fn refusal_slot(code: u16) -> usize {
+    REFUSAL_CODES.iter().position(|c| *c == code).unwrap_or(REFUSAL_CODES.len())
 }
 
 /// The TURN server of one core.
@@ -362,6 +378,7 @@ impl Server {
                     Err((_, None)) if !self.may_answer_unauthenticated(now, tuple) => {}
                     Err((refusal, key)) => {
                         tracing::debug!(client = %tuple.client, method = m, code = refusal.code, "request refused");
+                        self.counters.refused[refusal_slot(refusal.code)] += 1;
                         let mut b = Builder::new(m, Class::Error, tid).error(refusal.code, refusal.reason);
                         if !refusal.unknown.is_empty() {
                             let v: Vec<u8> = refusal.unknown.iter().flat_map(|t| t.to_be_bytes()).collect();
@@ -414,6 +431,7 @@ impl Server {
             return ClientAction::None;
         }
         self.counters.to_peer += 1;
+        self.counters.bytes_to_peer += payload.len() as u64;
         ClientAction::Relay { relay: a.relay, peer, data: payload }
     }
 
@@ -424,6 +442,7 @@ impl Server {
         if let (Some(a), Some(peer), Some(data)) = (a, peer, data) {
             if a.permitted(peer.ip(), now) && self.cfg.policy.permits_peer(peer) && a.within_rate(now, data.len()) {
                 self.counters.to_peer += 1;
+                self.counters.bytes_to_peer += data.len() as u64;
                 return ClientAction::Relay { relay: a.relay, peer, data };
             }
         }
@@ -543,6 +562,7 @@ impl Server {
             scheduled: None,
         };
         self.allocations.insert(id, a);
+        self.counters.allocations += 1;
         self.by_tuple.insert(tuple, id);
         self.by_relay.insert(relay, id);
         *self.per_user.entry(user.clone()).or_default() += 1;
@@ -678,6 +698,7 @@ impl Server {
             return None;
         }
         self.counters.to_client += 1;
+        self.counters.bytes_to_client += len as u64;
         let tuple = a.tuple;
         if let Some(&ch) = a.peer_channel.get(&peer) {
             if a.channels.get(&ch).is_some_and(|(_, e)| *e > now) {
