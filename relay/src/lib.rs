@@ -4,6 +4,7 @@
 pub mod allocation;
 pub mod auth;
 pub mod conf;
+pub mod counters;
 pub mod metrics;
 pub mod policy;
 pub mod runtime;

@@ -10,7 +10,7 @@ use prometheus_client::registry::Registry;
 
 use scrape::metric;
 
-use crate::server::{Counters, REFUSAL_CODES};
+use crate::counters::{Counters, REFUSAL_CODES};
 
 /// Labels of one core.
 #[derive(Debug, Clone, Hash, PartialEq, Eq, EncodeLabelSet)]
@@ -131,8 +131,8 @@ mod tests {
         let core = m.core(0);
         let since = Counters { to_peer: 5, ..Counters::default() };
         let mut now = Counters { to_peer: 9, to_client: 3, bytes_to_client: 300, allocations: 2, ..Counters::default() };
-        now.refused[crate::server::refusal_slot(403)] = 2;
-        now.refused[crate::server::refusal_slot(599)] = 1;
+        now.refused[crate::counters::refusal_slot(403)] = 2;
+        now.refused[crate::counters::refusal_slot(599)] = 1;
         core.report(&now, &since, 2);
         let text = scrape::render(&m);
         for line in [
